@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_attn.data.pipeline import history_batch, length_buckets, sequence_dataset
+from tfrec_attn.features.vocab import ItemVocabulary
+
+
+def test_vocabulary_round_trip_and_oov(tmp_path):
+    vocab = ItemVocabulary(["50", "172", "x y"])
+    path = vocab.save(str(tmp_path / "vocab" / "items.txt"))
+    again = ItemVocabulary.load(path)
+    assert list(again.item_ids) == ["50", "172", "x y"]
+    lookup = again.lookup_layer()
+    ids = lookup(tf.constant([["172", "", "nope", "x y"]])).numpy()
+    assert ids.tolist() == [[3, 0, 1, 4]]  # item index = catalogue index + 2; "" = 0; OOV = 1
+    inverse = again.lookup_layer(invert=True)
+    assert inverse(tf.constant([2, 3])).numpy().tolist() == [b"50", b"172"]
+    assert again.num_indices == 5
+    with pytest.raises(ValueError, match="position 1"):
+        ItemVocabulary(["a", ""])
+    with pytest.raises(ValueError, match="unique"):
+        ItemVocabulary(["a", "a"])
+
+
+def test_sequence_dataset_shifts_truncates_and_pads():
+    vocab = ItemVocabulary([f"i{k}" for k in range(30)])
+    seqs = [[f"i{k}" for k in range(10)], ["i5", "i6", "i7"], ["i9"], ["i1", "unseen"]]
+    ds = sequence_dataset(seqs, vocab, max_len=4, batch_size=8, shuffle=False, bucket_by_length=False)
+    batches = list(ds)
+    assert len(batches) == 1
+    features, labels = batches[0]
+    history = features["history"].numpy()
+    labels = labels.numpy()
+    # The 1-item user has nothing to predict and is dropped; others keep the newest 4 positions.
+    assert history.tolist() == [[7, 8, 9, 10], [7, 8, 0, 0], [3, 0, 0, 0]]
+    assert labels.tolist() == [[8, 9, 10, 11], [8, 9, 0, 0], [1, 0, 0, 0]]  # unseen -> OOV (1)
+
+
+def test_bucketing_pads_only_to_the_batch_longest():
+    vocab = ItemVocabulary([str(k) for k in range(300)])
+    rng = np.random.default_rng(0)
+    seqs = [[str(v) for v in rng.integers(0, 300, size=n)] for n in [3] * 20 + [150] * 20]
+    ds = sequence_dataset(seqs, vocab, max_len=100, batch_size=8, shuffle=True, seed=1)
+    widths = sorted({int(x["history"].shape[1]) for x, _ in ds})
+    assert widths == [2, 100]
+    assert sum(int(y.shape[0]) for _, y in ds) == 40
+    assert length_buckets(200) == [7, 13, 26, 51, 101]
+
+
+def test_history_batch_is_right_padded():
+    ids = np.array(["a", "b", "c"], dtype=object)
+    batch = history_batch([[0, 1, 2], [2]], ids, max_len=2)
+    assert batch.tolist() == [["b", "c"], ["c", ""]]

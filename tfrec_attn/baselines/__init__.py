@@ -1,0 +1,23 @@
+"""Non-neural baselines measured with the project's protocol."""
+
+from tfrec_attn.baselines.als import ALSBaseline
+from tfrec_attn.baselines.mostpop import MostPopBaseline
+
+__all__ = ["ALSBaseline", "MostPopBaseline", "run_baselines"]
+
+
+def run_baselines(split, stage: str = "test", names=("MostPop", "ALS"), als_params=None) -> dict:
+    """Fits each baseline on the training part and evaluates it at ``stage``."""
+    from tfrec_attn.evaluation import Evaluator
+
+    evaluator = Evaluator(split, stage)
+    results = {}
+    for name in names:
+        if name == "MostPop":
+            model = MostPopBaseline().fit(split)
+        elif name == "ALS":
+            model = ALSBaseline(**(als_params or {})).fit(split)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; choose from MostPop, ALS")
+        results[name] = evaluator.evaluate(model.score_fn(split))
+    return results

@@ -1,0 +1,28 @@
+"""Errors raised while reading interaction data."""
+
+from __future__ import annotations
+
+
+class DataFormatError(ValueError):
+    """A malformed record in an input file.
+
+    The message always reads ``FILE:LINE: field 'NAME': PROBLEM (got VALUE)`` so
+    the user can open the file at the right line.
+    """
+
+    def __init__(self, path: str, line: int, field: str, problem: str, value: object = None):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        self.value = value
+        got = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{self.path}:{line}: field '{field}': {problem}{got}")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set is not on disk and could not be downloaded."""
+
+
+class ChecksumError(IOError):
+    """A downloaded archive does not match its pinned checksum."""

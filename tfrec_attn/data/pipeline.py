@@ -1,0 +1,108 @@
+"""tf.data input pipeline for sequence models.
+
+Each user's chronological sequence becomes one training example of next-item
+prediction at every position: ``history = s[:-1]``, ``labels = s[1:]``, both keeping
+the most recent ``max_len`` items. Raw string ids go through the vocabulary's
+``StringLookup`` inside the pipeline (unseen ids -> OOV). Examples are bucketed by
+length and padded to the longest example of their batch, so no compute goes to
+padding beyond what a batch needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfrec_attn.features.vocab import ItemVocabulary
+
+
+def _ragged(values, dtype):
+    import tensorflow as tf
+
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    flat = np.concatenate(values) if len(values) else np.zeros(0)
+    return tf.RaggedTensor.from_row_lengths(tf.constant(flat, dtype=dtype), lengths)
+
+
+def length_buckets(max_len: int, num_buckets: int = 6) -> list[int]:
+    """Geometric bucket boundaries up to ``max_len`` (e.g. 200 -> [7, 13, 26, 51, 101])."""
+    bounds = sorted({int(round(max_len / 2 ** i)) + 1 for i in range(1, num_buckets)})
+    return [b for b in bounds if 1 < b <= max_len]
+
+
+def sequence_dataset(
+    sequences,
+    vocabulary: ItemVocabulary,
+    *,
+    max_len: int,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    bucket_by_length: bool = True,
+    repeat: bool = False,
+    input_context=None,
+):
+    """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
+
+    Args:
+        sequences: list of sequences of raw item ids (str), oldest first, one per user.
+        vocabulary: ItemVocabulary. Its ``StringLookup`` maps ids to model indices.
+        max_len: int. Most recent positions kept per example.
+        batch_size: int. Global batch size (divided by replicas under ``input_context``).
+        shuffle: bool. Reshuffle users every epoch.
+        bucket_by_length: bool. Group examples of similar length into batches.
+        input_context: tf.distribute.InputContext or None. Shards users across input
+            pipelines and uses the per-replica batch size.
+
+    Returns:
+        tf.data.Dataset. Padding index is 0 in both history and labels.
+    """
+    import tensorflow as tf
+
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    keep = [np.asarray(s, dtype=object) for s in sequences if len(s) >= 2]
+    if not keep:
+        raise ValueError("no sequence has 2 or more items; nothing to train on")
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    lookup = vocabulary.lookup_layer()
+
+    ds = tf.data.Dataset.from_tensor_slices(_ragged(keep, tf.string))
+    if input_context is not None:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shuffle:
+        ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def to_example(seq):
+        ids = lookup(seq)
+        return {"history": ids[:-1][-max_len:]}, ids[1:][-max_len:]
+
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if bucket_by_length:
+        bounds = length_buckets(max_len)
+        ds = ds.bucket_by_sequence_length(
+            lambda features, labels: tf.shape(labels)[0],
+            bucket_boundaries=bounds,
+            bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
+            pad_to_bucket_boundary=False,
+        )
+    else:
+        ds = ds.padded_batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def history_batch(histories, vocabulary_ids: np.ndarray, max_len: int | None = None) -> np.ndarray:
+    """Right-padded string matrix of raw ids (``""`` = padding) from catalogue-index histories.
+
+    This is the input format of the exported ``serving_default`` signature.
+    """
+    ids = [vocabulary_ids[np.asarray(h, dtype=np.int64)] for h in histories]
+    if max_len is not None:
+        ids = [h[-max_len:] for h in ids]
+    width = max(1, max((len(h) for h in ids), default=1))
+    out = np.full((len(ids), width), "", dtype=object)
+    for row, h in enumerate(ids):
+        out[row, : len(h)] = h
+    return out
