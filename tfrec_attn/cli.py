@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import tfrec_attn  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
@@ -18,7 +19,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="MovieLens directory (default: $TFREC_ATTN_DATA, the cache, "
                                       "or a download from GroupLens)")
-    group.add_argument("--dataset", default="ml-100k",
+    group.add_argument("--dataset", default=argparse.SUPPRESS,
                        help="MovieLens release to find or download (ml-100k, ml-1m, ml-25m, "
                             "ml-latest-small)")
     group.add_argument("--interactions", help="generic CSV with user_id,item_id,timestamp[,rating] "
@@ -81,6 +82,81 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def _print_metrics(title: str, metrics: dict) -> None:
+    from tfrec_attn.evaluation import format_table
+
+    print(title)
+    print(format_table({"model": metrics}))
+
+
+def cmd_train(args) -> int:
+    from tfrec_attn.config import load_config
+    from tfrec_attn.export import export_retrieval
+    from tfrec_attn.trainer import train_retrieval
+
+    config = load_config(args.config, args.set)
+    if args.dataset is None:
+        args.dataset = config.data.dataset
+    dataset = load_data(args)
+    result = train_retrieval(config, dataset, args.output_dir, verbose=args.keras_verbose)
+    m = result.metrics
+    print(f"trained {m['epochs']} epochs in {m['train_seconds']:.0f}s "
+          f"({m['sequences_per_second']:.0f} sequences/s); best validation NDCG@10 "
+          f"{m['validation'].get('val_ndcg10', float('nan')):.4f} at epoch {m['best_epoch']}")
+    _print_metrics("test split, full ranking:", m["test"])
+    if not args.no_export:
+        path = export_retrieval(result.model, result.vocabulary,
+                                os.path.join(args.output_dir, "export"),
+                                model_name=config.export.model_name, k=config.export.k,
+                                index=config.export.index)
+        print(f"exported {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tfrec_attn.data import leave_one_out
+
+    path = args.path
+    is_run = os.path.isfile(os.path.join(path, "config.yaml"))
+    if is_run:
+        from tfrec_attn.callbacks import catalogue_scorer
+        from tfrec_attn.evaluation import Evaluator
+        from tfrec_attn.trainer import catalogue_indices, load_run
+
+        config, vocabulary, model = load_run(path)
+        if args.dataset is None:
+            args.dataset = config.data.dataset
+        split = leave_one_out(load_data(args).interactions, config.data.min_interactions)
+        metrics = Evaluator(split, args.stage).evaluate(
+            catalogue_scorer(model, catalogue_indices(split, vocabulary)))
+        source = f"run {path} (in-memory model)"
+    else:
+        from tfrec_attn.export.evaluate import evaluate_saved_model
+
+        args.dataset = args.dataset or "ml-100k"
+        split = leave_one_out(load_data(args).interactions)
+        metrics = evaluate_saved_model(path, split, args.stage)
+        source = f"SavedModel {metrics['saved_model']} through serving_default"
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(f"{args.stage} split, full ranking, {source}:", metrics)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tfrec_attn.export import export_retrieval
+    from tfrec_attn.trainer import load_run
+
+    config, vocabulary, model = load_run(args.run_dir)
+    path = export_retrieval(model, vocabulary, args.export_dir or os.path.join(args.run_dir, "export"),
+                            model_name=args.model_name or config.export.model_name,
+                            k=args.k or config.export.k, index=args.index or config.export.index,
+                            version=args.version)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfrec-attn", description=__doc__)
     parser.add_argument("--version", action="version", version=tfrec_attn.__version__)
@@ -106,6 +182,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["MostPop", "ALS"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_baselines)
+
+    p = sub.add_parser("train", help="train the transformer retrieval model, evaluate, export")
+    p.add_argument("config", help="YAML config, e.g. training/configs/ml100k_retrieval.yaml")
+    p.add_argument("--output-dir", required=True, help="run directory (resumes if interrupted)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.dropout=0.3 (repeatable)")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
+    _add_data_args(p)
+    p.set_defaults(func=cmd_train, dataset=None)
+
+    p = sub.add_parser("evaluate", help="full-ranking metrics of a run dir or an exported SavedModel")
+    p.add_argument("path", help="run directory, SavedModel directory, or TF Serving model directory")
+    p.add_argument("--stage", choices=("validation", "test"), default="test")
+    p.add_argument("--json", action="store_true")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_evaluate, dataset=None)
+
+    p = sub.add_parser("export", help="export a run as a versioned SavedModel")
+    p.add_argument("run_dir")
+    p.add_argument("--export-dir", help="MODEL_BASE_PATH (default: RUN_DIR/export)")
+    p.add_argument("--model-name")
+    p.add_argument("--version", type=int, help="default: next integer version")
+    p.add_argument("--k", type=int)
+    p.add_argument("--index", choices=("brute_force", "scann"))
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -115,9 +217,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from tfrec_attn.config import ConfigError
+
+    if not hasattr(args, "dataset"):
+        args.dataset = "ml-100k"
     try:
         return args.func(args)
-    except (CLIError, DataFormatError, DataNotFoundError, ChecksumError) as error:
+    except (CLIError, ConfigError, DataFormatError, DataNotFoundError, ChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,14 @@ without replacement (fixed seed) from the items the user never interacted with.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
 
 from tfrec_attn.data.splits import LeaveOneOutSplit
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 50)
 
@@ -184,9 +187,16 @@ class Evaluator:
         self._seed = seed
 
     @property
-    def negatives(self) -> np.ndarray:
-        if self._negatives is None:
+    def negatives(self) -> np.ndarray | None:
+        """Sampled negatives per user; None when some user has too few unseen items."""
+        if self._negatives is None and self.num_negatives:
             every = [self.split.sequences[u] for u in self.users]
+            most_seen = max((len(np.unique(s)) for s in every), default=0)
+            if self.split.num_items - most_seen < self.num_negatives:
+                logger.warning("sampled metrics skipped: a user has fewer than %d never-interacted "
+                               "items in a catalogue of %d", self.num_negatives, self.split.num_items)
+                self.num_negatives = 0
+                return None
             self._negatives = sample_negatives(every, self.split.num_items, self.num_negatives, self._seed)
         return self._negatives
 
@@ -205,7 +215,7 @@ class Evaluator:
             targets = self.targets[start:stop]
             for name, values in full_ranking_metrics(scores, targets, histories, self.ks).items():
                 per_user.setdefault(name, []).append(values)
-            if sampled and self.num_negatives:
+            if sampled and self.negatives is not None:
                 cand = np.concatenate([targets[:, None], self.negatives[start:stop]], axis=1)
                 picked = np.take_along_axis(scores, cand, axis=1)
                 for name, values in sampled_metrics(picked).items():
@@ -217,13 +227,18 @@ class Evaluator:
         return result
 
     def evaluate_topk(self, topk_fn, batch_size: int = 512) -> dict[str, float]:
-        """Evaluates ranked lists ``topk_fn(user_indices, histories) -> [b, K] item indices``."""
+        """Evaluates ranked lists ``topk_fn(user_indices, histories) -> [b, K] item indices``.
+
+        Cut-offs above K are left out; MRR is truncated at K. Items outside the catalogue
+        may be marked -1.
+        """
         per_user: dict[str, list] = {}
         violations = 0
         for start in range(0, len(self.users), batch_size):
             stop = min(start + batch_size, len(self.users))
             topk = np.asarray(topk_fn(self.users[start:stop], self.histories[start:stop]))
-            metrics, bad = topk_metrics(topk, self.targets[start:stop], self.histories[start:stop], self.ks)
+            ks = tuple(k for k in self.ks if k <= topk.shape[1])  # HR@50 needs lists of >= 50
+            metrics, bad = topk_metrics(topk, self.targets[start:stop], self.histories[start:stop], ks)
             violations += bad
             for name, values in metrics.items():
                 per_user.setdefault(name, []).append(values)

@@ -1,0 +1,159 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_attn.config import load_config
+from tfrec_attn.data.synthetic import planted_sequences
+from tfrec_attn.evaluation import Evaluator
+from tfrec_attn.export import export_retrieval
+from tfrec_attn.export.evaluate import evaluate_saved_model
+from tfrec_attn.tasks import FullSoftmaxTask, InBatchSoftmaxTask, SampledSoftmaxTask
+from tfrec_attn.trainer import train_retrieval
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
+FAST = [
+    "model.embedding_dim=32", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.1",
+    "loss.type=full", "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=15",
+    "train.patience=100",
+]
+
+
+def log_softmax_np(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def test_full_softmax_matches_numpy_and_ignores_pad_oov_columns():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(5, 4)).astype(np.float32)
+    c = rng.normal(size=(9, 4)).astype(np.float32)
+    labels = np.array([2, 3, 8, 5, 2])
+    logits = (q @ c.T)[:, 2:] / 0.5  # pad (0) and OOV (1) columns are not classes
+    expected = -log_softmax_np(logits)[np.arange(5), labels - 2].mean()
+    got = FullSoftmaxTask(temperature=0.5)(tf.constant(q), tf.constant(labels), tf.constant(c))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    eps = 0.1
+    target = np.full((5, 7), eps / 7)
+    target[np.arange(5), labels - 2] += 1 - eps
+    expected_ls = -(target * log_softmax_np(q @ c.T[:, 2:])).sum(-1).mean()
+    got_ls = FullSoftmaxTask(label_smoothing=eps)(tf.constant(q), tf.constant(labels), tf.constant(c))
+    assert float(got_ls) == pytest.approx(expected_ls, rel=1e-5)
+
+
+def test_sampled_softmax_is_exact_when_negatives_cover_the_catalogue():
+    rng = np.random.default_rng(1)
+    q = tf.constant(rng.normal(size=(6, 4)), tf.float32)
+    c = tf.constant(rng.normal(size=(12, 4)), tf.float32)
+    labels = tf.constant([2, 5, 11, 3, 3, 7])
+    counts = np.arange(12.0)
+    exact = SampledSoftmaxTask(counts, num_negatives=10)
+    assert exact.exact
+    assert float(exact(q, labels, c)) == pytest.approx(float(FullSoftmaxTask()(q, labels, c)), rel=1e-6)
+    sampled = SampledSoftmaxTask(counts, num_negatives=4)
+    values = [float(sampled(q, labels, c)) for _ in range(3)]
+    assert all(np.isfinite(values)) and values[0] < float(FullSoftmaxTask()(q, labels, c)) + 5
+
+
+def test_in_batch_softmax_removes_accidental_hits():
+    q = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    c_table = tf.constant([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    labels = tf.constant([2, 2, 3])  # rows 0 and 1 share a label: not each other's negative
+    task = InBatchSoftmaxTask(np.array([0, 0, 1.0, 1.0]), max_positions=10)
+    loss = float(task(q, labels, c_table))
+    # Row 0: logits vs candidates [2, 2, 3] = [5, 5(hit, removed), 0] - logQ(0.5) (same for all)
+    row01 = -np.log(np.exp(5) / (np.exp(5) + np.exp(0)))
+    row2 = -np.log(np.exp(5) / (np.exp(5) + 2 * np.exp(0)))
+    assert loss == pytest.approx((2 * row01 + row2) / 3, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    config = load_config(CONFIG, FAST)
+    out = str(tmp_path_factory.mktemp("planted"))
+    return train_retrieval(config, planted_sequences(), out, verbose=0)
+
+
+def test_planted_pattern_is_learned_within_seconds(planted_run):
+    metrics = planted_run.metrics
+    assert metrics["test"]["HR@10"] >= 0.9, metrics
+    assert metrics["train_seconds"] < 120
+    for name in ("history.csv", "curves.png", "metrics.json", "config.yaml", "vocab/items.txt"):
+        assert os.path.exists(os.path.join(planted_run.output_dir, name)), name
+
+
+def test_exported_signature_matches_in_memory_metrics_and_excludes_history(planted_run, tmp_path):
+    run = planted_run
+    path = export_retrieval(run.model, run.vocabulary, str(tmp_path), k=20)
+    assert path == str(tmp_path / "retrieval" / "1")
+    exported = evaluate_saved_model(path, run.split, "test")
+    assert exported["history_items_returned"] == 0
+    for name in ("HR@10", "NDCG@10"):
+        assert exported[name] == pytest.approx(run.metrics["test"][name], abs=0.002)
+    loaded = tf.saved_model.load(path)
+    history = [["i3", "i4", "i5", "", ""], ["i10", "unknown-id", "i11", "i12", ""]]
+    out = loaded.signatures["serving_default"](history=tf.constant(history))
+    ids = out["item_ids"].numpy().astype(str)
+    assert ids.shape == (2, 20)
+    for row, hist in zip(ids, history):
+        assert not set(row) & set(hist)
+    assert ids[0][0] == "i6" and ids[1][0] == "i13"  # the planted rule, OOV ignored
+    assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 0)
+    # A second export is version 2; versions are immutable.
+    assert export_retrieval(run.model, run.vocabulary, str(tmp_path), k=20).endswith("/2")
+    with pytest.raises(FileExistsError):
+        export_retrieval(run.model, run.vocabulary, str(tmp_path), k=20, version=1)
+    assert sorted(os.listdir(tmp_path / "retrieval")) == ["1", "2"]  # no temp dirs left
+
+
+def test_scann_and_brute_force_agree_on_a_small_catalogue(planted_run, tmp_path):
+    run = planted_run
+    brute = export_retrieval(run.model, run.vocabulary, str(tmp_path), k=10, model_name="bf")
+    scann_path = export_retrieval(run.model, run.vocabulary, str(tmp_path), k=10, model_name="scann",
+                                  index="scann", num_leaves=4, num_leaves_to_search=4,
+                                  num_reordering_candidates=60)
+    import scann  # noqa: F401
+
+    history = tf.constant([["i1", "i2", "i3"], ["i40", "i41", ""], ["i7", "", ""]])
+    a = tf.saved_model.load(brute).signatures["serving_default"](history=history)
+    b = tf.saved_model.load(scann_path).signatures["serving_default"](history=history)
+    assert a["item_ids"].numpy().tolist() == b["item_ids"].numpy().tolist()
+    np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_saved_model_reloads_without_tfrec_attn(planted_run, tmp_path):
+    run = planted_run
+    path = export_retrieval(run.model, run.vocabulary, str(tmp_path), k=10)
+    history = [["i20", "i21", "i22"], ["i50", "", ""]]
+    expected = tf.saved_model.load(path).signatures["serving_default"](
+        history=tf.constant(history))["item_ids"].numpy().astype(str).tolist()
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        loaded = tf.saved_model.load({path!r})
+        out = loaded.signatures["serving_default"](history=tf.constant({history!r}))
+        assert "tfrec_attn" not in sys.modules
+        print(json.dumps(out["item_ids"].numpy().astype(str).tolist()))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_evaluator_on_in_memory_model_is_reproducible(planted_run):
+    from tfrec_attn.callbacks import catalogue_scorer
+    from tfrec_attn.trainer import catalogue_indices, load_run
+
+    config, vocabulary, model = load_run(planted_run.output_dir)
+    scorer = catalogue_scorer(model, catalogue_indices(planted_run.split, vocabulary))
+    again = Evaluator(planted_run.split, "test").evaluate(scorer)
+    assert again["NDCG@10"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-6)

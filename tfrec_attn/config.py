@@ -1,0 +1,256 @@
+"""Typed configuration: nested dataclasses loaded from YAML with ``--set`` overrides.
+
+Every error names where the offending value came from, e.g.
+``training/configs/ml100k_retrieval.yaml:14: model.num_heads=3 must divide embedding_dim=64``
+or ``--set model.dropout=2: must be in [0, 1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from (command-line ``--data`` etc. override these)."""
+
+    dataset: str = "ml-100k"  # MovieLens release, when reading MovieLens
+    min_interactions: int = 3  # users with fewer interactions only train
+
+
+@dataclasses.dataclass
+class ItemTowerConfig:
+    """The item tower: ``id`` embeddings now; the text tower plugs in here."""
+
+    type: str = "id"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The transformer user tower and the item tower."""
+
+    embedding_dim: int = 64
+    max_len: int = 200  # most recent history items the user tower reads
+    num_blocks: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 0  # 0 = embedding_dim
+    dropout: float = 0.5
+    attention_dropout: float = -1.0  # < 0 = same as dropout
+    norm_first: bool = True  # pre-LN (True) or post-LN (False)
+    positional: str = "learned"  # learned | none
+    item_tower: ItemTowerConfig = dataclasses.field(default_factory=ItemTowerConfig)
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Next-item prediction objective at every position."""
+
+    type: str = "full"  # full | in_batch | sampled
+    num_negatives: int = 256  # sampled: negatives per batch
+    temperature: float = 1.0
+    label_smoothing: float = 0.0  # full softmax only
+    sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
+    max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # decoupled (AdamW) when > 0
+    clipnorm: float = 0.0
+    eval_every: int = 1  # epochs between validation evaluations
+    patience: int = 10  # evaluations without improvement before stopping
+    time_budget_seconds: float = 0.0  # 0 = no limit; else stop after this much training time
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    bucket_by_length: bool = True
+    steps_per_execution: int = 1
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    k: int = 100
+    index: str = "brute_force"  # brute_force (TF Serving) | scann (needs `import scann`)
+    model_name: str = "retrieval"
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+    seed: int = 42
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self, where=lambda path: path) -> None:
+        """Raises :class:`ConfigError` naming the value's origin (``where(path)``)."""
+        m, loss, train, export = self.model, self.loss, self.train, self.export
+        checks = [
+            ("model.embedding_dim", m.embedding_dim > 0, "must be > 0"),
+            ("model.max_len", m.max_len > 0, "must be > 0"),
+            ("model.num_blocks", m.num_blocks >= 0, "must be >= 0"),
+            ("model.num_heads", m.num_heads > 0 and m.embedding_dim % m.num_heads == 0,
+             f"must divide model.embedding_dim={m.embedding_dim}"),
+            ("model.dropout", 0.0 <= m.dropout < 1.0, "must be in [0, 1)"),
+            ("model.attention_dropout", m.attention_dropout < 1.0, "must be < 1"),
+            ("model.positional", m.positional in ("learned", "none"), "must be one of learned, none"),
+            ("model.item_tower.type", m.item_tower.type in ("id",),
+             "must be one of: id (the text tower is not built yet)"),
+            ("loss.type", loss.type in ("full", "in_batch", "sampled"),
+             "must be one of full, in_batch, sampled"),
+            ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
+            ("loss.temperature", loss.temperature > 0, "must be > 0"),
+            ("loss.label_smoothing", 0.0 <= loss.label_smoothing < 1.0, "must be in [0, 1)"),
+            ("loss.sampling_alpha", 0.0 <= loss.sampling_alpha <= 1.0, "must be in [0, 1]"),
+            ("loss.max_positions", loss.max_positions > 0, "must be > 0"),
+            ("train.epochs", train.epochs > 0, "must be > 0"),
+            ("train.batch_size", train.batch_size > 0, "must be > 0"),
+            ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
+            ("train.eval_every", train.eval_every > 0, "must be > 0"),
+            ("train.patience", train.patience > 0, "must be > 0"),
+            ("export.k", export.k > 0, "must be > 0"),
+            ("export.index", export.index in ("brute_force", "scann"), "must be brute_force or scann"),
+            ("data.min_interactions", self.data.min_interactions >= 3, "must be >= 3"),
+        ]
+        for path, ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"{where(path)}: {path}={_get(self, path)!r} {problem}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _compose_lines(text: str) -> dict[str, int]:
+    """Maps dotted key paths to 1-based line numbers in a YAML document."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                lines[path] = key.start_mark.line + 1
+                walk(value, path)
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _coerce(value: Any, annotation, where: str, path: str):
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: {path}={value!r} must be true or false")
+    if annotation in (int, float, str) and (not isinstance(value, annotation) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: {path}={value!r} must be of type {annotation.__name__}")
+    return value
+
+
+def _build(cls, data: dict, lines: dict, origin: str, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}:{lines.get(prefix, 1)}: {prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        where = lines.get(path, origin) if isinstance(lines.get(path), str) else f"{origin}:{lines.get(path, '?')}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(names))}"
+            raise ConfigError(f"{where}: unknown key '{path}'{hint}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, lines, origin, path)
+        else:
+            if isinstance(annotation, types.UnionType):
+                annotation = next(a for a in annotation.__args__ if a is not type(None))
+            kwargs[key] = _coerce(value, annotation, where, path)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, path: str, value) -> None:
+    parts = path.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {path}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | None = None, overrides=(), cls=RetrievalConfig):
+    """Loads ``path`` (YAML; None = defaults), applies ``key=value`` overrides, validates.
+
+    Args:
+        path: str or None.
+        overrides: iterable of ``"dotted.key=value"`` strings (values parsed as YAML).
+        cls: the root dataclass.
+    """
+    text = ""
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    try:
+        tree = yaml.safe_load(text) or {}
+        lines: dict[str, Any] = _compose_lines(text) if text else {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, key, value)
+        lines[key] = f"--set {key}={raw}"
+    origin = path or "<defaults>"
+    config = _build(cls, tree, lines, origin)
+
+    def where(p: str) -> str:
+        line = lines.get(p)
+        if isinstance(line, str):
+            return line
+        return f"{origin}:{line}" if line else origin
+
+    config.validate(where)
+    return config
+
+
+def save_config(config, path: str) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(config.to_yaml())
+    return path
+
+
+def config_from_dict(data: dict, cls=RetrievalConfig):
+    config = _build(cls, json.loads(json.dumps(data)), {}, "<dict>")
+    config.validate()
+    return config

@@ -1,0 +1,52 @@
+"""Top-K retrieval that removes each query's history from the ranking."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrec_attn.layers.attention import register
+
+
+def mask_positions(scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """Sets ``scores[row, positions[row, j]]`` to -inf wherever ``positions >= 0``.
+
+    Args:
+        scores: float [b, N].
+        positions: int [b, H]. Candidate rows to exclude per query; negative = none.
+    """
+    positions = tf.cast(positions, tf.int64)
+    coords = tf.where(positions >= 0)  # [n, 2] (row, slot)
+    cols = tf.gather_nd(positions, coords)
+    coords = tf.stack([coords[:, 0], cols], axis=1)
+    minus_inf = tf.fill(tf.shape(cols), tf.constant(float("-inf"), scores.dtype))
+    return tf.tensor_scatter_nd_update(scores, coords, minus_inf)
+
+
+@register
+class ExcludingBruteForce(tfrs.layers.factorized_top_k.BruteForce):
+    """TFRS ``BruteForce`` whose queries can exclude candidates by row position.
+
+    TFRS's ``query_with_exclusions`` needs a static number of exclusions and ``k +
+    exclusions <= candidates``; histories have neither guarantee, so this masks the
+    excluded rows' scores to -inf before ``top_k`` (exact, any history length).
+
+    Call ``index(candidates [N, d], identifiers [N])`` first, then
+    ``query(queries [b, d], exclude_positions [b, H], k)`` -> (scores [b, k'], ids [b, k'])
+    with ``k' = min(k, N)``; excluded rows never appear unless fewer than ``k`` remain,
+    in which case the tail holds -inf scores.
+    """
+
+    def query(self, queries, exclude_positions=None, k=None):
+        k = k if k is not None else self._k
+        if self._candidates is None:
+            raise ValueError("call `index(candidates, identifiers)` before querying")
+        scores = self._compute_score(queries, self._candidates)
+        if exclude_positions is not None:
+            scores = mask_positions(scores, exclude_positions)
+        k = tf.minimum(k, tf.shape(scores)[1])
+        values, indices = tf.math.top_k(scores, k=k)
+        return values, tf.gather(self._identifiers, indices)
+
+    def get_config(self):
+        return {"k": self._k, "name": self.name}

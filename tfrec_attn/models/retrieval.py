@@ -1,0 +1,99 @@
+"""Two-tower retrieval with a causal-transformer user tower (SASRec-style, TFRS-built).
+
+User tower: history item embeddings (from the item tower, weights shared) + recency
+positions -> causal transformer -> one embedding per position. Item tower: any layer
+with the :mod:`tfrec_attn.layers.item_tower` interface. Score = dot product.
+Training predicts the next item at every position with the configured softmax task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.layers.item_tower import IdItemTower
+from tfrec_attn.layers.user_tower import UserTower, last_position
+from tfrec_attn.tasks import build_task
+
+
+def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
+    """Drops padding/OOV anywhere in each row, keeps the newest ``max_len``, right-pads with 0.
+
+    Args:
+        ids: int [b, H]. Model indices, oldest first.
+
+    Returns:
+        int [b, min(max(row lengths), max_len)] (at least one column).
+    """
+    dense = tf.ragged.boolean_mask(ids, ids >= FIRST_ITEM_INDEX)[:, -max_len:].to_tensor(0)
+    width = tf.maximum(tf.shape(dense)[1], 1)
+    return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+
+
+def build_item_tower(model_config, num_indices: int):
+    kind = model_config.item_tower.type
+    if kind == "id":
+        return IdItemTower(num_indices, model_config.embedding_dim, name="item_tower")
+    raise ValueError(f"model.item_tower.type={kind!r} is not available (choose: id)")
+
+
+class SequentialRetrievalModel(tfrs.Model):
+    """Transformer two-tower retrieval model.
+
+    Args:
+        num_indices: int. Item vocabulary size including padding (0) and OOV (1).
+        model_config: ModelConfig.
+        loss_config: LossConfig.
+        item_counts: array [num_indices]. Training interactions per index (for sampled /
+            in-batch losses; unused by the full softmax and at inference).
+
+    Example:
+        >>> model = SequentialRetrievalModel(vocab.num_indices, config.model, config.loss, counts)
+        >>> model.compile(tf.keras.optimizers.Adam(1e-3)); model.fit(dataset)
+        >>> scores = model.score_items(history_indices)  # [b, num_indices - 2]
+    """
+
+    def __init__(self, num_indices: int, model_config, loss_config, item_counts=None, **kwargs):
+        super().__init__(**kwargs)
+        m = model_config
+        self.num_indices = num_indices
+        self.max_len = m.max_len
+        self.item_tower = build_item_tower(m, num_indices)
+        self.user_tower = UserTower(
+            m.embedding_dim, m.max_len, m.num_blocks, m.num_heads, m.ffn_dim, m.dropout,
+            m.dropout if m.attention_dropout < 0 else m.attention_dropout, m.norm_first,
+            m.positional, name="user_tower")
+        counts = np.zeros(num_indices) if item_counts is None else np.asarray(item_counts)
+        self.task = build_task(loss_config, counts)
+
+    # -- towers -------------------------------------------------------------------------
+    def encode(self, history, training=False, return_attention=False):
+        """Per-position user embeddings of compact, right-padded ``history`` [b, L]."""
+        mask = history >= FIRST_ITEM_INDEX
+        return self.user_tower(self.item_tower(history), mask, training=training,
+                               return_attention=return_attention)
+
+    def call(self, history, training=False):
+        """User embedding [b, d] from any history [b, H] of model indices (oldest first)."""
+        history = compact_history(history, self.max_len)
+        return last_position(self.encode(history, training=training), history >= FIRST_ITEM_INDEX)
+
+    def item_embeddings(self):
+        """Candidate embeddings of the catalogue items, [num_indices - 2, d]."""
+        return self.item_tower.all_embeddings()[FIRST_ITEM_INDEX:]
+
+    @tf.function(reduce_retracing=True)
+    def score_items(self, history):
+        """Dot-product scores [b, num_indices - 2] over the catalogue."""
+        user = tf.cast(self(history), tf.float32)
+        return tf.matmul(user, tf.cast(self.item_embeddings(), tf.float32), transpose_b=True)
+
+    # -- training -----------------------------------------------------------------------
+    def compute_loss(self, inputs, training=False):
+        features, labels = inputs
+        output = self.encode(features["history"], training=training)
+        valid = labels >= FIRST_ITEM_INDEX
+        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid),
+                         self.item_tower.all_embeddings())

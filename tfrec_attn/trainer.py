@@ -1,0 +1,179 @@
+"""Training, reloading and evaluating the retrieval model (library side of ``train``).
+
+A run directory holds everything needed to rebuild the model:
+
+    OUTPUT/config.yaml              resolved configuration
+    OUTPUT/vocab/items.txt          item vocabulary (model index = line + 2)
+    OUTPUT/checkpoints/best*        weights with the best validation NDCG@10
+    OUTPUT/backup/                  BackupAndRestore state while training (resume)
+    OUTPUT/history.csv              per-epoch loss, validation metrics, elapsed seconds
+    OUTPUT/tensorboard/             TensorBoard logs
+    OUTPUT/curves.png               training curves
+    OUTPUT/metrics.json             validation (best) and test metrics, timings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from tfrec_attn.config import RetrievalConfig, load_config, save_config
+from tfrec_attn.data.splits import LeaveOneOutSplit, leave_one_out
+from tfrec_attn.evaluation import Evaluator
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    vocabulary: ItemVocabulary
+    split: LeaveOneOutSplit
+    config: RetrievalConfig
+    metrics: dict
+    output_dir: str
+
+
+def item_counts_by_index(split: LeaveOneOutSplit, vocabulary: ItemVocabulary) -> np.ndarray:
+    counts = np.zeros(vocabulary.num_indices, dtype=np.float64)
+    counts[catalogue_indices(split, vocabulary)] = split.train_item_counts()
+    counts[:FIRST_ITEM_INDEX] = 0
+    return counts
+
+
+def catalogue_indices(split: LeaveOneOutSplit, vocabulary: ItemVocabulary) -> np.ndarray:
+    """Model index of each split catalogue item (1 = OOV for items the model lacks)."""
+    position = {item: i for i, item in enumerate(vocabulary.item_ids)}
+    return np.array([position.get(item, -1) + FIRST_ITEM_INDEX if item in position else 1
+                     for item in split.item_vocab], dtype=np.int64)
+
+
+def build_model(config: RetrievalConfig, vocabulary: ItemVocabulary, item_counts=None):
+    import tensorflow as tf
+
+    from tfrec_attn.models import SequentialRetrievalModel
+
+    model = SequentialRetrievalModel(vocabulary.num_indices, config.model, config.loss, item_counts)
+    model(tf.zeros((1, 1), tf.int64))  # create the weights
+    return model
+
+
+def _optimizer(train):
+    import tensorflow as tf
+
+    kwargs = {"learning_rate": train.learning_rate}
+    if train.clipnorm:
+        kwargs["clipnorm"] = train.clipnorm
+    if train.weight_decay:
+        return tf.keras.optimizers.AdamW(weight_decay=train.weight_decay, **kwargs)
+    return tf.keras.optimizers.Adam(**kwargs)
+
+
+def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbose: int = 1,
+                    evaluate_test: bool = True, track_test: bool = False,
+                    split: LeaveOneOutSplit | None = None) -> TrainResult:
+    """Trains with Keras ``fit`` and the project's callbacks; returns the best model.
+
+    Args:
+        config: RetrievalConfig.
+        dataset: Dataset (ignored when ``split`` is given).
+        output_dir: str. Run directory (created; an interrupted run here resumes).
+        verbose: int. Keras progress bar verbosity.
+        evaluate_test: bool. Evaluate the best model on the test split at the end.
+        track_test: bool. Also log test metrics every epoch (reporting curves only;
+            selection always uses validation).
+    """
+    import tensorflow as tf
+
+    from tfrec_attn.callbacks import FullRankingEvaluation, WallClock, catalogue_scorer
+    from tfrec_attn.data.pipeline import sequence_dataset
+
+    os.makedirs(output_dir, exist_ok=True)
+    save_config(config, os.path.join(output_dir, "config.yaml"))
+    split = split or leave_one_out(dataset.interactions, config.data.min_interactions)
+    vocabulary = ItemVocabulary(split.item_vocab)
+    vocabulary.save(os.path.join(output_dir, "vocab", "items.txt"))
+    counts = item_counts_by_index(split, vocabulary)
+
+    tf.keras.utils.set_random_seed(config.seed)
+    if config.train.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+    try:
+        model = build_model(config, vocabulary, counts)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
+                  steps_per_execution=config.train.steps_per_execution)
+
+    train_ds = sequence_dataset(
+        [split.item_vocab[s] for s in split.train_sequences()], vocabulary,
+        max_len=config.model.max_len, batch_size=config.train.batch_size, shuffle=True,
+        seed=config.seed, bucket_by_length=config.train.bucket_by_length)
+
+    index_of = catalogue_indices(split, vocabulary)
+    scorer = catalogue_scorer(model, index_of)
+    clock = WallClock(config.train.time_budget_seconds)
+    validation = FullRankingEvaluation(Evaluator(split, "validation"), scorer, config.train.eval_every)
+    best_path = os.path.join(output_dir, "checkpoints", "best")
+    callbacks = [clock, validation]
+    if track_test:
+        callbacks.append(FullRankingEvaluation(Evaluator(split, "test"), scorer,
+                                               config.train.eval_every, prefix="test_"))
+    callbacks += [
+        tf.keras.callbacks.ModelCheckpoint(best_path, monitor="val_ndcg10", mode="max",
+                                           save_best_only=True, save_weights_only=True),
+        tf.keras.callbacks.EarlyStopping(monitor="val_ndcg10", mode="max",
+                                         patience=config.train.patience),
+        tf.keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
+        tf.keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False,
+                                       profile_batch=0),
+        tf.keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+    ]
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    if validation.history:
+        model.load_weights(best_path).expect_partial()
+    best = max(validation.history, key=lambda row: row["val_ndcg10"]) if validation.history else {}
+
+    positions = sum(min(len(s), config.model.max_len + 1) - 1 for s in split.train_sequences()
+                    if len(s) >= 2)
+    epochs_run = len(history.history.get("loss", []))
+    metrics = {
+        "best_epoch": best.get("epoch"),
+        "validation": {k: best[k] for k in best if k != "epoch"},
+        "epochs": epochs_run,
+        "train_seconds": train_seconds,
+        "budget_hit": clock.budget_hit,
+        "sequences_per_second": epochs_run * sum(len(s) >= 2 for s in split.train_sequences())
+        / max(train_seconds, 1e-9),
+        "positions_per_epoch": int(positions),
+    }
+    if evaluate_test:
+        metrics["test"] = Evaluator(split, "test").evaluate(scorer)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    try:
+        from tfrec_attn.plots import plot_training_curves
+
+        plot_training_curves(os.path.join(output_dir, "history.csv"),
+                             os.path.join(output_dir, "curves.png"))
+    except Exception as error:  # a plot must never lose a finished run
+        logger.warning("could not plot training curves: %s", error)
+    return TrainResult(model, vocabulary, split, config, metrics, output_dir)
+
+
+def load_run(output_dir: str):
+    """Rebuilds (config, vocabulary, model with best weights) from a run directory."""
+    config = load_config(os.path.join(output_dir, "config.yaml"))
+    vocabulary = ItemVocabulary.load(os.path.join(output_dir, "vocab", "items.txt"))
+    model = build_model(config, vocabulary)
+    model.load_weights(os.path.join(output_dir, "checkpoints", "best")).expect_partial()
+    return config, vocabulary, model
