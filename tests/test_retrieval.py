@@ -157,3 +157,53 @@ def test_evaluator_on_in_memory_model_is_reproducible(planted_run):
     scorer = catalogue_scorer(model, catalogue_indices(planted_run.split, vocabulary))
     again = Evaluator(planted_run.split, "test").evaluate(scorer)
     assert again["NDCG@10"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-6)
+
+
+def _batch(model_config_overrides=()):
+    from tfrec_attn.data.pipeline import sequence_dataset
+    from tfrec_attn.features.vocab import ItemVocabulary
+
+    data = planted_sequences(num_items=40, num_users=64, seed=3)
+    from tfrec_attn.data import leave_one_out
+
+    split = leave_one_out(data.interactions)
+    vocab = ItemVocabulary(split.item_vocab)
+    ds = sequence_dataset([split.item_vocab[s] for s in split.train_sequences()], vocab, max_len=20,
+                          batch_size=64, shuffle=False, bucket_by_length=False)
+    return vocab, next(iter(ds))
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_static_shape_loss_equals_dynamic_loss(loss):
+    """The XLA path keeps padding with weight 0; it must compute the same loss."""
+    from tfrec_attn.trainer import build_model
+
+    vocab, batch = _batch()
+    config = load_config(CONFIG, FAST + [f"loss.type={loss}", "model.dropout=0.0"])
+    model = build_model(config, vocab, np.ones(vocab.num_indices))
+    dynamic = float(model.compute_loss(batch))
+    model.static_shapes = True
+    static = float(model.compute_loss(batch))
+    assert static == pytest.approx(dynamic, rel=1e-5)
+
+
+def test_mixed_precision_numerics_on_cpu():
+    """bfloat16 compute (the CPU mixed-precision policy) stays close to float32."""
+    from tfrec_attn.trainer import build_model
+
+    vocab, batch = _batch()
+    config = load_config(CONFIG, FAST + ["model.dropout=0.0"])
+    reference = build_model(config, vocab)
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_model(config, vocab)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    assert mixed.user_tower.compute_dtype == "bfloat16"
+    loss32, loss16 = float(reference.compute_loss(batch)), float(mixed.compute_loss(batch))
+    assert loss16 == pytest.approx(loss32, rel=0.02)
+    history = batch[0]["history"]
+    s32, s16 = reference.score_items(history).numpy(), mixed.score_items(history).numpy()
+    assert s16.dtype == np.float32
+    assert np.corrcoef(s32.ravel(), s16.ravel())[0, 1] > 0.99

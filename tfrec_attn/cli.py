@@ -82,11 +82,11 @@ def cmd_baselines(args) -> int:
     return 0
 
 
-def _print_metrics(title: str, metrics: dict) -> None:
+def _print_metrics(title: str, metrics: dict, name: str = "retrieval") -> None:
     from tfrec_attn.evaluation import format_table
 
     print(title)
-    print(format_table({"model": metrics}))
+    print(format_table({name: metrics}))
 
 
 def cmd_train(args) -> int:

@@ -59,7 +59,8 @@ def build_model(config: RetrievalConfig, vocabulary: ItemVocabulary, item_counts
 
     from tfrec_attn.models import SequentialRetrievalModel
 
-    model = SequentialRetrievalModel(vocabulary.num_indices, config.model, config.loss, item_counts)
+    model = SequentialRetrievalModel(vocabulary.num_indices, config.model, config.loss, item_counts,
+                                     static_shapes=config.train.jit_compile)
     model(tf.zeros((1, 1), tf.int64))  # create the weights
     return model
 
@@ -115,7 +116,8 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     train_ds = sequence_dataset(
         [split.item_vocab[s] for s in split.train_sequences()], vocabulary,
         max_len=config.model.max_len, batch_size=config.train.batch_size, shuffle=True,
-        seed=config.seed, bucket_by_length=config.train.bucket_by_length)
+        seed=config.seed, bucket_by_length=config.train.bucket_by_length,
+        pad_to_bucket_boundary=config.train.jit_compile)
 
     index_of = catalogue_indices(split, vocabulary)
     scorer = catalogue_scorer(model, index_of)

@@ -38,6 +38,7 @@ def sequence_dataset(
     shuffle: bool = True,
     seed: int = 0,
     bucket_by_length: bool = True,
+    pad_to_bucket_boundary: bool = False,
     repeat: bool = False,
     input_context=None,
 ):
@@ -50,6 +51,8 @@ def sequence_dataset(
         batch_size: int. Global batch size (divided by replicas under ``input_context``).
         shuffle: bool. Reshuffle users every epoch.
         bucket_by_length: bool. Group examples of similar length into batches.
+        pad_to_bucket_boundary: bool. Pad to the bucket's upper bound instead of the batch's
+            longest example: a handful of distinct shapes (what XLA wants) for a little padding.
         input_context: tf.distribute.InputContext or None. Shards users across input
             pipelines and uses the per-replica batch size.
 
@@ -82,11 +85,13 @@ def sequence_dataset(
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     if bucket_by_length:
         bounds = length_buckets(max_len)
+        if pad_to_bucket_boundary:
+            bounds = bounds + [max_len + 1]
         ds = ds.bucket_by_sequence_length(
             lambda features, labels: tf.shape(labels)[0],
             bucket_boundaries=bounds,
             bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
-            pad_to_bucket_boundary=False,
+            pad_to_bucket_boundary=pad_to_bucket_boundary,
         )
     else:
         ds = ds.padded_batch(batch_size)

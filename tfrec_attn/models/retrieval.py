@@ -48,6 +48,8 @@ class SequentialRetrievalModel(tfrs.Model):
         loss_config: LossConfig.
         item_counts: array [num_indices]. Training interactions per index (for sampled /
             in-batch losses; unused by the full softmax and at inference).
+        static_shapes: bool. Keep padding positions in the loss with weight 0 instead of
+            dropping them, so every tensor shape depends only on the batch shape (XLA).
 
     Example:
         >>> model = SequentialRetrievalModel(vocab.num_indices, config.model, config.loss, counts)
@@ -55,8 +57,10 @@ class SequentialRetrievalModel(tfrs.Model):
         >>> scores = model.score_items(history_indices)  # [b, num_indices - 2]
     """
 
-    def __init__(self, num_indices: int, model_config, loss_config, item_counts=None, **kwargs):
+    def __init__(self, num_indices: int, model_config, loss_config, item_counts=None,
+                 static_shapes: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.static_shapes = static_shapes
         m = model_config
         self.num_indices = num_indices
         self.max_len = m.max_len
@@ -95,5 +99,9 @@ class SequentialRetrievalModel(tfrs.Model):
         features, labels = inputs
         output = self.encode(features["history"], training=training)
         valid = labels >= FIRST_ITEM_INDEX
-        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid),
-                         self.item_tower.all_embeddings())
+        candidates = self.item_tower.all_embeddings()
+        if self.static_shapes:
+            dim = tf.shape(output)[-1]
+            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,
+                             weights=tf.reshape(tf.cast(valid, tf.float32), [-1]))
+        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates)

@@ -1,8 +1,9 @@
 """Softmax objectives for next-item prediction.
 
-All tasks take the query embeddings of the valid positions ``[n, d]``, their next-item
-labels ``[n]`` (model indices; 0 = padding and 1 = OOV are never targets) and the
-candidate table ``[V, d]`` of the item tower, and return the mean cross-entropy.
+All tasks take query embeddings ``[n, d]``, their next-item labels ``[n]`` (model
+indices; 0 = padding and 1 = OOV are never targets), the candidate table ``[V, d]`` of
+the item tower and optional per-query ``weights`` ``[n]`` (0 for padding positions when
+shapes must stay static, e.g. under XLA), and return the weighted mean cross-entropy.
 
 * :class:`FullSoftmaxTask`: softmax over the whole catalogue (exact; cost n x V).
 * :class:`SampledSoftmaxTask`: ``tf.nn.sampled_softmax_loss`` with negatives drawn from
@@ -24,6 +25,13 @@ from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 _NEG = -1e9
 
 
+def _weighted_mean(losses, weights):
+    if weights is None:
+        return tf.reduce_mean(losses)
+    weights = tf.cast(weights, losses.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))
+
+
 def _item_column_mask(num_indices: int) -> tf.Tensor:
     return tf.concat([tf.zeros([FIRST_ITEM_INDEX]), tf.ones([num_indices - FIRST_ITEM_INDEX])], 0)
 
@@ -41,7 +49,7 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
         self.temperature = temperature
         self.label_smoothing = label_smoothing
 
-    def call(self, queries, labels, candidates):
+    def call(self, queries, labels, candidates, weights=None):
         queries = tf.cast(queries, tf.float32)
         candidates = tf.cast(candidates, tf.float32)
         logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
@@ -52,8 +60,8 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
             eps = self.label_smoothing
             target = tf.one_hot(labels, num_indices) * (1.0 - eps)
             target += eps * real[tf.newaxis] / tf.reduce_sum(real)
-            return tf.reduce_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), axis=-1))
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            return _weighted_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), axis=-1), weights)
+        return _weighted_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits), weights)
 
 
 class SampledSoftmaxTask(tf.keras.layers.Layer):
@@ -80,9 +88,9 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         self.exact = num_negatives >= self.num_items
         self._full = FullSoftmaxTask(temperature) if self.exact else None
 
-    def call(self, queries, labels, candidates):
+    def call(self, queries, labels, candidates, weights=None):
         if self.exact:
-            return self._full(queries, labels, candidates)
+            return self._full(queries, labels, candidates, weights)
         labels = tf.cast(labels[:, tf.newaxis], tf.int64)
         sampled = tf.random.fixed_unigram_candidate_sampler(
             true_classes=labels, num_true=1, num_sampled=self.num_negatives, unique=True,
@@ -97,7 +105,7 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
             sampled_values=sampled,
             remove_accidental_hits=True,
         )
-        return tf.reduce_mean(losses)
+        return _weighted_mean(losses, weights)
 
 
 class InBatchSoftmaxTask(tf.keras.layers.Layer):
@@ -120,16 +128,21 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
             temperature=temperature, remove_accidental_hits=True)
 
-    def call(self, queries, labels, candidates):
+    def call(self, queries, labels, candidates, weights=None):
         n = tf.shape(labels)[0]
         keep = tf.random.shuffle(tf.range(n))[: self.max_positions]
         queries = tf.gather(queries, keep)
         labels = tf.gather(labels, keep)
+        if weights is not None:
+            weights = tf.gather(tf.cast(weights, tf.float32), keep)
+            # Padding queries carry weight 0; padding labels must not collide as "hits".
+            labels = tf.where(weights > 0, labels, -1 - tf.range(tf.shape(labels)[0], dtype=labels.dtype))
         return self.retrieval(
             query_embeddings=tf.cast(queries, tf.float32),
-            candidate_embeddings=tf.cast(tf.gather(candidates, labels), tf.float32),
-            candidate_sampling_probability=tf.gather(self.probability, labels),
+            candidate_embeddings=tf.cast(tf.gather(candidates, tf.maximum(labels, 0)), tf.float32),
+            candidate_sampling_probability=tf.gather(self.probability, tf.maximum(labels, 0)),
             candidate_ids=labels,
+            sample_weight=weights,
             compute_metrics=False,
             compute_batch_metrics=False,
         )

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Retrieval benchmarks on MovieLens 100K (results go to docs/benchmarks.md by hand).
+
+    python tools/bench_retrieval.py quality --seeds 42 7 1 [--budget 0] [--set k=v ...]
+    python tools/bench_retrieval.py curve --budget 240            # time-to-quality (+ PNG)
+    python tools/bench_retrieval.py speed --epochs 6              # seq/s per efficiency option
+    python tools/bench_retrieval.py ablation --budget 240         # one row per design choice
+
+Every run trains from scratch with ``training/configs/ml100k_retrieval.yaml`` plus the
+given overrides, chooses the checkpoint on validation NDCG@10 and reports the test split
+(full ranking, the project's protocol). Each result is appended as a JSON line to
+``--out`` and printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+
+import tfrec_attn  # noqa: F401  (before TensorFlow)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
+
+ABLATIONS = {
+    "default": [],
+    "loss=full": ["loss.type=full"],
+    "loss=sampled(256)": ["loss.type=sampled", "loss.num_negatives=256"],
+    "loss=in_batch": ["loss.type=in_batch"],
+    "post-LN": ["model.norm_first=false"],
+    "max_len=50": ["model.max_len=50"],
+    "max_len=100": ["model.max_len=100"],
+    "d=32": ["model.embedding_dim=32"],
+    "d=128": ["model.embedding_dim=128"],
+    "blocks=1": ["model.num_blocks=1"],
+    "blocks=3": ["model.num_blocks=3"],
+    "dropout=0.2": ["model.dropout=0.2"],
+    "dropout=0.7": ["model.dropout=0.7"],
+}
+
+SPEED = {
+    "default (bucketed, float32, no XLA)": [],
+    "no length bucketing": ["train.bucket_by_length=false"],
+    "jit_compile (XLA, bucket-boundary padding)": ["train.jit_compile=true"],
+    "mixed precision (bfloat16 on CPU)": ["train.mixed_precision=true"],
+}
+
+
+def machine() -> str:
+    import tensorflow as tf
+
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, TF {tf.__version__}, {time.strftime('%Y-%m-%d')}")
+
+
+def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose=0):
+    from tfrec_attn.config import load_config
+    from tfrec_attn.trainer import train_retrieval
+
+    sets = list(overrides) + [f"seed={seed}"]
+    if budget:
+        sets.append(f"train.time_budget_seconds={budget}")
+    config = load_config(CONFIG, sets)
+    out = os.path.join(work, f"{name.replace(' ', '_').replace('/', '_')}-{seed}")
+    shutil.rmtree(out, ignore_errors=True)
+    result = train_retrieval(config, data, out, verbose=verbose, track_test=track_test)
+    m = result.metrics
+    return {"name": name, "seed": seed, "overrides": sets, "run_dir": out,
+            "validation_ndcg10": m["validation"].get("val_ndcg10"),
+            "test": {k: m["test"][k] for k in ("HR@10", "NDCG@10", "HR@50", "MRR")},
+            "epochs": m["epochs"], "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"],
+            "sequences_per_second": m["sequences_per_second"]}
+
+
+def table(rows, group=False):
+    lines = ["| run | seed | val NDCG@10 | test HR@10 | test NDCG@10 | test HR@50 | test MRR | epochs (best) | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r["test"]
+        lines.append(f"| {r['name']} | {r['seed']} | {r['validation_ndcg10']:.4f} | {t['HR@10']:.4f} | "
+                     f"{t['NDCG@10']:.4f} | {t['HR@50']:.4f} | {t['MRR']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
+                     f"{r['train_seconds']:.0f} |")
+    if group and len(rows) > 1:
+        def mean_sd(key):
+            values = [r["test"][key] for r in rows]
+            return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        lines.append(f"| **mean ± sd** | {len(rows)} seeds | | {mean_sd('HR@10')} | {mean_sd('NDCG@10')} | "
+                     f"{mean_sd('HR@50')} | {mean_sd('MRR')} | | |")
+    return "\n".join(lines)
+
+
+def speed(args, data):
+    import csv
+
+    rows = []
+    for name, overrides in SPEED.items():
+        sets = overrides + [f"train.epochs={args.epochs}", "train.eval_every=100000", "train.patience=100000"]
+        r = run_one(name, sets + args.set, 42, data, args.work_dir, 0)
+        with open(os.path.join(r["run_dir"], "history.csv")) as handle:
+            elapsed = [float(row["elapsed"]) for row in csv.DictReader(handle)]
+        steady = (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)  # excludes epoch 1 (tracing)
+        users = r["sequences_per_second"] * r["train_seconds"] / r["epochs"]
+        rows.append({**r, "first_epoch_seconds": elapsed[0], "steady_epoch_seconds": steady,
+                     "steady_sequences_per_second": users / steady})
+        print(f"{name}: first epoch {elapsed[0]:.1f}s, steady {steady:.2f}s/epoch, "
+              f"{users / steady:.0f} seq/s", flush=True)
+    print("\n| option | first epoch (s) | steady s/epoch | sequences/s |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['first_epoch_seconds']:.1f} | {r['steady_epoch_seconds']:.2f} | "
+              f"{r['steady_sequences_per_second']:.0f} |")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("quality", "curve", "speed", "ablation"))
+    parser.add_argument("--data", default=os.environ.get("TFREC_ATTN_DATA", os.path.join(ROOT, "..", "shared", "data", "ml-100k")))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
+    parser.add_argument("--budget", type=float, default=0.0, help="train.time_budget_seconds (0 = config's)")
+    parser.add_argument("--epochs", type=int, default=6, help="speed mode: epochs per option")
+    parser.add_argument("--only", nargs="+", help="ablation mode: run only these rows")
+    parser.add_argument("--set", action="append", default=[], help="extra override for every run")
+    parser.add_argument("--work-dir", default="/tmp/tfrec_attn_bench")
+    parser.add_argument("--out", default="bench_retrieval.jsonl", help="JSON lines appended here")
+    parser.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from tfrec_attn.data import read_movielens
+
+    data = read_movielens(args.data)
+    print(f"machine: {machine()}", flush=True)
+    if args.mode == "speed":
+        rows = speed(args, data)
+    elif args.mode == "quality":
+        rows = [run_one("config", args.set, seed, data, args.work_dir, args.budget, verbose=args.verbose)
+                for seed in args.seeds]
+        print(table(rows, group=True))
+    elif args.mode == "curve":
+        rows = []
+        for seed in args.seeds:
+            r = run_one("curve", args.set, seed, data, args.work_dir, args.budget, track_test=True,
+                        verbose=args.verbose)
+            rows.append(r)
+            import csv
+
+            with open(os.path.join(r["run_dir"], "history.csv")) as handle:
+                hist = list(csv.DictReader(handle))
+            reached = next((float(h["elapsed"]) for h in hist if float(h.get("test_ndcg10") or 0) >= 0.108), None)
+            r["seconds_to_test_ndcg_0.108"] = reached
+            print(f"seed {seed}: test NDCG@10 >= 0.108 first at {reached} s; curve in "
+                  f"{os.path.join(r['run_dir'], 'curves.png')}", flush=True)
+        print(table(rows, group=True))
+    else:
+        names = args.only or list(ABLATIONS)
+        rows = [run_one(n, ABLATIONS[n] + args.set, args.seeds[0], data, args.work_dir, args.budget,
+                        verbose=args.verbose) for n in names]
+        print(table(rows))
+    with open(args.out, "a") as handle:
+        for r in rows:
+            handle.write(json.dumps({"mode": args.mode, "machine": machine(), **r}) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
