@@ -157,6 +157,43 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from tfrec_attn.serving import serve
+    from tfrec_attn.serving.config import (
+        read_batching_parameters,
+        read_model_server_config,
+        single_model_config,
+    )
+
+    if args.model_config_file:
+        config = read_model_server_config(args.model_config_file)
+    elif args.model_base_path:
+        config = single_model_config(args.model_name, os.path.abspath(args.model_base_path))
+    else:
+        raise CLIError("give --model_base_path (with --model_name) or --model_config_file")
+    batching = None
+    if args.enable_batching:
+        from tfrec_attn.serving.config import BatchingOptions
+
+        batching = read_batching_parameters(args.batching_parameters_file) \
+            if args.batching_parameters_file else BatchingOptions()
+    return serve(config, args.port, host=args.host, poll_wait_seconds=args.file_system_poll_wait_seconds,
+                 batching=batching, rest_port=args.rest_api_port)
+
+
+def cmd_query(args) -> int:
+    from tfrec_attn.client import RecommenderClient
+
+    history = [h for h in args.history.split(",") if h] if args.history else []
+    with RecommenderClient(args.server, model_name=args.model_name, timeout=args.timeout) as client:
+        if args.metadata:
+            print(json.dumps(client.metadata(), indent=2))
+            return 0
+        for rank, (item, score) in enumerate(client.recommend(history, k=args.k), start=1):
+            print(f"{rank:>3}  {item:<12} {score:9.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfrec-attn", description=__doc__)
     parser.add_argument("--version", action="version", version=tfrec_attn.__version__)
@@ -208,6 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int)
     p.add_argument("--index", choices=("brute_force", "scann"))
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="TF-Serving-compatible gRPC model server (flags as in TF Serving)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--model_name", default="retrieval")
+    p.add_argument("--model_base_path", help="directory of integer version directories")
+    p.add_argument("--model_config_file", help="ModelServerConfig text proto (several models)")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
+    p.add_argument("--enable_batching", action="store_true")
+    p.add_argument("--batching_parameters_file")
+    p.add_argument("--rest_api_port", type=int, default=0, help="also serve TF Serving's REST API")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("query", help="ask a running server for recommendations")
+    p.add_argument("--server", default="127.0.0.1:8500")
+    p.add_argument("--model_name", default="retrieval")
+    p.add_argument("--history", help="comma-separated item ids, oldest first")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--metadata", action="store_true", help="print the model's signatures instead")
+    p.set_defaults(func=cmd_query)
     return parser
 
 

@@ -15,8 +15,34 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
+def write_warmup_requests(path: str, model_name: str, requests: list[tuple[str, dict]]) -> str:
+    """Writes ``assets.extra/tf_serving_warmup_requests``: a TFRecord of ``PredictionLog``.
+
+    Args:
+        requests: list of (signature_name, {input alias: numpy array}). TF Serving
+            replays at most 1000 records before a version takes traffic.
+    """
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    if len(requests) > 1000:
+        raise ValueError(f"TF Serving replays at most 1000 warmup records, got {len(requests)}")
+    target = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with tf.io.TFRecordWriter(target) as writer:
+        for signature, inputs in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature
+            for alias, value in inputs.items():
+                request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return target
+
+
 def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, model_name: str,
-                        version: int | None = None, options: tf.saved_model.SaveOptions | None = None) -> str:
+                        version: int | None = None, options: tf.saved_model.SaveOptions | None = None,
+                        warmup: list | None = None) -> str:
     """Writes ``base_path/model_name/<version>/`` atomically and returns it.
 
     The SavedModel is written to a hidden temporary directory beside the target and then
@@ -32,6 +58,9 @@ def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, mod
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
     try:
         tf.saved_model.save(module, tmp, signatures=signatures, options=options)
+        if warmup:
+            write_warmup_requests(tmp, model_name, warmup)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a server may run as another user
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -46,4 +75,21 @@ def export_retrieval(model, vocabulary, base_path: str, *, model_name: str = "re
 
     module = RetrievalServingModule(model, vocabulary, k=k, index=index, **index_options)
     options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if index == "scann" else None
-    return publish_saved_model(module, module.signatures(), base_path, model_name, version, options)
+    return publish_saved_model(module, module.signatures(), base_path, model_name, version, options,
+                               warmup=retrieval_warmup(vocabulary))
+
+
+def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8)) -> list:
+    """Representative requests: real ids, several history lengths and batch sizes."""
+    import numpy as np
+
+    ids = np.asarray(vocabulary.item_ids, dtype=object)
+    requests = []
+    for batch in batch_sizes:
+        for length in lengths:
+            history = np.resize(ids, batch * length).reshape(batch, length).astype(object)
+            requests.append(("serving_default", {"history": history}))
+    candidates = np.resize(ids, 8 * 20).reshape(8, 20).astype(object)
+    requests.append(("rank", {"history": np.resize(ids, 8 * 50).reshape(8, 50).astype(object),
+                              "candidates": candidates}))
+    return requests

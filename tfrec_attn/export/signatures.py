@@ -7,6 +7,7 @@ import tensorflow as tf
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary
 
 HISTORY_SPEC = tf.TensorSpec([None, None], tf.string, name="history")
+CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.string, name="candidates")
 
 
 class RetrievalServingModule(tf.Module):
@@ -17,6 +18,15 @@ class RetrievalServingModule(tf.Module):
                  right-padded with ``""`` (ignored). Unknown ids are OOV: ignored, never an error.
         outputs: ``item_ids``: tf.string [batch, K] and ``scores``: tf.float32 [batch, K],
                  best first, never an item of ``history``.
+
+    Signature ``rank``: ``history`` + ``candidates`` tf.string [batch, C] -> ``scores``
+        float32 [batch, C] (dot products; -inf for ids the model does not know).
+
+    Signature ``explain``: ``history`` + ``candidates`` ->
+        ``attention`` float32 [batch, H]: the user tower's last-position attention over
+        each history position (0 for padding/unknown/truncated items), and
+        ``contributions`` float32 [batch, C, H]: attention x similarity of each history
+        item to each candidate, normalised so |contributions| sums to 1 per candidate.
 
     Signature ``user_embedding``: ``history`` -> ``embedding`` float32 [batch, d], for
     serving stacks that bring their own nearest-neighbour index.
@@ -59,8 +69,34 @@ class RetrievalServingModule(tf.Module):
     def user_embedding(self, history):
         return {"embedding": self._user(history)[1]}
 
+    def _candidates(self, candidates):
+        ids = self.lookup(candidates)
+        known = ids >= FIRST_ITEM_INDEX
+        return known, tf.cast(self.model.item_tower(ids), tf.float32)
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
+    def rank(self, history, candidates):
+        _, user = self._user(history)
+        known, items = self._candidates(candidates)
+        scores = tf.einsum("bd,bcd->bc", user, items)
+        return {"scores": tf.where(known, scores, float("-inf"))}
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
+    def explain(self, history, candidates):
+        ids = self.lookup(history)
+        attention = tf.cast(self.model.explain_history(ids), tf.float32)
+        history_items = tf.cast(self.model.item_tower(ids), tf.float32)
+        known, items = self._candidates(candidates)
+        similarity = tf.einsum("bcd,bhd->bch", items, history_items)
+        raw = similarity * attention[:, tf.newaxis, :]
+        total = tf.reduce_sum(tf.abs(raw), axis=2, keepdims=True)
+        contributions = tf.math.divide_no_nan(raw, total) * tf.cast(known, tf.float32)[..., tf.newaxis]
+        return {"attention": attention, "contributions": contributions}
+
     def signatures(self) -> dict:
         return {
             "serving_default": self.serving_default.get_concrete_function(),
+            "rank": self.rank.get_concrete_function(),
+            "explain": self.explain.get_concrete_function(),
             "user_embedding": self.user_embedding.get_concrete_function(),
         }

@@ -84,6 +84,33 @@ class SequentialRetrievalModel(tfrs.Model):
         history = compact_history(history, self.max_len)
         return last_position(self.encode(history, training=training), history >= FIRST_ITEM_INDEX)
 
+    def explain_history(self, history):
+        """Which history items the user embedding attends to.
+
+        Args:
+            history: int [b, H] model indices (any padding, OOV, length).
+
+        Returns:
+            float [b, H]: the last block's attention (mean over heads) of the last position
+            over each input position; 0 for padding, OOV and items beyond ``max_len``.
+        """
+        compact = compact_history(history, self.max_len)
+        mask = compact >= FIRST_ITEM_INDEX
+        _, attention = self.encode(compact, return_attention=True)
+        if not attention:
+            return tf.zeros(tf.shape(history), tf.float32)
+        weights = tf.reduce_mean(tf.cast(attention[-1], tf.float32), axis=1)  # [b, L, L]
+        last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
+        weights = tf.gather(weights, last, batch_dims=1)  # [b, L] (query = last position)
+        # Map compact positions back to input positions.
+        valid = history >= FIRST_ITEM_INDEX
+        before = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
+        dropped = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True) - self.max_len, 0)
+        position = before - dropped
+        keep = valid & (position >= 0)
+        picked = tf.gather(weights, tf.maximum(position, 0), batch_dims=1)
+        return tf.where(keep, picked, 0.0)
+
     def item_embeddings(self):
         """Candidate embeddings of the catalogue items, [num_indices - 2, d]."""
         return self.item_tower.all_embeddings()[FIRST_ITEM_INDEX:]

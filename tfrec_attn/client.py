@@ -1,0 +1,147 @@
+"""A gRPC client for our models on TF Serving (or on ``tfrec-attn serve``).
+
+    >>> from tfrec_attn.client import RecommenderClient
+    >>> with RecommenderClient("localhost:8500", model_name="retrieval") as client:
+    ...     client.recommend(["50", "172", "133"], k=10)
+    [("181", 7.31), ("100", 7.02), ...]
+
+Uses only ``tensorflow-serving-api`` stubs and ``grpcio``: deadlines on every call,
+retries with exponential backoff on ``UNAVAILABLE`` only (a server restarting or a full
+batch queue); every other error is raised at once as :class:`ServingError`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+
+class ServingError(RuntimeError):
+    """A call failed; ``code`` is the gRPC status code."""
+
+    def __init__(self, code, details):
+        self.code = code
+        self.details = details
+        super().__init__(f"{code.name}: {details}")
+
+
+def _as_batch(histories) -> np.ndarray:
+    """A list of ids (one user) or of lists (a batch) -> right-padded string matrix."""
+    if histories and isinstance(histories[0], (list, tuple, np.ndarray)):
+        rows = [[str(i) for i in h] for h in histories]
+    else:
+        rows = [[str(i) for i in histories]]
+    width = max(1, max(len(r) for r in rows))
+    return np.array([r + [""] * (width - len(r)) for r in rows], dtype=object)
+
+
+class RecommenderClient:
+    """Args:
+        target: str. ``host:port`` of the gRPC endpoint.
+        model_name: str.
+        version: int or None. Pin a version (default: the server's latest).
+        timeout: float. Deadline per call in seconds.
+        retries: int. Extra attempts on UNAVAILABLE.
+        backoff: float. First retry delay in seconds (doubles, with jitter).
+    """
+
+    def __init__(self, target: str, model_name: str = "retrieval", version: int | None = None,
+                 timeout: float = 10.0, retries: int = 3, backoff: float = 0.1):
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.model_name = model_name
+        self.version = version
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.channel.close()
+
+    def _spec(self, spec, signature: str | None = None):
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        if signature:
+            spec.signature_name = signature
+
+    def _call(self, method, request):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise ServingError(error.code(), error.details()) from None
+                time.sleep(delay * (1 + random.random()))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def predict(self, inputs: dict, signature: str = "serving_default") -> dict[str, np.ndarray]:
+        """Raw Predict: numpy inputs by alias -> numpy outputs by name."""
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, signature)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self.predictions.Predict, request)
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def recommend(self, history, k: int | None = None):
+        """Top items for one history (list of ids) or a batch (list of lists).
+
+        Returns a list of ``(item_id, score)`` for one history, or a list of such lists.
+        ``k`` cuts the export's K (it cannot raise it).
+        """
+        batch = _as_batch(history)
+        out = self.predict({"history": batch})
+        results = []
+        for ids, scores in zip(out["item_ids"], out["scores"]):
+            pairs = [(i.decode("utf-8", "replace"), float(s)) for i, s in zip(ids, scores)
+                     if i and np.isfinite(s)]
+            results.append(pairs[:k] if k else pairs)
+        single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
+        return results[0] if single else results
+
+    def metadata(self) -> dict:
+        """Signature names with their input and output aliases, dtypes and shapes."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec)
+        response = self._call(self.predictions.GetModelMetadata, request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+
+        def describe(tensors):
+            return {k: {"dtype": tf.dtypes.as_dtype(v.dtype).name,
+                        "shape": [d.size for d in v.tensor_shape.dim]} for k, v in tensors.items()}
+
+        return {"model": response.model_spec.name, "version": response.model_spec.version.value,
+                "signatures": {name: {"inputs": describe(s.inputs), "outputs": describe(s.outputs)}
+                               for name, s in signatures.signature_def.items()
+                               if not name.startswith("__")}}
+
+    def status(self) -> dict[int, str]:
+        """Version -> state name (``AVAILABLE``, ``END``, ...)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec)
+        response = self._call(self.models.GetModelStatus, request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return {s.version: states.Name(s.state) for s in response.model_version_status}
