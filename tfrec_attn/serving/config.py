@@ -1,9 +1,10 @@
 """TF Serving's text-proto config files: ``ModelServerConfig`` and ``BatchingParameters``.
 
 ``ModelServerConfig`` comes from ``tensorflow-serving-api``. ``BatchingParameters``
-(``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``) is not shipped
-in that package, so its message is declared here with the same package, names, field
-numbers and types, and parsed with protobuf's own text-format parser.
+(``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``) and
+``MonitoringConfig`` (``tensorflow_serving/config/monitoring_config.proto``) are not
+shipped in that package, so their messages are declared here with the same package,
+names, field numbers and types, and parsed with protobuf's own text-format parser.
 """
 
 from __future__ import annotations
@@ -24,34 +25,48 @@ class ServingConfigError(ValueError):
     """A serving config file does not parse or names something impossible."""
 
 
-def _batching_parameters_class():
+def _declare_messages():
+    """Declares TF Serving's BatchingParameters and MonitoringConfig in a private pool."""
     pool = descriptor_pool.DescriptorPool()
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
     pool.Add(wrappers)
-    f = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-        package="tensorflow.serving", syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"])
-    m = f.message_type.add(name="BatchingParameters")
     T = descriptor_pb2.FieldDescriptorProto
-    fields = [
-        ("max_batch_size", 1, ".google.protobuf.Int64Value"),
-        ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
-        ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
-        ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
-        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
-    ]
-    for name, number, type_name in fields:
-        m.field.add(name=name, number=number, type=T.TYPE_MESSAGE, type_name=type_name,
-                    label=T.LABEL_OPTIONAL)
-    m.field.add(name="allowed_batch_sizes", number=6, type=T.TYPE_INT64, label=T.LABEL_REPEATED)
-    m.field.add(name="pad_variable_length_inputs", number=7, type=T.TYPE_BOOL, label=T.LABEL_OPTIONAL)
-    pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+    def add(message, name, number, kind, type_name="", label=T.LABEL_OPTIONAL):
+        field = message.field.add(name=name, number=number, type=kind, label=label)
+        if type_name:
+            field.type_name = type_name
+
+    batching = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        package="tensorflow.serving", syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    m = batching.message_type.add(name="BatchingParameters")
+    for name, number in (("max_batch_size", 1), ("batch_timeout_micros", 2),
+                         ("max_enqueued_batches", 3), ("num_batch_threads", 4)):
+        add(m, name, number, T.TYPE_MESSAGE, ".google.protobuf.Int64Value")
+    add(m, "thread_pool_name", 5, T.TYPE_MESSAGE, ".google.protobuf.StringValue")
+    add(m, "allowed_batch_sizes", 6, T.TYPE_INT64, label=T.LABEL_REPEATED)
+    add(m, "pad_variable_length_inputs", 7, T.TYPE_BOOL)
+    pool.Add(batching)
+
+    monitoring = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto", package="tensorflow.serving",
+        syntax="proto3")
+    prometheus = monitoring.message_type.add(name="PrometheusConfig")
+    add(prometheus, "enable", 1, T.TYPE_BOOL)
+    add(prometheus, "path", 2, T.TYPE_STRING)
+    config = monitoring.message_type.add(name="MonitoringConfig")
+    add(config, "prometheus_config", 1, T.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    pool.Add(monitoring)
+
+    def get(name):
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+    return get("tensorflow.serving.BatchingParameters"), get("tensorflow.serving.MonitoringConfig")
 
 
-BatchingParametersProto = _batching_parameters_class()
+BatchingParametersProto, MonitoringConfigProto = _declare_messages()
 
 
 @dataclasses.dataclass
@@ -88,6 +103,15 @@ def parse_batching_parameters(text: str, path: str = "<batching parameters>") ->
 def read_batching_parameters(path: str) -> BatchingOptions:
     with open(path, encoding="utf-8") as handle:
         return parse_batching_parameters(handle.read(), path)
+
+
+def parse_monitoring_config(text: str, path: str = "<monitoring config>"):
+    proto = MonitoringConfigProto()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as error:
+        raise ServingConfigError(f"{path}:{error}") from None
+    return proto
 
 
 def parse_model_server_config(text: str, path: str = "<model config>"):
