@@ -1,0 +1,63 @@
+"""docs/saved_model_reuse.md, executed: processes that import only TensorFlow (and Keras)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import tensorflow as tf
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "saved_model_reuse.md")
+HISTORY = [["i1", "i2", "i3"], ["i30", "", ""]]
+
+
+def snippets():
+    with open(DOC) as handle:
+        return re.findall(r"```python\n(.*?)```", handle.read(), re.S)
+
+
+def run(code, legacy_keras: bool):
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    if legacy_keras:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def expected(path):
+    out = tf.saved_model.load(path).signatures["serving_default"](history=tf.constant(HISTORY))
+    return out["item_ids"].numpy().astype(str).tolist(), out["scores"].numpy().tolist()
+
+
+def test_documented_recipes_run_in_plain_tensorflow(tiny_export):
+    path = tiny_export[1]
+    ids, scores = expected(path)
+    call, keras3, keras2 = snippets()
+    check = ("\nimport json, sys\nassert 'tfrec_attn' not in sys.modules and 'tensorflow_recommenders' not in sys.modules\n")
+
+    code = call.replace("runs/main/export/retrieval/1", path).replace(
+        'tf.constant([["50", "172", "133"], ["1", "", ""]])', f"tf.constant({HISTORY!r})")
+    got = run(code + check + "print(json.dumps(out['item_ids'].numpy().astype(str).tolist()))", False)
+    assert got == ids
+
+    code = keras3.replace("runs/main/export/retrieval/1", path)
+    got = run(code + check + f"print(json.dumps(model(tf.constant({HISTORY!r})).numpy().tolist()))", False)
+    assert abs(max(max(abs(a - b) for a, b in zip(r1, r2)) for r1, r2 in zip(got, scores))) < 1e-5
+
+    code = keras2.replace("runs/main/export/retrieval/1", path)
+    got = run(code + check + "assert tf.keras.Model.__module__.startswith('tf_keras')\n"
+              f"print(json.dumps(model(tf.constant({HISTORY!r}))['item_ids'].numpy().astype(str).tolist()))", True)
+    assert got == ids
+
+
+def test_saved_model_cli_reads_the_export(tiny_export):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run([cli, "show", "--all", "--dir", tiny_export[1]], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "signature_def['serving_default']" in proc.stdout
+    assert "inputs['history'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, -1)" in proc.stdout
+    assert "outputs['item_ids']" in proc.stdout and "signature_def['explain']" in proc.stdout
