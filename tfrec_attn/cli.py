@@ -194,6 +194,18 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from tfrec_attn.pipeline import load_pipeline_config, run_pipeline
+
+    config = load_pipeline_config(args.config, args.set, quick=args.quick)
+    if args.dataset is None:
+        args.dataset = config.retrieval.data.dataset
+    print(f"tfrec-attn run: output in {os.path.abspath(args.output_dir)}", flush=True)
+    dataset = load_data(args)
+    run_pipeline(dataset, args.output_dir, config, quick=args.quick, verbose=args.keras_verbose)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfrec-attn", description=__doc__)
     parser.add_argument("--version", action="version", version=tfrec_attn.__version__)
@@ -245,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int)
     p.add_argument("--index", choices=("brute_force", "scann"))
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="the main job: train -> evaluate -> export -> serve -> query -> report")
+    p.add_argument("--output-dir", default="runs/main")
+    p.add_argument("--config", help="pipeline YAML (default training/configs/ml100k_pipeline.yaml)")
+    p.add_argument("--quick", action="store_true", help="smoke profile: user subset, short training")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. --set retrieval.train.time_budget_seconds=120")
+    p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
+    _add_data_args(p)
+    p.set_defaults(func=cmd_run, dataset=None)
 
     p = sub.add_parser("serve", help="TF-Serving-compatible gRPC model server (flags as in TF Serving)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")

@@ -121,6 +121,28 @@ class RecommenderClient:
         single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
         return results[0] if single else results
 
+    def rank(self, history, candidates) -> list[tuple[str, float]]:
+        """Scores ``candidates`` (ids) for one history, best first (unknown ids last, -inf)."""
+        out = self.predict({"history": _as_batch(history), "candidates": _as_batch(candidates)}, "rank")
+        pairs = [(str(c), float(s)) for c, s in zip(candidates, out["scores"][0])]
+        return sorted(pairs, key=lambda p: -p[1])
+
+    def explain(self, history, candidates, top: int = 3) -> dict[str, list[tuple[str, float]]]:
+        """For each candidate, the history items that push its score up the most.
+
+        Returns ``{candidate: [(history_item, contribution), ...]}``: the ``top`` largest
+        positive contributions per candidate (a candidate's contributions sum to 1 in
+        absolute value; see the ``explain`` signature).
+        """
+        batch = _as_batch(history)
+        out = self.predict({"history": batch, "candidates": _as_batch(candidates)}, "explain")
+        items = [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in batch[0]]
+        result = {}
+        for c, weights in zip(candidates, out["contributions"][0]):
+            order = np.argsort(-weights)
+            result[str(c)] = [(items[j], float(weights[j])) for j in order[:top] if weights[j] > 0]
+        return result
+
     def metadata(self) -> dict:
         """Signature names with their input and output aliases, dtypes and shapes."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

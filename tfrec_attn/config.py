@@ -137,6 +137,37 @@ class RetrievalConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+@dataclasses.dataclass
+class QuickConfig:
+    """The ``--quick`` smoke profile: a user subset and cheaper training."""
+
+    max_users: int = 300
+    overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
+
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
+    sample_users: int = 3  # users whose recommendations are queried and shown
+    k: int = 10  # recommendations shown per user
+    quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
+
+    def validate(self, where=lambda path: path) -> None:
+        self.retrieval.validate(lambda p: where(f"retrieval.{p}"))
+        for name in self.baselines:
+            if name not in ("MostPop", "ALS"):
+                raise ConfigError(f"{where('baselines')}: baselines has {name!r}; known: MostPop, ALS")
+        if self.sample_users < 1 or self.k < 1 or self.quick.max_users < 10:
+            raise ConfigError(f"{where('sample_users')}: sample_users, k must be >= 1 and "
+                              "quick.max_users >= 10")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
 def _get(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -161,6 +192,12 @@ def _compose_lines(text: str) -> dict[str, int]:
 
 
 def _coerce(value: Any, annotation, where: str, path: str):
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {path}={value!r} must be a list")
+        (item,) = set(typing.get_args(annotation)) - {Ellipsis}
+        return [_coerce(v, item, where, f"{path}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is bool and not isinstance(value, bool):

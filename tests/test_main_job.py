@@ -1,0 +1,59 @@
+"""The main job end to end (``tfrec-attn run --quick``) and the README's two commands."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from readme_commands import command  # noqa: E402
+
+
+def test_readme_commands_are_what_ci_and_this_test_run():
+    tests = command("tests")
+    main = command("main")
+    with open(os.path.join(ROOT, ".ci", "run")) as handle:
+        ci = handle.read()
+    assert 'cmd=$(python3 tools/readme_commands.py tests)' in ci and 'exec bash -c "$cmd"' in ci
+    assert tests.startswith("python3 -m venv .venv && .venv/bin/pip install -e") and "pytest" in tests
+    assert main.split(" && ")[-1] == ".venv/bin/tfrec-attn run"
+
+
+def test_quick_run_end_to_end(ml100k_dir, tmp_path):
+    out = tmp_path / "main"
+    run = shlex.split(command("main").split(" && ")[-1])
+    run[0] = os.path.join(os.path.dirname(sys.executable), os.path.basename(run[0]))
+    proc = subprocess.run(run + ["--quick", "--data", ml100k_dir, "--output-dir", str(out), "--keras-verbose", "0",
+                                 "--set", "quick.max_users=150"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("prepare data", "baselines", "train retrieval", "evaluate", "export", "serve", "report"):
+        assert re.search(rf"=== \[\d/7\] {stage}", proc.stdout), stage
+    summary = json.loads((out / "summary.json").read_text())
+    # The report has a number for every model and every metric.
+    report = (out / "report.md").read_text()
+    for model in ("MostPop", "ALS", "Transformer retrieval"):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {model} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert all(re.fullmatch(r"\d+\.\d+", c) for c in cells), row
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "Transformer retrieval" in html
+    # Recommendations came back through gRPC: real catalogue items, never the user's history.
+    catalogue = set((out / "retrieval" / "vocab" / "items.txt").read_text().split("\n")) - {""}
+    assert len(summary["samples"]) == 3
+    for sample in summary["samples"]:
+        items = [r["item_id"] for r in sample["recommendations"]]
+        assert len(items) == 10 and set(items) <= catalogue
+        assert not set(items) & set(sample["history"])
+    assert os.path.isdir(out / "export" / "retrieval" / "1")
+    # The server process is gone and exited cleanly.
+    assert summary["server_exit_code"] == 0
+    try:
+        os.kill(summary["server_pid"], 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive

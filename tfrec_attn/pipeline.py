@@ -1,0 +1,214 @@
+"""``tfrec-attn run``: the whole product on real data, one stage after another.
+
+prepare data -> baselines (MostPop, ALS) -> train retrieval -> evaluate everything with the
+full-ranking protocol -> export versioned SavedModels -> start the local gRPC server ->
+query it through the client for a few users -> print their recommendations with titles,
+scores and the history items that explain them -> stop the server -> write the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tfrec_attn.config import PipelineConfig, load_config, save_config
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "training", "configs", "ml100k_pipeline.yaml")
+
+
+class Stages:
+    """Numbered stage headers with elapsed times (kept for the report)."""
+
+    def __init__(self, total: int, out=sys.stdout):
+        self.total = total
+        self.out = out
+        self.number = 0
+        self.start = time.perf_counter()
+        self.current = None
+        self.times: dict[str, float] = {}
+
+    def __call__(self, title: str):
+        self.finish()
+        self.number += 1
+        self.current = (title, time.perf_counter())
+        print(f"\n=== [{self.number}/{self.total}] {title} ===", file=self.out, flush=True)
+
+    def finish(self):
+        if self.current:
+            title, began = self.current
+            self.times[title] = time.perf_counter() - began
+            self.current = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def subset_users(dataset, max_users: int, seed: int):
+    users = np.unique(dataset.interactions.user_ids)
+    if len(users) <= max_users:
+        return dataset
+    rng = np.random.default_rng(seed)
+    return dataset.subset_users(rng.choice(users, size=max_users, replace=False))
+
+
+def start_server(model_base_path: str, model_name: str):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrec_attn.cli", "serve", "--port", "0", "--host", "127.0.0.1",
+         "--model_name", model_name, "--model_base_path", model_base_path,
+         "--file_system_poll_wait_seconds", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"the model server did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc, f"127.0.0.1:{match.group(1)}"
+
+
+def stop_server(proc) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: bool = False,
+                 verbose: int = 1) -> dict:
+    """Runs every stage; returns the summary written to ``OUTPUT/summary.json``."""
+    from tfrec_attn.baselines import ALSBaseline, MostPopBaseline
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.stats import describe, format_stats, plot_lengths
+    from tfrec_attn.evaluation import Evaluator, format_table
+
+    os.makedirs(output_dir, exist_ok=True)
+    stages = Stages(7)
+    retrieval_config = config.retrieval
+    save_config(retrieval_config, os.path.join(output_dir, "retrieval_config.yaml"))
+    with open(os.path.join(output_dir, "pipeline_config.yaml"), "w") as handle:
+        handle.write(config.to_yaml())
+
+    # 1. data -------------------------------------------------------------------------
+    stages("prepare data")
+    if quick:
+        dataset = subset_users(dataset, config.quick.max_users, retrieval_config.seed)
+    split = leave_one_out(dataset.interactions, retrieval_config.data.min_interactions)
+    stats = describe(dataset, split)
+    print(format_stats(stats))
+    plot_lengths(split, os.path.join(output_dir, "sequence_lengths.png"), f"{dataset.name}: interactions per user")
+    evaluator = Evaluator(split, "test")
+
+    # 2. baselines --------------------------------------------------------------------
+    stages("baselines (full ranking, test split)")
+    results, timings = {}, {}
+    for name in config.baselines:
+        began = time.perf_counter()
+        model = (MostPopBaseline() if name == "MostPop" else ALSBaseline()).fit(split)
+        results[name] = evaluator.evaluate(model.score_fn(split))
+        timings[name] = time.perf_counter() - began
+        print(f"{name}: NDCG@10 {results[name]['NDCG@10']:.4f}  ({timings[name]:.1f}s)", flush=True)
+
+    # 3. retrieval --------------------------------------------------------------------
+    stages("train retrieval (transformer two-tower)")
+    from tfrec_attn.trainer import train_retrieval
+
+    run_dir = os.path.join(output_dir, "retrieval")
+    trained = train_retrieval(retrieval_config, dataset, run_dir, verbose=verbose, split=split)
+    results["Transformer retrieval"] = trained.metrics["test"]
+    timings["Transformer retrieval"] = trained.metrics["train_seconds"]
+
+    # 4. evaluation table -------------------------------------------------------------
+    stages("evaluate (test split, full ranking)")
+    table = format_table(results)
+    print(table)
+
+    # 5. export -----------------------------------------------------------------------
+    stages("export versioned SavedModels")
+    from tfrec_attn.export import export_retrieval
+
+    export_base = os.path.join(output_dir, "export")
+    model_name = retrieval_config.export.model_name
+    exported = export_retrieval(trained.model, trained.vocabulary, export_base, model_name=model_name,
+                                k=retrieval_config.export.k, index="brute_force")
+    print(f"exported {exported}")
+
+    # 6. serve + query ----------------------------------------------------------------
+    stages("serve (local gRPC server) and query through the client")
+    from tfrec_attn.client import RecommenderClient
+
+    proc, target = start_server(os.path.join(export_base, model_name), model_name)
+    samples = []
+    try:
+        print(f"server up at {target} (pid {proc.pid})")
+        rng = np.random.default_rng(retrieval_config.seed)
+        chosen = rng.choice(split.evaluated, size=min(config.sample_users, len(split.evaluated)), replace=False)
+        with RecommenderClient(target, model_name=model_name) as client:
+            for user in chosen:
+                history = [str(i) for i in split.item_vocab[split.sequences[user][:-1]]]
+                recs = client.recommend(history, k=config.k)
+                why = client.explain(history, [item for item, _ in recs])
+                samples.append({
+                    "user_id": str(split.user_ids[user]),
+                    "history": history,
+                    "test_target": str(split.item_vocab[split.sequences[user][-1]]),
+                    "recommendations": [{"item_id": item, "title": dataset.item_title(item), "score": score,
+                                         "because": [{"item_id": h, "title": dataset.item_title(h), "weight": w}
+                                                     for h, w in why[item]]}
+                                        for item, score in recs],
+                })
+    finally:
+        code = stop_server(proc)
+    print_samples(samples, dataset)
+    print(f"server stopped (exit code {code})")
+
+    # 7. report -----------------------------------------------------------------------
+    stages("report")
+    from tfrec_attn.plots import plot_attention
+    from tfrec_attn.report import write_report
+
+    heatmap = None
+    if samples:
+        heatmap = plot_attention(trained.model, trained.vocabulary, samples[0]["history"], dataset,
+                                 os.path.join(output_dir, "attention.png"))
+    stages.finish()
+    summary = {
+        "dataset": stats, "quick": quick, "metrics": results, "training_seconds": timings,
+        "best_epoch": trained.metrics["best_epoch"], "epochs": trained.metrics["epochs"],
+        "export": exported, "samples": samples, "stage_seconds": stages.times,
+        "total_seconds": stages.elapsed, "server_exit_code": code, "server_pid": proc.pid,
+    }
+    with open(os.path.join(output_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    report = write_report(output_dir, summary, curves=os.path.join(run_dir, "curves.png"), attention=heatmap,
+                          lengths=os.path.join(output_dir, "sequence_lengths.png"))
+    print(f"report: {report} (and report.md); total {stages.elapsed:.0f}s")
+    return summary
+
+
+def print_samples(samples, dataset) -> None:
+    for sample in samples:
+        recent = ", ".join(dataset.item_title(i) for i in sample["history"][-5:])
+        print(f"\nuser {sample['user_id']} — {len(sample['history'])} items watched; most recent: {recent}")
+        for rank, rec in enumerate(sample["recommendations"], start=1):
+            because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
+            print(f"  {rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}   because: {because}")
+
+
+def load_pipeline_config(path: str | None, overrides=(), quick: bool = False) -> PipelineConfig:
+    """Loads the pipeline config; ``quick`` applies its ``quick.overrides`` (to ``retrieval``)
+    before the command line's ``--set`` overrides."""
+    path = path or DEFAULT_CONFIG
+    config = load_config(path, overrides, cls=PipelineConfig)
+    if quick:
+        config = load_config(path, [f"retrieval.{o}" for o in config.quick.overrides] + list(overrides),
+                             cls=PipelineConfig)
+    return config

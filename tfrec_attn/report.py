@@ -1,0 +1,146 @@
+"""The run report: ``OUTPUT/report.md`` and a self-contained ``OUTPUT/report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import os
+import platform
+import time
+
+PACKAGES = ("tfrec_attn", "tensorflow", "tf-keras", "tensorflow-recommenders", "tensorflow-text",
+            "tensorflow-serving-api", "scann", "transformers", "implicit", "numpy", "grpcio")
+COLUMNS = ("HR@10", "NDCG@10", "HR@50", "MRR")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, str]:
+    memory = ""
+    try:
+        with open("/proc/meminfo") as handle:
+            kb = int(handle.readline().split()[1])
+        memory = f"{kb / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count()), "memory": memory}
+
+
+def _metric_rows(summary):
+    rows = []
+    for name, metrics in summary["metrics"].items():
+        seconds = summary["training_seconds"].get(name)
+        rows.append([name] + [f"{metrics[c]:.4f}" if c in metrics else "–" for c in COLUMNS]
+                    + [f"{seconds:.1f}" if seconds is not None else "–"])
+    return rows
+
+
+def _markdown(summary, images) -> str:
+    d = summary["dataset"]
+    lines = [f"# tfrec_attn report — {d['dataset']}", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')}; total wall time {summary['total_seconds']:.0f} s"
+             + (" (quick profile, user subset)" if summary["quick"] else "") + ".", "",
+             "## Data", "",
+             f"{d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions "
+             f"(sparsity {d['sparsity']:.2%}); {d['evaluated_users']:,} evaluated users, "
+             f"{d['train_rows']:,} training rows.", "",
+             "## Test metrics (full ranking over the catalogue, history excluded)", "",
+             "| model | " + " | ".join(COLUMNS) + " | training s |",
+             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _metric_rows(summary)]
+    lines += ["", f"Transformer retrieval: best epoch {summary['best_epoch']} of {summary['epochs']}.", ""]
+    for title, name in (("Training curves", "curves"), ("Attention heatmap (one user)", "attention"),
+                        ("Interactions per user", "lengths")):
+        if images.get(name):
+            lines += [f"## {title}", "", f"![{title}]({os.path.basename(images[name])})", ""]
+    lines += ["## Sample recommendations (through the gRPC server)", ""]
+    for sample in summary["samples"]:
+        lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; held-out next item: "
+                  f"{sample['test_target']})", "", "| # | item | score | because (history item, weight) |",
+                  "|---|---|---|---|"]
+        for rank, rec in enumerate(sample["recommendations"], start=1):
+            because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
+            lines.append(f"| {rank} | {rec['title']} | {rec['score']:.3f} | {because} |")
+        lines.append("")
+    lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in summary["stage_seconds"].items()]
+    lines += ["", "## Environment", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in versions().items()]
+    lines += [""] + [f"- {k}: {v}" for k, v in machine().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _html(summary, images) -> str:
+    def img(path):
+        if not path or not os.path.isfile(path):
+            return ""
+        with open(path, "rb") as handle:
+            data = base64.b64encode(handle.read()).decode()
+        return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+
+    e = html.escape
+    d = summary["dataset"]
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _metric_rows(summary))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>tfrec_attn report</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "th{background:#f3f3f3}.num td:not(:first-child){text-align:right}</style></head><body>",
+        f"<h1>tfrec_attn report — {e(d['dataset'])}</h1>",
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')}; total wall time {summary['total_seconds']:.0f} s"
+        f"{' (quick profile, user subset)' if summary['quick'] else ''}.</p>",
+        f"<p>{d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions; "
+        f"{d['evaluated_users']:,} evaluated users.</p>",
+        "<h2>Test metrics</h2><p>Full ranking over the catalogue, the user's history excluded, ties at "
+        "their expected value.</p>",
+        "<table class='num'><tr><th>model</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS)
+        + "<th>training s</th></tr>" + rows + "</table>",
+        "<h2>Training curves</h2>" + img(images.get("curves")),
+        "<h2>Attention heatmap (one user)</h2>" + img(images.get("attention")),
+        "<h2>Sample recommendations (through the gRPC server)</h2>",
+    ]
+    for sample in summary["samples"]:
+        parts.append(f"<h3>User {e(sample['user_id'])}</h3><p>{len(sample['history'])} items watched; "
+                     f"held-out next item: {e(sample['test_target'])}</p>"
+                     "<table><tr><th>#</th><th>item</th><th>score</th><th>because</th></tr>")
+        for rank, rec in enumerate(sample["recommendations"], start=1):
+            because = "; ".join(f"{e(b['title'])} ({b['weight']:+.2f})" for b in rec["because"])
+            parts.append(f"<tr><td>{rank}</td><td>{e(rec['title'])}</td><td>{rec['score']:.3f}</td>"
+                         f"<td>{because}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Interactions per user</h2>" + img(images.get("lengths")))
+    parts.append("<h2>Stages</h2><table>" + "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>"
+                                                   for k, v in summary["stage_seconds"].items()) + "</table>")
+    parts.append("<h2>Environment</h2><table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>"
+                                                       for k, v in {**versions(), **machine()}.items()) + "</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(output_dir: str, summary: dict, **images) -> str:
+    """Writes report.md (next to the PNGs) and report.html (PNGs embedded); returns the HTML path."""
+    import shutil
+
+    local = {}
+    for name, path in images.items():
+        if path and os.path.isfile(path):
+            target = os.path.join(output_dir, os.path.basename(path))
+            if os.path.abspath(path) != os.path.abspath(target):
+                shutil.copyfile(path, target)
+            local[name] = target
+    with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as handle:
+        handle.write(_markdown(summary, local))
+    path = os.path.join(output_dir, "report.html")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(_html(summary, local))
+    return path

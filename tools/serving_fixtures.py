@@ -1,0 +1,77 @@
+"""Shared by the serving tools: build an export to serve, start a server subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import tfrec_attn  # noqa: F401  (before TensorFlow)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
+
+
+def build_export(base_path: str, item_ids, k: int = 10, overrides=(), model_name: str = "retrieval",
+                 index: str = "brute_force", **index_options) -> str:
+    """Exports an (untrained, seeded) retrieval model over ``item_ids``: serving cost does
+    not depend on the weights' values, only on the architecture and the catalogue size."""
+    import tensorflow as tf
+
+    from tfrec_attn.config import load_config
+    from tfrec_attn.export import export_retrieval
+    from tfrec_attn.features.vocab import ItemVocabulary
+    from tfrec_attn.trainer import build_model
+
+    tf.keras.utils.set_random_seed(0)
+    config = load_config(CONFIG, list(overrides))
+    vocabulary = ItemVocabulary(item_ids)
+    model = build_model(config, vocabulary)
+    return export_retrieval(model, vocabulary, base_path, model_name=model_name, k=k, index=index,
+                            **index_options)
+
+
+def movielens_ids(data_dir: str | None = None):
+    from tfrec_attn.data import leave_one_out, read_movielens
+
+    data_dir = data_dir or os.environ.get("TFREC_ATTN_DATA", os.path.join(ROOT, "..", "shared", "data", "ml-100k"))
+    return leave_one_out(read_movielens(data_dir).interactions).item_vocab
+
+
+class ServerProcess:
+    """``tfrec-attn serve`` in a subprocess on 127.0.0.1 (a crash is visible as an exit)."""
+
+    def __init__(self, base_path: str, *extra, model_name: str = "retrieval"):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfrec_attn.cli", "serve", "--port", "0", "--host", "127.0.0.1",
+             "--model_name", model_name, "--model_base_path", base_path, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.port = int(match.group(1))
+        self.target = f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.1) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
