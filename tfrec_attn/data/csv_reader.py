@@ -29,19 +29,29 @@ def _column_index(path, header: list[str], required, optional) -> dict[str, int]
     return {name: index[name] for name in (*required, *optional) if name in index}
 
 
+def _rows(path, required, optional):
+    """Yields ``(line, fields, columns)`` of a headered CSV whose rows reach every named column."""
+    header = readers.read_header(path)
+    cols = _column_index(path, header, required, optional)
+    width = max(cols.values()) + 1
+    for line, fields in readers.iter_records(path, sep=",", quoted=True, skip_header=True):
+        if len(fields) < width:
+            error = DataFormatError(path, line, header[len(fields)],
+                                    f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}")
+            yield line, error, cols
+        else:
+            yield line, fields, cols
+
+
 def read_interactions_csv(path, *, on_bad_line: str = "error", policy=None) -> Interactions:
     """Reads ``user_id,item_id,timestamp[,rating]`` (header required)."""
     path = os.fspath(path)
     policy = policy or readers.BadLinePolicy(on_bad_line)
-    header = readers.read_header(path)
-    cols = _column_index(path, header, INTERACTION_COLUMNS, ("rating",))
-    width = max(cols.values()) + 1
     users, items, times, ratings = [], [], [], []
-    for line, fields in readers.iter_records(path, sep=",", quoted=True, skip_header=True):
+    for line, fields, cols in _rows(path, INTERACTION_COLUMNS, ("rating",)):
         try:
-            if len(fields) < width:
-                raise DataFormatError(path, line, header[len(fields)],
-                                      f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}")
+            if isinstance(fields, DataFormatError):
+                raise fields
             user = readers.parse_id(path, line, "user_id", fields[cols["user_id"]])
             item = readers.parse_id(path, line, "item_id", fields[cols["item_id"]])
             ts = readers.parse_int(path, line, "timestamp", fields[cols["timestamp"]])
@@ -61,15 +71,11 @@ def read_items_csv(path, *, on_bad_line: str = "error", policy=None) -> dict[str
     """Reads ``item_id,title[,text][,genres]`` (header required, genres ``|``-separated)."""
     path = os.fspath(path)
     policy = policy or readers.BadLinePolicy(on_bad_line)
-    header = readers.read_header(path)
-    cols = _column_index(path, header, ITEM_COLUMNS, ("text", "genres"))
-    width = max(cols.values()) + 1
     items: dict[str, Item] = {}
-    for line, fields in readers.iter_records(path, sep=",", quoted=True, skip_header=True):
+    for line, fields, cols in _rows(path, ITEM_COLUMNS, ("text", "genres")):
         try:
-            if len(fields) < width:
-                raise DataFormatError(path, line, header[len(fields)],
-                                      f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}")
+            if isinstance(fields, DataFormatError):
+                raise fields
             item_id = readers.parse_id(path, line, "item_id", fields[cols["item_id"]])
             if item_id in items:
                 raise DataFormatError(path, line, "item_id", "duplicate item id", item_id)
