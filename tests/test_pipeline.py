@@ -52,3 +52,14 @@ def test_history_batch_is_right_padded():
     ids = np.array(["a", "b", "c"], dtype=object)
     batch = history_batch([[0, 1, 2], [2]], ids, max_len=2)
     assert batch.tolist() == [["b", "c"], ["c", ""]]
+
+
+def test_future_window_labels():
+    vocab = ItemVocabulary([f"i{k}" for k in range(30)])
+    seqs = [[f"i{k}" for k in range(6)], ["i9", "i8", "i7"]]
+    ds = sequence_dataset(seqs, vocab, max_len=3, batch_size=8, shuffle=False, bucket_by_length=False,
+                          future_window=2)
+    features, labels = next(iter(ds))
+    # Sequence i0..i5 (indices 2..7): history = newest 3 of i0..i4 = i2, i3, i4.
+    assert features["history"].numpy().tolist() == [[4, 5, 6], [11, 10, 0]]
+    assert labels.numpy().tolist() == [[[5, 6], [6, 7], [7, 0]], [[10, 9], [9, 0], [0, 0]]]

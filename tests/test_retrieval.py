@@ -207,3 +207,21 @@ def test_mixed_precision_numerics_on_cpu():
     s32, s16 = reference.score_items(history).numpy(), mixed.score_items(history).numpy()
     assert s16.dtype == np.float32
     assert np.corrcoef(s32.ravel(), s16.ravel())[0, 1] > 0.99
+
+
+def test_item_bias_scaling_and_future_window_train_and_export_consistently(tmp_path):
+    config = load_config(CONFIG, FAST + ["model.item_bias=true", "model.scale_embeddings=true",
+                                         "loss.future_window=3", "loss.future_weight=0.5"])
+    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    assert run.metrics["test"]["HR@10"] >= 0.9
+    assert run.model.item_embeddings().shape[-1] == 33  # 32 + bias
+    bias = run.model.item_bias.embeddings.numpy()
+    assert np.abs(bias).max() > 0  # the bias is trained
+    path = export_retrieval(run.model, run.vocabulary, str(tmp_path / "export"), k=20)
+    exported = evaluate_saved_model(path, run.split, "test")
+    assert exported["NDCG@10"] == pytest.approx(run.metrics["test"]["NDCG@10"], abs=0.002)
+    loaded = tf.saved_model.load(path)
+    history = tf.constant([["i3", "i4", "i5"]])
+    top = loaded.signatures["serving_default"](history=history)
+    ranked = loaded.signatures["rank"](history=history, candidates=top["item_ids"])
+    np.testing.assert_allclose(ranked["scores"].numpy(), top["scores"].numpy(), rtol=1e-5, atol=1e-5)

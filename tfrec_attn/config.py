@@ -49,6 +49,8 @@ class ModelConfig:
     attention_dropout: float = -1.0  # < 0 = same as dropout
     norm_first: bool = True  # pre-LN (True) or post-LN (False)
     positional: str = "learned"  # learned | none
+    scale_embeddings: bool = False  # multiply history item embeddings by sqrt(embedding_dim)
+    item_bias: bool = False  # score = user . item + b_item (a learned popularity prior)
     item_tower: ItemTowerConfig = dataclasses.field(default_factory=ItemTowerConfig)
 
 
@@ -62,6 +64,8 @@ class LossConfig:
     label_smoothing: float = 0.0  # full softmax only
     sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
     max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
+    future_window: int = 1  # each position predicts the next `future_window` items (1 = next only)
+    future_weight: float = 1.0  # weight of targets beyond the next one
 
 
 @dataclasses.dataclass
@@ -117,6 +121,8 @@ class RetrievalConfig:
             ("loss.label_smoothing", 0.0 <= loss.label_smoothing < 1.0, "must be in [0, 1)"),
             ("loss.sampling_alpha", 0.0 <= loss.sampling_alpha <= 1.0, "must be in [0, 1]"),
             ("loss.max_positions", loss.max_positions > 0, "must be > 0"),
+            ("loss.future_window", loss.future_window >= 1, "must be >= 1"),
+            ("loss.future_weight", loss.future_weight >= 0, "must be >= 0"),
             ("train.epochs", train.epochs > 0, "must be > 0"),
             ("train.batch_size", train.batch_size > 0, "must be > 0"),
             ("train.learning_rate", train.learning_rate > 0, "must be > 0"),

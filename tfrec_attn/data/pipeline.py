@@ -40,6 +40,7 @@ def sequence_dataset(
     bucket_by_length: bool = True,
     pad_to_bucket_boundary: bool = False,
     repeat: bool = False,
+    future_window: int = 1,
     input_context=None,
 ):
     """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
@@ -53,6 +54,8 @@ def sequence_dataset(
         bucket_by_length: bool. Group examples of similar length into batches.
         pad_to_bucket_boundary: bool. Pad to the bucket's upper bound instead of the batch's
             longest example: a handful of distinct shapes (what XLA wants) for a little padding.
+        future_window: int. With w > 1 labels are [b, L, w]: the next w items after each
+            position (0 past the end of the sequence).
         input_context: tf.distribute.InputContext or None. Shards users across input
             pipelines and uses the per-replica batch size.
 
@@ -80,7 +83,14 @@ def sequence_dataset(
 
     def to_example(seq):
         ids = lookup(seq)
-        return {"history": ids[:-1][-max_len:]}, ids[1:][-max_len:]
+        history = ids[:-1][-max_len:]
+        if future_window == 1:
+            return {"history": history}, ids[1:][-max_len:]
+        start = tf.maximum(tf.size(ids) - 1 - max_len, 0)
+        padded = tf.concat([ids, tf.zeros([future_window], ids.dtype)], 0)
+        width = tf.size(history)
+        labels = tf.stack([padded[start + j: start + j + width] for j in range(1, future_window + 1)], axis=1)
+        return {"history": history}, labels
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     if bucket_by_length:

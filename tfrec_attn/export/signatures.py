@@ -28,7 +28,8 @@ class RetrievalServingModule(tf.Module):
         ``contributions`` float32 [batch, C, H]: attention x similarity of each history
         item to each candidate, normalised so |contributions| sums to 1 per candidate.
 
-    Signature ``user_embedding``: ``history`` -> ``embedding`` float32 [batch, d], for
+    Signature ``user_embedding``: ``history`` -> ``embedding`` float32 [batch, d] (d + 1 with
+    ``model.item_bias``: a last coordinate of 1 that meets each candidate's bias), for
     serving stacks that bring their own nearest-neighbour index.
 
     Args:
@@ -72,7 +73,7 @@ class RetrievalServingModule(tf.Module):
     def _candidates(self, candidates):
         ids = self.lookup(candidates)
         known = ids >= FIRST_ITEM_INDEX
-        return known, tf.cast(self.model.item_tower(ids), tf.float32)
+        return known, tf.cast(self.model.candidate_vectors(ids), tf.float32)
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
     def rank(self, history, candidates):
@@ -86,7 +87,8 @@ class RetrievalServingModule(tf.Module):
         ids = self.lookup(history)
         attention = tf.cast(self.model.explain_history(ids), tf.float32)
         history_items = tf.cast(self.model.item_tower(ids), tf.float32)
-        known, items = self._candidates(candidates)
+        known = self.lookup(candidates) >= FIRST_ITEM_INDEX
+        items = tf.cast(self.model.item_tower(self.lookup(candidates)), tf.float32)
         similarity = tf.einsum("bcd,bhd->bch", items, history_items)
         raw = similarity * attention[:, tf.newaxis, :]
         total = tf.reduce_sum(tf.abs(raw), axis=2, keepdims=True)

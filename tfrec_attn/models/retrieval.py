@@ -69,6 +69,12 @@ class SequentialRetrievalModel(tfrs.Model):
             m.embedding_dim, m.max_len, m.num_blocks, m.num_heads, m.ffn_dim, m.dropout,
             m.dropout if m.attention_dropout < 0 else m.attention_dropout, m.norm_first,
             m.positional, name="user_tower")
+        self.input_scale = float(m.embedding_dim) ** 0.5 if m.scale_embeddings else 1.0
+        self.item_bias = tf.keras.layers.Embedding(
+            num_indices, 1, embeddings_initializer="zeros", name="item_bias") if m.item_bias else None
+        if self.item_bias is not None:
+            self.item_bias.build((None,))  # its weight must exist before the optimizer is built
+        self.future_weight = loss_config.future_weight
         counts = np.zeros(num_indices) if item_counts is None else np.asarray(item_counts)
         self.task = build_task(loss_config, counts)
 
@@ -76,13 +82,36 @@ class SequentialRetrievalModel(tfrs.Model):
     def encode(self, history, training=False, return_attention=False):
         """Per-position user embeddings of compact, right-padded ``history`` [b, L]."""
         mask = history >= FIRST_ITEM_INDEX
-        return self.user_tower(self.item_tower(history), mask, training=training,
-                               return_attention=return_attention)
+        embeddings = self.item_tower(history)
+        if self.input_scale != 1.0:
+            embeddings = embeddings * self.input_scale
+        return self.user_tower(embeddings, mask, training=training, return_attention=return_attention)
+
+    def _query(self, user):
+        """With an item bias, queries get a constant 1 so that query . candidate = u . e + b."""
+        if self.item_bias is None:
+            return user
+        return tf.concat([user, tf.ones_like(user[..., :1])], axis=-1)
+
+    def candidate_vectors(self, indices):
+        """Candidate vectors of item indices: the item embedding (+ its bias as a last coordinate)."""
+        vectors = self.item_tower(indices)
+        if self.item_bias is None:
+            return vectors
+        return tf.concat([vectors, tf.cast(self.item_bias(indices), vectors.dtype)], axis=-1)
+
+    def _candidate_table(self):
+        table = self.item_tower.all_embeddings()
+        if self.item_bias is None:
+            return table
+        return tf.concat([table, tf.cast(self.item_bias.embeddings, table.dtype)], axis=-1)
 
     def call(self, history, training=False):
-        """User embedding [b, d] from any history [b, H] of model indices (oldest first)."""
+        """Query vector [b, d] (d + 1 with an item bias) from any history [b, H] of model
+        indices (oldest first); score = query . candidate (see :meth:`item_embeddings`)."""
         history = compact_history(history, self.max_len)
-        return last_position(self.encode(history, training=training), history >= FIRST_ITEM_INDEX)
+        user = last_position(self.encode(history, training=training), history >= FIRST_ITEM_INDEX)
+        return self._query(user)
 
     def explain_history(self, history):
         """Which history items the user embedding attends to.
@@ -112,8 +141,8 @@ class SequentialRetrievalModel(tfrs.Model):
         return tf.where(keep, picked, 0.0)
 
     def item_embeddings(self):
-        """Candidate embeddings of the catalogue items, [num_indices - 2, d]."""
-        return self.item_tower.all_embeddings()[FIRST_ITEM_INDEX:]
+        """Candidate vectors of the catalogue items, [num_indices - 2, d (+1 with item bias)]."""
+        return self._candidate_table()[FIRST_ITEM_INDEX:]
 
     @tf.function(reduce_retracing=True)
     def score_items(self, history):
@@ -124,11 +153,22 @@ class SequentialRetrievalModel(tfrs.Model):
     # -- training -----------------------------------------------------------------------
     def compute_loss(self, inputs, training=False):
         features, labels = inputs
-        output = self.encode(features["history"], training=training)
+        output = self._query(self.encode(features["history"], training=training))
+        candidates = self._candidate_table()
+        weights = None
+        if labels.shape.rank == 3:  # [b, L, w]: the next w items of every position
+            window = tf.shape(labels)[2]
+            output = tf.repeat(output[:, :, tf.newaxis, :], window, axis=2)
+            weights = tf.concat([tf.ones([1]), tf.fill([window - 1], float(self.future_weight))], 0)
+            weights = tf.broadcast_to(weights, tf.shape(labels))
         valid = labels >= FIRST_ITEM_INDEX
-        candidates = self.item_tower.all_embeddings()
+        if weights is None:
+            weights = tf.ones(tf.shape(labels))
+        weights = weights * tf.cast(valid, tf.float32)
+        dim = tf.shape(output)[-1]
         if self.static_shapes:
-            dim = tf.shape(output)[-1]
             return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,
-                             weights=tf.reshape(tf.cast(valid, tf.float32), [-1]))
-        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates)
+                             weights=tf.reshape(weights, [-1]))
+        uniform = labels.shape.rank == 2
+        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates,
+                         weights=None if uniform else tf.boolean_mask(weights, valid))
