@@ -25,7 +25,7 @@ import numpy as np
 from tfrec_attn.config import RetrievalConfig, load_config, save_config
 from tfrec_attn.data.splits import LeaveOneOutSplit, leave_one_out
 from tfrec_attn.evaluation import Evaluator
-from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, OOV_INDEX, ItemVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,8 @@ def item_counts_by_index(split: LeaveOneOutSplit, vocabulary: ItemVocabulary) ->
 
 def catalogue_indices(split: LeaveOneOutSplit, vocabulary: ItemVocabulary) -> np.ndarray:
     """Model index of each split catalogue item (1 = OOV for items the model lacks)."""
-    position = {item: i for i, item in enumerate(vocabulary.item_ids)}
-    return np.array([position.get(item, -1) + FIRST_ITEM_INDEX if item in position else 1
-                     for item in split.item_vocab], dtype=np.int64)
+    index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(vocabulary.item_ids)}
+    return np.array([index.get(item, OOV_INDEX) for item in split.item_vocab], dtype=np.int64)
 
 
 def build_model(config: RetrievalConfig, vocabulary: ItemVocabulary, item_counts=None):
