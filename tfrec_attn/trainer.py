@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 
 import numpy as np
@@ -123,34 +124,54 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     clock = WallClock(config.train.time_budget_seconds)
     validation = FullRankingEvaluation(Evaluator(split, "validation"), scorer, config.train.eval_every)
     best_path = os.path.join(output_dir, "checkpoints", "best")
+    history_csv = os.path.join(output_dir, "history.csv")
+    backup_dir = os.path.join(output_dir, "backup")
+    # BackupAndRestore leaves checkpoint files only when a run did not finish.
+    resuming = any(files for _, _, files in os.walk(backup_dir))
+    if not resuming:  # a fresh run: forget a previous finished run's log and checkpoints
+        for stale in (history_csv, os.path.join(output_dir, "checkpoints")):
+            if os.path.isdir(stale):
+                shutil.rmtree(stale)
+            elif os.path.exists(stale):
+                os.remove(stale)
+    previous = read_history(history_csv) if resuming else []
+    best_before = max((row["val_ndcg10"] for row in previous if "val_ndcg10" in row), default=None)
+    if resuming:
+        logger.info("resuming %s after epoch %d", output_dir, len(previous))
+        clock.offset = previous[-1]["elapsed"] if previous and "elapsed" in previous[-1] else 0.0
     callbacks = [clock, validation]
     if track_test:
         callbacks.append(FullRankingEvaluation(Evaluator(split, "test"), scorer,
                                                config.train.eval_every, prefix="test_"))
     callbacks += [
+        # After a crash, only a better epoch than any before it may replace the checkpoint.
         tf.keras.callbacks.ModelCheckpoint(best_path, monitor="val_ndcg10", mode="max",
-                                           save_best_only=True, save_weights_only=True),
+                                           save_best_only=True, save_weights_only=True,
+                                           initial_value_threshold=best_before),
         tf.keras.callbacks.EarlyStopping(monitor="val_ndcg10", mode="max",
                                          patience=config.train.patience),
-        tf.keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
+        tf.keras.callbacks.CSVLogger(history_csv, append=True),
         tf.keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False,
                                        profile_batch=0),
-        tf.keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        tf.keras.callbacks.BackupAndRestore(backup_dir),
     ]
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
-    if validation.history:
+    shutil.rmtree(backup_dir, ignore_errors=True)  # finished: nothing to resume
+    rows = [row for row in read_history(history_csv) if "val_ndcg10" in row]  # all epochs, resumed or not
+    best = max(rows, key=lambda row: row["val_ndcg10"]) if rows else {}
+    if best:
         model.load_weights(best_path).expect_partial()
-    best = max(validation.history, key=lambda row: row["val_ndcg10"]) if validation.history else {}
 
     positions = sum(min(len(s), config.model.max_len + 1) - 1 for s in split.train_sequences()
                     if len(s) >= 2)
     epochs_run = len(history.history.get("loss", []))
     metrics = {
-        "best_epoch": best.get("epoch"),
-        "validation": {k: best[k] for k in best if k != "epoch"},
-        "epochs": epochs_run,
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "validation": {k: best[k] for k in ("val_hr10", "val_ndcg10", "val_hr50", "val_mrr") if k in best},
+        "resumed_after_epoch": len(previous) if resuming else None,
+        "epochs": len(read_history(history_csv)) or epochs_run,
         "train_seconds": train_seconds,
         "budget_hit": clock.budget_hit,
         "sequences_per_second": epochs_run * sum(len(s) >= 2 for s in split.train_sequences())
@@ -169,6 +190,20 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     except Exception as error:  # a plot must never lose a finished run
         logger.warning("could not plot training curves: %s", error)
     return TrainResult(model, vocabulary, split, config, metrics, output_dir)
+
+
+def read_history(path: str) -> list[dict]:
+    """Rows of a CSVLogger file as floats, one per epoch (``epoch`` is 0-based, as Keras
+    writes it). An epoch logged twice (a crash between the log and the backup, then a
+    resume that redid it) keeps its last row."""
+    import csv
+
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+    by_epoch = {row.get("epoch"): row for row in rows}
+    return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: -1 if e is None else e)]
 
 
 def load_run(output_dir: str):
