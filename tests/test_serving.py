@@ -342,3 +342,33 @@ def test_serve_and_query_commands(tiny_export):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_model_config_file_serves_several_models_with_labels(tiny_model, tmp_path):
+    model, vocabulary = tiny_model
+    export_retrieval(model, vocabulary, str(tmp_path), model_name="retrieval", k=10)
+    export_retrieval(model, vocabulary, str(tmp_path), model_name="small", k=3)
+    export_retrieval(model, vocabulary, str(tmp_path), model_name="small", k=4)
+    config = parse_model_server_config(f"""
+        model_config_list {{
+          config {{ name: "retrieval" base_path: "{tmp_path}/retrieval" model_platform: "tensorflow" }}
+          config {{ name: "small" base_path: "{tmp_path}/small" model_platform: "tensorflow"
+                   model_version_policy {{ all {{}} }}
+                   version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }} }}
+        }}""")
+    server = ModelServer(config, port=0, host="127.0.0.1", poll_wait_seconds=0).start()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        assert len(RecommenderClient(target, "retrieval").recommend(["i1"])) == 10
+        assert len(RecommenderClient(target, "small").recommend(["i1"])) == 4  # latest of "all"
+        assert len(RecommenderClient(target, "small", version=1).recommend(["i1"])) == 3
+        assert RecommenderClient(target, "small").status() == {1: "AVAILABLE", 2: "AVAILABLE"}
+        channel, predict, _ = stubs(server)
+        for label, k in (("stable", 3), ("canary", 4)):
+            request = request_for(HISTORY, name="small")
+            request.model_spec.version_label = label
+            response = predict.Predict(request, 10.0)
+            assert tf.make_ndarray(response.outputs["item_ids"]).shape == (2, k)
+        channel.close()
+    finally:
+        server.stop()
