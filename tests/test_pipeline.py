@@ -63,3 +63,22 @@ def test_future_window_labels():
     # Sequence i0..i5 (indices 2..7): history = newest 3 of i0..i4 = i2, i3, i4.
     assert features["history"].numpy().tolist() == [[4, 5, 6], [11, 10, 0]]
     assert labels.numpy().tolist() == [[[5, 6], [6, 7], [7, 0]], [[10, 9], [9, 0], [0, 0]]]
+
+
+def test_shuffle_ties_reorders_only_within_equal_timestamps():
+    vocab = ItemVocabulary([f"i{k}" for k in range(30)])
+    seq = [f"i{k}" for k in range(8)]
+    times = [1, 5, 5, 5, 5, 9, 9, 12]
+    orders = set()
+    for seed in range(12):
+        ds = sequence_dataset([seq], vocab, max_len=10, batch_size=1, shuffle=False, bucket_by_length=False,
+                              timestamps=[times], shuffle_ties=True, seed=seed)
+        tf.random.set_seed(seed)
+        features, labels = next(iter(ds))
+        full = features["history"].numpy()[0].tolist() + [labels.numpy()[0][-1]]
+        assert full[0] == 2 and full[-1] == 9  # the untied first and last items stay put
+        assert sorted(full[1:5]) == [3, 4, 5, 6] and sorted(full[5:7]) == [7, 8]
+        orders.add(tuple(full))
+    assert len(orders) > 3  # ties really are re-drawn
+    with pytest.raises(ValueError, match="needs the timestamps"):
+        sequence_dataset([seq], vocab, max_len=10, batch_size=1, shuffle_ties=True)

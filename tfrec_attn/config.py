@@ -81,6 +81,7 @@ class TrainConfig:
     jit_compile: bool = False
     mixed_precision: bool = False
     bucket_by_length: bool = True
+    shuffle_ties: bool = False  # re-draw the order of same-timestamp items every epoch
     steps_per_execution: int = 1
 
 

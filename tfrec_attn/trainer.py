@@ -117,7 +117,8 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
         [split.item_vocab[s] for s in split.train_sequences()], vocabulary,
         max_len=config.model.max_len, batch_size=config.train.batch_size, shuffle=True,
         seed=config.seed, bucket_by_length=config.train.bucket_by_length,
-        pad_to_bucket_boundary=config.train.jit_compile, future_window=config.loss.future_window)
+        pad_to_bucket_boundary=config.train.jit_compile, future_window=config.loss.future_window,
+        timestamps=split.train_part("timestamps"), shuffle_ties=config.train.shuffle_ties)
 
     index_of = catalogue_indices(split, vocabulary)
     scorer = catalogue_scorer(model, index_of)

@@ -41,6 +41,8 @@ def sequence_dataset(
     pad_to_bucket_boundary: bool = False,
     repeat: bool = False,
     future_window: int = 1,
+    timestamps=None,
+    shuffle_ties: bool = False,
     input_context=None,
 ):
     """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
@@ -56,6 +58,10 @@ def sequence_dataset(
             longest example: a handful of distinct shapes (what XLA wants) for a little padding.
         future_window: int. With w > 1 labels are [b, L, w]: the next w items after each
             position (0 past the end of the sequence).
+        timestamps: list of int sequences aligned with ``sequences`` (for ``shuffle_ties``).
+        shuffle_ties: bool. Re-draw, every epoch, the order of items that share a timestamp:
+            logs record bursts (half of MovieLens' consecutive ratings share their second),
+            so their order within a burst carries no signal and should not be learned.
         input_context: tf.distribute.InputContext or None. Shards users across input
             pipelines and uses the per-replica batch size.
 
@@ -66,14 +72,20 @@ def sequence_dataset(
 
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    keep = [np.asarray(s, dtype=object) for s in sequences if len(s) >= 2]
+    if shuffle_ties and timestamps is None:
+        raise ValueError("shuffle_ties needs the timestamps of the sequences")
+    keep_rows = [i for i, s in enumerate(sequences) if len(s) >= 2]
+    keep = [np.asarray(sequences[i], dtype=object) for i in keep_rows]
     if not keep:
         raise ValueError("no sequence has 2 or more items; nothing to train on")
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     lookup = vocabulary.lookup_layer()
 
-    ds = tf.data.Dataset.from_tensor_slices(_ragged(keep, tf.string))
+    columns = (_ragged(keep, tf.string),)
+    if shuffle_ties:
+        columns += (_ragged([np.asarray(timestamps[i], np.float64) for i in keep_rows], tf.float64),)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if input_context is not None:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
@@ -81,7 +93,10 @@ def sequence_dataset(
     if repeat:
         ds = ds.repeat()
 
-    def to_example(seq):
+    def to_example(seq, times=None):
+        if times is not None:  # a random order within each group of equal timestamps
+            jitter = tf.random.uniform(tf.shape(times), 0.0, 0.5, dtype=tf.float64)
+            seq = tf.gather(seq, tf.argsort(times + jitter, stable=True))
         ids = lookup(seq)
         history = ids[:-1][-max_len:]
         if future_window == 1:
