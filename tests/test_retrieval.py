@@ -225,3 +225,25 @@ def test_item_bias_scaling_and_future_window_train_and_export_consistently(tmp_p
     top = loaded.signatures["serving_default"](history=history)
     ranked = loaded.signatures["rank"](history=history, candidates=top["item_ids"])
     np.testing.assert_allclose(ranked["scores"].numpy(), top["scores"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_averaging_judges_and_keeps_the_average(tmp_path):
+    from tfrec_attn.callbacks import WeightAveraging
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros",
+                                                       input_shape=(1,))])
+    model.compile(tf.keras.optimizers.SGD(1.0), "mse")
+    seen = []
+
+    class Probe(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(self.model.weights[0][0, 0]))
+
+    x = np.ones((4, 1), np.float32)
+    y = np.full((4, 1), 2.0, np.float32)
+    averaging = WeightAveraging(0.5)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[averaging, Probe()])
+    # SGD(1) on mse from w=0 to target 2: w jumps 0 -> 4 -> 0 -> 4 (step: w -= 2*(w-2)).
+    # Step 1: w=4, avg = .5*0 + .5*4 = 2. Epoch 1 ends: the probe sees the average, 2.
+    # Epoch 2 restarts from the raw w=4: w=0, avg = .5*2 + .5*0 = 1.
+    assert seen == [2.0, 1.0]

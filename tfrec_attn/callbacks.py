@@ -47,6 +47,44 @@ class FullRankingEvaluation(tf.keras.callbacks.Callback):
             logs.update(values)
 
 
+class WeightAveraging(tf.keras.callbacks.Callback):
+    """An exponential moving average of the weights, used wherever the model is judged.
+
+    The average is updated after every training step. At the end of each epoch the
+    averaged weights are swapped in, so validation, ModelCheckpoint and the final model
+    all see them; the raw weights come back before the next epoch trains. Put it before
+    the validation callback.
+
+    Args:
+        decay: float. Per-step decay (0.98 with ~10 steps an epoch averages ~5 epochs).
+    """
+
+    def __init__(self, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.average = None
+        self.raw = None
+
+    def on_train_begin(self, logs=None):
+        weights = self.model.trainable_weights
+        self.average = [tf.Variable(w, trainable=False) for w in weights]
+        self.raw = [tf.Variable(w, trainable=False) for w in weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        for average, weight in zip(self.average, self.model.trainable_weights):
+            average.assign(self.decay * average + (1.0 - self.decay) * weight)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for raw, average, weight in zip(self.raw, self.average, self.model.trainable_weights):
+            raw.assign(weight)
+            weight.assign(average)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch > 0 and self.raw is not None:
+            for raw, weight in zip(self.raw, self.model.trainable_weights):
+                weight.assign(raw)
+
+
 class WallClock(tf.keras.callbacks.Callback):
     """Logs ``elapsed`` (seconds since training began) and stops after ``budget`` seconds.
 

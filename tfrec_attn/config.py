@@ -75,6 +75,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     clipnorm: float = 0.0
+    weight_averaging: float = 0.0  # > 0: judge and keep an EMA of the weights with this decay
     eval_every: int = 1  # epochs between validation evaluations
     patience: int = 10  # evaluations without improvement before stopping
     time_budget_seconds: float = 0.0  # 0 = no limit; else stop after this much training time
@@ -128,6 +129,7 @@ class RetrievalConfig:
             ("train.batch_size", train.batch_size > 0, "must be > 0"),
             ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
             ("train.eval_every", train.eval_every > 0, "must be > 0"),
+            ("train.weight_averaging", 0.0 <= train.weight_averaging < 1.0, "must be in [0, 1)"),
             ("train.patience", train.patience > 0, "must be > 0"),
             ("export.k", export.k > 0, "must be > 0"),
             ("export.index", export.index in ("brute_force", "scann"), "must be brute_force or scann"),

@@ -92,7 +92,12 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     """
     import tensorflow as tf
 
-    from tfrec_attn.callbacks import FullRankingEvaluation, WallClock, catalogue_scorer
+    from tfrec_attn.callbacks import (
+        FullRankingEvaluation,
+        WallClock,
+        WeightAveraging,
+        catalogue_scorer,
+    )
     from tfrec_attn.data.pipeline import sequence_dataset
 
     os.makedirs(output_dir, exist_ok=True)
@@ -140,7 +145,10 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     if resuming:
         logger.info("resuming %s after epoch %d", output_dir, len(previous))
         clock.offset = previous[-1]["elapsed"] if previous and "elapsed" in previous[-1] else 0.0
-    callbacks = [clock, validation]
+    callbacks = [clock]
+    if config.train.weight_averaging:
+        callbacks.append(WeightAveraging(config.train.weight_averaging))
+    callbacks.append(validation)
     if track_test:
         callbacks.append(FullRankingEvaluation(Evaluator(split, "test"), scorer,
                                                config.train.eval_every, prefix="test_"))
