@@ -247,3 +247,18 @@ def test_weight_averaging_judges_and_keeps_the_average(tmp_path):
     # Step 1: w=4, avg = .5*0 + .5*4 = 2. Epoch 1 ends: the probe sees the average, 2.
     # Epoch 2 restarts from the raw w=4: w=0, avg = .5*2 + .5*0 = 1.
     assert seen == [2.0, 1.0]
+
+
+def test_refit_with_validation_trains_on_validation_targets(tmp_path):
+    from tfrec_attn.callbacks import catalogue_scorer
+    from tfrec_attn.trainer import catalogue_indices, load_run
+
+    config = load_config(CONFIG, FAST + ["train.epochs=4", "train.refit_with_validation=true"])
+    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    assert run.metrics["refit_seconds"] > 0 and "refit" in run.metrics["note"]
+    assert run.split.train_sequences(include_validation=True)[0].tolist() == run.split.sequences[0][:-1].tolist()
+    # The returned model is the refit one, and it is what load_run (and export) restore.
+    _, vocabulary, reloaded = load_run(run.output_dir)
+    scorer = catalogue_scorer(reloaded, catalogue_indices(run.split, vocabulary))
+    again = Evaluator(run.split, "test").evaluate(scorer)
+    assert again["NDCG@10"] == pytest.approx(run.metrics["test"]["NDCG@10"], abs=1e-6)

@@ -76,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     clipnorm: float = 0.0
     weight_averaging: float = 0.0  # > 0: judge and keep an EMA of the weights with this decay
+    refit_with_validation: bool = False  # after selection, retrain on train + validation targets
     eval_every: int = 1  # epochs between validation evaluations
     patience: int = 10  # evaluations without improvement before stopping
     time_budget_seconds: float = 0.0  # 0 = no limit; else stop after this much training time

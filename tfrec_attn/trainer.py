@@ -5,6 +5,8 @@ A run directory holds everything needed to rebuild the model:
     OUTPUT/config.yaml              resolved configuration
     OUTPUT/vocab/items.txt          item vocabulary (model index = line + 2)
     OUTPUT/checkpoints/best*        weights with the best validation NDCG@10
+    OUTPUT/checkpoints/final*       the model the run returns and exports (= best, or the
+                                    refit on train + validation with train.refit_with_validation)
     OUTPUT/backup/                  BackupAndRestore state while training (resume)
     OUTPUT/history.csv              per-epoch loss, validation metrics, elapsed seconds
     OUTPUT/tensorboard/             TensorBoard logs
@@ -118,12 +120,16 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     model.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
                   steps_per_execution=config.train.steps_per_execution)
 
-    train_ds = sequence_dataset(
-        [split.item_vocab[s] for s in split.train_sequences()], vocabulary,
-        max_len=config.model.max_len, batch_size=config.train.batch_size, shuffle=True,
-        seed=config.seed, bucket_by_length=config.train.bucket_by_length,
-        pad_to_bucket_boundary=config.train.jit_compile, future_window=config.loss.future_window,
-        timestamps=split.train_part("timestamps"), shuffle_ties=config.train.shuffle_ties)
+    def training_data(include_validation: bool):
+        return sequence_dataset(
+            [split.item_vocab[s] for s in split.train_sequences(include_validation)], vocabulary,
+            max_len=config.model.max_len, batch_size=config.train.batch_size, shuffle=True,
+            seed=config.seed, bucket_by_length=config.train.bucket_by_length,
+            pad_to_bucket_boundary=config.train.jit_compile, future_window=config.loss.future_window,
+            timestamps=split.train_part("timestamps", include_validation),
+            shuffle_ties=config.train.shuffle_ties)
+
+    train_ds = training_data(include_validation=False)
 
     index_of = catalogue_indices(split, vocabulary)
     scorer = catalogue_scorer(model, index_of)
@@ -187,6 +193,21 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
         / max(train_seconds, 1e-9),
         "positions_per_epoch": int(positions),
     }
+    if config.train.refit_with_validation and best:
+        # Hyperparameters and epoch count are chosen; now learn from every target the test
+        # may see (the validation ones too), for exactly the selected number of epochs.
+        refit_start = time.perf_counter()
+        tf.keras.utils.set_random_seed(config.seed)
+        model = build_model(config, vocabulary, counts)
+        model.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
+                      steps_per_execution=config.train.steps_per_execution)
+        averaging = [WeightAveraging(config.train.weight_averaging)] if config.train.weight_averaging else []
+        model.fit(training_data(include_validation=True), epochs=metrics["best_epoch"], callbacks=averaging,
+                  verbose=verbose)
+        scorer = catalogue_scorer(model, index_of)
+        metrics["refit_seconds"] = time.perf_counter() - refit_start
+        metrics["note"] = "model refit on train + validation targets; validation metrics are the selection run's"
+    model.save_weights(os.path.join(output_dir, "checkpoints", "final"))
     if evaluate_test:
         metrics["test"] = Evaluator(split, "test").evaluate(scorer)
     with open(os.path.join(output_dir, "metrics.json"), "w") as handle:
@@ -216,9 +237,9 @@ def read_history(path: str) -> list[dict]:
 
 
 def load_run(output_dir: str):
-    """Rebuilds (config, vocabulary, model with best weights) from a run directory."""
+    """Rebuilds (config, vocabulary, the run's final model) from a run directory."""
     config = load_config(os.path.join(output_dir, "config.yaml"))
     vocabulary = ItemVocabulary.load(os.path.join(output_dir, "vocab", "items.txt"))
     model = build_model(config, vocabulary)
-    model.load_weights(os.path.join(output_dir, "checkpoints", "best")).expect_partial()
+    model.load_weights(os.path.join(output_dir, "checkpoints", "final")).expect_partial()
     return config, vocabulary, model

@@ -65,15 +65,19 @@ class LeaveOneOutSplit:
         mask[self.evaluated] = True
         return mask
 
-    def train_sequences(self) -> list:
-        """Per user (all users), the item indices the model may train on."""
-        is_eval = self._is_evaluated
-        return [s[:-2] if is_eval[u] else s for u, s in enumerate(self.sequences)]
+    def train_sequences(self, include_validation: bool = False) -> list:
+        """Per user (all users), the item indices the model may train on.
 
-    def train_part(self, field: str = "sequences") -> list:
+        ``include_validation``: also the validation targets (everything a model may see
+        before the test: for a final refit once hyperparameters are chosen).
+        """
+        return self.train_part("sequences", include_validation)
+
+    def train_part(self, field: str = "sequences", include_validation: bool = False) -> list:
         """Like :meth:`train_sequences` for ``sequences``, ``timestamps`` or ``ratings``."""
         is_eval = self._is_evaluated
-        return [s[:-2] if is_eval[u] else s for u, s in enumerate(getattr(self, field))]
+        cut = 1 if include_validation else 2
+        return [s[:-cut] if is_eval[u] else s for u, s in enumerate(getattr(self, field))]
 
     def inputs(self, stage: str) -> list:
         """For each evaluated user, the history given to the model at ``stage``."""
