@@ -48,7 +48,8 @@ def test_train_evaluate_export_on_your_own_csv(tmp_path):
     config = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
     out = tmp_path / "run"
     sets = ["model.embedding_dim=32", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.1",
-            "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=12", "export.k=20"]
+            "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=12", "export.k=20",
+            "train.refit_with_validation=false"]
     cmd = CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0"]
     for s in sets:
         cmd += ["--set", s]
@@ -91,7 +92,7 @@ def test_training_resumes_after_a_crash(tmp_path):
     cmd = CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0",
                  "--no-export", "--set", "model.embedding_dim=16", "--set", "model.num_blocks=1",
                  "--set", "model.max_len=30", "--set", "train.batch_size=16", "--set", "train.epochs=8",
-                 "--set", "train.patience=100"]
+                 "--set", "train.patience=100", "--set", "train.refit_with_validation=false"]
     history = out / "history.csv"
 
     def epochs_logged():

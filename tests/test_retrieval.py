@@ -19,7 +19,7 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "m
 FAST = [
     "model.embedding_dim=32", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.1",
     "loss.type=full", "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=15",
-    "train.patience=100",
+    "train.patience=100", "train.refit_with_validation=false",
 ]
 
 
