@@ -80,17 +80,18 @@ def latency(args, ids, base):
     return result
 
 
-def _client_worker(target, rows, seconds, start_at, queue):
+def _client_worker(target, rows, seconds, ready, go, queue):
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
     requests = [make_request(h) for h in rows]
-    while time.time() < start_at:
-        time.sleep(0.001)
+    stub.Predict(requests[0], 30.0)  # connected and warm before the clock starts
+    ready.put(1)
+    go.wait()
     ok = failed = 0
     errors = {}
-    end = start_at + seconds
+    end = time.time() + seconds
     i = 0
     latencies = []
     while time.time() < end:
@@ -109,16 +110,17 @@ def _client_worker(target, rows, seconds, start_at, queue):
 def load(target, ids, clients, seconds, during=None):
     """``clients`` client processes hammering ``target`` for ``seconds``; ``during()`` runs meanwhile."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    start_at = time.time() + 3.0
-    procs = [ctx.Process(target=_client_worker, args=(target, history_rows(ids, 64, seed=c), seconds, start_at, queue))
+    queue, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_client_worker, args=(target, history_rows(ids, 64, seed=c), seconds, ready, go, queue))
              for c in range(clients)]
     for p in procs:
         p.start()
+    for _ in procs:  # every client has imported TF and made one call
+        ready.get()
+    go.set()
     side = None
     if during:
-        while time.time() < start_at + 1:
-            time.sleep(0.05)
+        time.sleep(1.0)
         side = during()
     results = [queue.get() for _ in procs]
     for p in procs:
