@@ -3,6 +3,20 @@ import subprocess
 import sys
 
 CLI = [sys.executable, "-m", "tfrec_attn.cli"]
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
+
+
+def planted_csv(tmp_path, **kwargs):
+    """The planted-pattern data set written as a generic interactions CSV."""
+    from tfrec_attn.data.synthetic import planted_sequences
+
+    data = planted_sequences(num_items=40, **kwargs).interactions
+    path = tmp_path / "events.csv"
+    with open(path, "w") as handle:
+        handle.write("user_id,item_id,timestamp\n")
+        for u, i, t in zip(data.user_ids, data.item_ids, data.timestamps):
+            handle.write(f"{u},{i},{t}\n")
+    return path
 
 
 def test_baselines_command_prints_the_reference_table(ml100k_dir):
@@ -37,20 +51,12 @@ def test_bad_file_gives_one_line_error_not_a_traceback(tmp_path):
 
 def test_train_evaluate_export_on_your_own_csv(tmp_path):
     """The README's "your own data" path: generic CSV -> train -> export -> evaluate the export."""
-    from tfrec_attn.data.synthetic import planted_sequences
-
-    data = planted_sequences(num_items=40, num_users=120, seed=5)
-    inter = tmp_path / "events.csv"
-    with open(inter, "w") as handle:
-        handle.write("user_id,item_id,timestamp\n")
-        for u, i, t in zip(data.interactions.user_ids, data.interactions.item_ids, data.interactions.timestamps):
-            handle.write(f"{u},{i},{t}\n")
-    config = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
+    inter = planted_csv(tmp_path, num_users=120, seed=5)
     out = tmp_path / "run"
     sets = ["model.embedding_dim=32", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.1",
             "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=12", "export.k=20",
             "train.refit_with_validation=false"]
-    cmd = CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0"]
+    cmd = CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0"]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -65,7 +71,7 @@ def test_train_evaluate_export_on_your_own_csv(tmp_path):
     assert abs(float(exported[1]) - float(in_memory[1])) <= 0.002
     assert abs(float(exported[2]) - float(in_memory[2])) <= 0.002
     # A config typo is a one-line error naming the override.
-    proc = subprocess.run(CLI + ["train", config, "--interactions", str(inter), "--output-dir",
+    proc = subprocess.run(CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir",
                                  str(tmp_path / "x"), "--set", "model.num_heads=3"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
@@ -79,17 +85,9 @@ def test_training_resumes_after_a_crash(tmp_path):
     import signal
     import time
 
-    from tfrec_attn.data.synthetic import planted_sequences
-
-    data = planted_sequences(num_items=40, num_users=400, min_len=10, max_len=30, seed=2)
-    inter = tmp_path / "events.csv"
-    with open(inter, "w") as handle:
-        handle.write("user_id,item_id,timestamp\n")
-        for u, i, t in zip(data.interactions.user_ids, data.interactions.item_ids, data.interactions.timestamps):
-            handle.write(f"{u},{i},{t}\n")
-    config = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
+    inter = planted_csv(tmp_path, num_users=400, min_len=10, max_len=30, seed=2)
     out = tmp_path / "run"
-    cmd = CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0",
+    cmd = CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0",
                  "--no-export", "--set", "model.embedding_dim=16", "--set", "model.num_blocks=1",
                  "--set", "model.max_len=30", "--set", "train.batch_size=16", "--set", "train.epochs=8",
                  "--set", "train.patience=100", "--set", "train.refit_with_validation=false"]
