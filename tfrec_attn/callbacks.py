@@ -35,14 +35,12 @@ class FullRankingEvaluation(tf.keras.callbacks.Callback):
         self.every = every
         self.prefix = prefix
         self.batch_size = batch_size
-        self.history: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         metrics = self.evaluator.evaluate(self.score_fn, batch_size=self.batch_size, sampled=False)
         values = {self.prefix + short: metrics[name] for name, short in LOG_NAMES.items()}
-        self.history.append({"epoch": epoch + 1, **values})
         if logs is not None:
             logs.update(values)
 

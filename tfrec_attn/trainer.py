@@ -174,7 +174,8 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     history = model.fit(train_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_seconds = time.perf_counter() - start
     shutil.rmtree(backup_dir, ignore_errors=True)  # finished: nothing to resume
-    rows = [row for row in read_history(history_csv) if "val_ndcg10" in row]  # all epochs, resumed or not
+    logged = read_history(history_csv)  # every epoch, resumed or not
+    rows = [row for row in logged if "val_ndcg10" in row]
     best = max(rows, key=lambda row: row["val_ndcg10"]) if rows else {}
     if best:
         model.load_weights(best_path).expect_partial()
@@ -186,7 +187,7 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "validation": {k: best[k] for k in ("val_hr10", "val_ndcg10", "val_hr50", "val_mrr") if k in best},
         "resumed_after_epoch": len(previous) if resuming else None,
-        "epochs": len(read_history(history_csv)) or epochs_run,
+        "epochs": len(logged) or epochs_run,
         "train_seconds": train_seconds,
         "budget_hit": clock.budget_hit,
         "sequences_per_second": epochs_run * sum(len(s) >= 2 for s in split.train_sequences())
@@ -215,7 +216,7 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     try:
         from tfrec_attn.plots import plot_training_curves
 
-        plot_training_curves(os.path.join(output_dir, "history.csv"),
+        plot_training_curves(history_csv,
                              os.path.join(output_dir, "curves.png"))
     except Exception as error:  # a plot must never lose a finished run
         logger.warning("could not plot training curves: %s", error)
