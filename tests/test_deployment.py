@@ -80,6 +80,11 @@ def test_kubernetes_manifests():
     assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{EXPORTED_MODEL}"
     assert "/models" in mounts
     assert container["resources"]["requests"]["cpu"]  # the HPA needs a CPU request
+    # TF's thread pools are sized to the pod's CPU limit, not the node's cores.
+    limit = int(container["resources"]["limits"]["cpu"])
+    flags = dict(a.split("=", 1) for a in container["args"])
+    assert int(flags["--tensorflow_intra_op_parallelism"]) == limit
+    assert int(flags["--tensorflow_inter_op_parallelism"]) == limit
     hpa = kinds["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
     assert kinds["Service"]["spec"]["selector"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]

@@ -65,6 +65,23 @@ def test_future_window_labels():
     assert labels.numpy().tolist() == [[[5, 6], [6, 7], [7, 0]], [[10, 9], [9, 0], [0, 0]]]
 
 
+def test_older_windows_make_every_interaction_a_target_once():
+    vocab = ItemVocabulary([f"i{k}" for k in range(30)])
+    seqs = [[f"i{k}" for k in range(8)], ["i20", "i21"]]  # indices 2..9 and 22, 23
+    ds = sequence_dataset(seqs, vocab, max_len=3, batch_size=8, shuffle=False, bucket_by_length=False,
+                          older_windows=True)
+    features, labels = next(iter(ds))
+    # 7 targets of the long user in windows of 3 from the newest: [7..9], [4..6], [3].
+    assert features["history"].numpy().tolist() == [[6, 7, 8], [3, 4, 5], [2, 0, 0], [22, 0, 0]]
+    assert labels.numpy().tolist() == [[7, 8, 9], [4, 5, 6], [3, 0, 0], [23, 0, 0]]
+    targets = labels.numpy()[labels.numpy() > 0]
+    assert sorted(targets.tolist()) == [3, 4, 5, 6, 7, 8, 9, 23]  # each once
+    # Without the option only the newest window of the long user is trained on.
+    plain = next(iter(sequence_dataset(seqs, vocab, max_len=3, batch_size=8, shuffle=False,
+                                       bucket_by_length=False)))[1].numpy()
+    assert plain.tolist() == [[7, 8, 9], [23, 0, 0]]
+
+
 def test_shuffle_ties_reorders_only_within_equal_timestamps():
     vocab = ItemVocabulary([f"i{k}" for k in range(30)])
     seq = [f"i{k}" for k in range(8)]

@@ -165,6 +165,15 @@ def cmd_serve(args) -> int:
         single_model_config,
     )
 
+    if args.tensorflow_intra_op_parallelism < 0 or args.tensorflow_inter_op_parallelism < 0:
+        raise CLIError("--tensorflow_intra_op_parallelism/--tensorflow_inter_op_parallelism must be >= 0")
+    if args.grpc_max_threads < 1:
+        raise CLIError("--grpc_max_threads must be >= 1")
+    import tensorflow as tf
+
+    # Must happen before TensorFlow runs its first op (as TF Serving does at startup).
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     if args.model_config_file:
         config = read_model_server_config(args.model_config_file)
     elif args.model_base_path:
@@ -178,7 +187,7 @@ def cmd_serve(args) -> int:
         batching = read_batching_parameters(args.batching_parameters_file) \
             if args.batching_parameters_file else BatchingOptions()
     return serve(config, args.port, host=args.host, poll_wait_seconds=args.file_system_poll_wait_seconds,
-                 batching=batching, rest_port=args.rest_api_port)
+                 batching=batching, rest_port=args.rest_api_port, max_workers=args.grpc_max_threads)
 
 
 def cmd_query(args) -> int:
@@ -278,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_batching", action="store_true")
     p.add_argument("--batching_parameters_file")
     p.add_argument("--rest_api_port", type=int, default=0, help="also serve TF Serving's REST API")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one op may use (0 = TensorFlow's default: all cores)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops run concurrently (0 = TensorFlow's default)")
+    p.add_argument("--grpc_max_threads", type=int, default=32, help="gRPC request handler threads")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("query", help="ask a running server for recommendations")

@@ -84,6 +84,7 @@ class TrainConfig:
     mixed_precision: bool = False
     bucket_by_length: bool = True
     shuffle_ties: bool = False  # re-draw the order of same-timestamp items every epoch
+    older_windows: bool = False  # histories > max_len also train on their older windows
     steps_per_execution: int = 1
 
 

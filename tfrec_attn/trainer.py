@@ -127,7 +127,7 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
             seed=config.seed, bucket_by_length=config.train.bucket_by_length,
             pad_to_bucket_boundary=config.train.jit_compile, future_window=config.loss.future_window,
             timestamps=split.train_part("timestamps", include_validation),
-            shuffle_ties=config.train.shuffle_ties)
+            shuffle_ties=config.train.shuffle_ties, older_windows=config.train.older_windows)
 
     train_ds = training_data(include_validation=False)
 
@@ -180,8 +180,8 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     if best:
         model.load_weights(best_path).expect_partial()
 
-    positions = sum(min(len(s), config.model.max_len + 1) - 1 for s in split.train_sequences()
-                    if len(s) >= 2)
+    cap = None if config.train.older_windows else config.model.max_len + 1
+    positions = sum(min(len(s), cap or len(s)) - 1 for s in split.train_sequences() if len(s) >= 2)
     epochs_run = len(history.history.get("loss", []))
     metrics = {
         "best_epoch": int(best["epoch"]) + 1 if best else None,

@@ -5,6 +5,7 @@
     python tools/bench_retrieval.py curve --budget 240            # time-to-quality (+ PNG)
     python tools/bench_retrieval.py speed --epochs 6              # seq/s per efficiency option
     python tools/bench_retrieval.py ablation --budget 240         # one row per design choice
+    python tools/bench_retrieval.py scale --epochs 2              # default config, 50x catalogue
 
 Every run trains from scratch with ``training/configs/ml100k_retrieval.yaml`` plus the
 given overrides, chooses the checkpoint on validation NDCG@10 and reports the test split
@@ -33,6 +34,10 @@ ABLATIONS = {
     "loss=full": ["loss.type=full"],
     "loss=sampled(256)": ["loss.type=sampled", "loss.num_negatives=256"],
     "loss=in_batch": ["loss.type=in_batch"],
+    "temperature=1": ["loss.temperature=1.0"],
+    "batch=128": ["train.batch_size=128"],
+    "no tie re-shuffling": ["train.shuffle_ties=false"],
+    "no sqrt(d) input scaling": ["model.scale_embeddings=false"],
     "post-LN": ["model.norm_first=false"],
     "max_len=50": ["model.max_len=50"],
     "max_len=100": ["model.max_len=100"],
@@ -40,8 +45,9 @@ ABLATIONS = {
     "d=128": ["model.embedding_dim=128"],
     "blocks=1": ["model.num_blocks=1"],
     "blocks=3": ["model.num_blocks=3"],
+    "heads=2": ["model.num_heads=2"],
     "dropout=0.2": ["model.dropout=0.2"],
-    "dropout=0.7": ["model.dropout=0.7"],
+    "dropout=0.5": ["model.dropout=0.5"],
 }
 
 SPEED = {
@@ -117,25 +123,76 @@ def speed(args, data):
     return rows
 
 
+def scale(args):
+    """Time the default config on synthetic data with a catalogue 50x ML-100K's.
+
+    Two shapes: ML-100K's users (943, ~106 items each) with 84,100 items (isolates the
+    catalogue's cost), and a 1M-interaction data set (20,000 users x ~50 items). Reports
+    seconds per epoch (training + the per-epoch full-ranking validation) and sequences/s.
+    """
+    import csv
+
+    from tfrec_attn.config import load_config
+    from tfrec_attn.data.synthetic import popularity_sequences
+    from tfrec_attn.trainer import train_retrieval
+
+    rows = []
+    for name, users, mean_len in (("943 users x ~106 items, 84,100-item catalogue", 943, 106),
+                                  ("20,000 users x ~50 items (1M interactions), 84,100 items", 20_000, 50)):
+        data = popularity_sequences(args.catalogue, users, mean_len, seed=0)
+        sets = [f"train.epochs={args.epochs}", "train.patience=100000",
+                "train.refit_with_validation=false"] + args.set
+        config = load_config(CONFIG, sets)
+        out = os.path.join(args.work_dir, f"scale-{users}")
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        result = train_retrieval(config, data, out, verbose=args.verbose)
+        total = time.perf_counter() - t
+        with open(os.path.join(out, "history.csv")) as handle:
+            elapsed = [float(row["elapsed"]) for row in csv.DictReader(handle)]
+        steady = (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)
+        sequences = sum(len(s) >= 2 for s in result.split.train_sequences())
+        row = {"name": name, "catalogue": args.catalogue, "users": users,
+               "interactions": int(len(data.interactions.user_ids)), "overrides": sets,
+               "first_epoch_seconds": elapsed[0], "steady_epoch_seconds": steady,
+               "steady_sequences_per_second": sequences / steady, "total_seconds": total,
+               "validation_ndcg10": result.metrics["validation"].get("val_ndcg10"),
+               "test": result.metrics["test"]}
+        rows.append(row)
+        print(f"{name}: first epoch {elapsed[0]:.1f} s, then {steady:.1f} s/epoch "
+              f"({sequences / steady:.0f} seq/s incl. validation), total {total:.0f} s", flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("quality", "curve", "speed", "ablation"))
+    parser.add_argument("mode", choices=("quality", "curve", "speed", "ablation", "scale"))
     parser.add_argument("--data", default=os.environ.get("TFREC_ATTN_DATA", os.path.join(ROOT, "..", "shared", "data", "ml-100k")))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
     parser.add_argument("--budget", type=float, default=0.0, help="train.time_budget_seconds (0 = config's)")
-    parser.add_argument("--epochs", type=int, default=6, help="speed mode: epochs per option")
+    parser.add_argument("--epochs", type=int, default=6, help="speed and scale modes: epochs per run")
+    parser.add_argument("--catalogue", type=int, default=50 * 1682, help="scale mode: items")
     parser.add_argument("--only", nargs="+", help="ablation mode: run only these rows")
     parser.add_argument("--set", action="append", default=[], help="extra override for every run")
     parser.add_argument("--work-dir", default="/tmp/tfrec_attn_bench")
     parser.add_argument("--out", default="bench_retrieval.jsonl", help="JSON lines appended here")
     parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra/inter-op threads (0 = all cores); 1 to run seeds side by side")
     args = parser.parse_args(argv)
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     from tfrec_attn.data import read_movielens
 
-    data = read_movielens(args.data)
     print(f"machine: {machine()}", flush=True)
-    if args.mode == "speed":
+    data = read_movielens(args.data) if args.mode != "scale" else None
+    if args.mode == "scale":
+        rows = scale(args)
+    elif args.mode == "speed":
         rows = speed(args, data)
     elif args.mode == "quality":
         rows = [run_one("config", args.set, seed, data, args.work_dir, args.budget, verbose=args.verbose)

@@ -5,6 +5,7 @@
     python tools/bench_serving.py throughput   # 8 concurrent clients, with/without batching
     python tools/bench_serving.py swap         # hot version swap under load: failed requests
     python tools/bench_serving.py scann        # ScaNN vs brute force on a 10^6-item catalogue
+    python tools/bench_serving.py path         # our request path in-process, step by step
 
 The model is the default retrieval architecture over the MovieLens 100K catalogue
 (untrained weights: cost does not depend on their values), history of 50 items, top-10.
@@ -14,6 +15,7 @@ The server is ``tfrec-attn serve`` in its own process, as TF Serving would be.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -51,6 +53,7 @@ def make_request(history, model="retrieval"):
 def latency(args, ids, base):
     import grpc
     import tensorflow as tf
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     path = build_export(base, ids, k=10)
@@ -58,12 +61,20 @@ def latency(args, ids, base):
     fn = tf.saved_model.load(path).signatures["serving_default"]
     for h in rows[:50]:
         fn(history=tf.constant(h))
-    local = []
-    for h in rows:
-        t = time.perf_counter()
-        fn(history=tf.constant(h))["item_ids"].numpy()
-        local.append(time.perf_counter() - t)
-    server = ServerProcess(os.path.join(base, "retrieval"))
+    def in_process():
+        samples = []
+        for h in rows:
+            t = time.perf_counter()
+            fn(history=tf.constant(h))["item_ids"].numpy()
+            samples.append(time.perf_counter() - t)
+        return samples
+
+    local_default_gc = in_process()
+    # The server freezes its heap after loading (gc.freeze); give the baseline the same.
+    gc.collect()
+    gc.freeze()
+    local = in_process()
+    server = ServerProcess(os.path.join(base, "retrieval"), *args.server_flag)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
     requests = [make_request(h) for h in rows]
     for r in requests[:50]:
@@ -73,11 +84,54 @@ def latency(args, ids, base):
         t = time.perf_counter()
         stub.Predict(r, 10.0)
         remote.append(time.perf_counter() - t)
+    # The transport's floor: a grpc.health Check (no model, tiny messages) to the same server.
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
+    check = health_pb2.HealthCheckRequest()
+    floor = []
+    for _ in range(len(requests)):
+        t = time.perf_counter()
+        health.Check(check, 10.0)
+        floor.append(time.perf_counter() - t)
     server.stop()
-    result = {"in_process": percentiles(local), "grpc": percentiles(remote)}
+    result = {"in_process": percentiles(local), "in_process_default_gc": percentiles(local_default_gc),
+              "grpc": percentiles(remote), "grpc_health_check_floor": percentiles(floor)}
     result["p99_ratio"] = result["grpc"]["p99_ms"] / result["in_process"]["p99_ms"]
     result["p50_ratio"] = result["grpc"]["p50_ms"] / result["in_process"]["p50_ms"]
     return result
+
+
+def request_path(args, ids, base):
+    """Times the server's own request handling without gRPC: parse, run, respond."""
+    import tensorflow as tf
+
+    from tfrec_attn.serving.servable import LoadedVersion
+    from tfrec_attn.serving.server import predict
+
+    version = LoadedVersion("retrieval", 1, build_export(base, ids, k=10))
+    rows = history_rows(ids, args.requests)
+    requests = [make_request(h) for h in rows]
+    fn = version.functions["serving_default"]
+    arrays = [version.parse_inputs("serving_default", r.inputs) for r in requests]
+    outputs = [version.run("serving_default", a) for a in arrays[:50]]
+
+    def timed(call, items):
+        for item in items[:50]:
+            call(item)
+        samples = []
+        for item in items:
+            t = time.perf_counter()
+            call(item)
+            samples.append(time.perf_counter() - t)
+        return percentiles(samples)
+
+    return {
+        "bare signature call": timed(lambda h: fn(history=tf.constant(h))["item_ids"].numpy(), rows),
+        "predict() (parse + run + response)": timed(lambda r: predict(version, r), requests),
+        "parse request": timed(lambda r: version.parse_inputs("serving_default", r.inputs), requests),
+        "run signature": timed(lambda a: version.run("serving_default", a), arrays),
+        "build response tensors": timed(lambda o: [tf.make_tensor_proto(v) for v in o.values()],
+                                        outputs * (len(rows) // len(outputs))),
+    }
 
 
 def _client_worker(target, rows, seconds, ready, go, queue):
@@ -107,8 +161,18 @@ def _client_worker(target, rows, seconds, ready, go, queue):
     queue.put((ok, failed, errors, latencies))
 
 
-def load(target, ids, clients, seconds, during=None):
-    """``clients`` client processes hammering ``target`` for ``seconds``; ``during()`` runs meanwhile."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(target, ids, clients, seconds, during=None, server_pid=None):
+    """``clients`` client processes hammering ``target`` for ``seconds``; ``during()`` runs meanwhile.
+
+    With ``server_pid``, also reports the server's CPU milliseconds per answered request.
+    """
     ctx = mp.get_context("spawn")
     queue, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_client_worker, args=(target, history_rows(ids, 64, seed=c), seconds, ready, go, queue))
@@ -117,12 +181,14 @@ def load(target, ids, clients, seconds, during=None):
         p.start()
     for _ in procs:  # every client has imported TF and made one call
         ready.get()
+    cpu_start = cpu_seconds(server_pid) if server_pid else None
     go.set()
     side = None
     if during:
         time.sleep(1.0)
         side = during()
     results = [queue.get() for _ in procs]
+    server_cpu = cpu_seconds(server_pid) - cpu_start if server_pid else None
     for p in procs:
         p.join()
     ok = sum(r[0] for r in results)
@@ -132,8 +198,11 @@ def load(target, ids, clients, seconds, during=None):
         for k, v in r[2].items():
             errors[k] = errors.get(k, 0) + v
     lat = [x for r in results for x in r[3]]
-    return {"clients": clients, "seconds": seconds, "ok": ok, "failed": failed, "errors": errors,
-            "requests_per_second": ok / seconds, "latency": percentiles(lat), "side": side}
+    out = {"clients": clients, "seconds": seconds, "ok": ok, "failed": failed, "errors": errors,
+           "requests_per_second": ok / seconds, "latency": percentiles(lat), "side": side}
+    if server_pid:
+        out["server_cpu_ms_per_request"] = 1000.0 * server_cpu / max(ok, 1)
+    return out
 
 
 def throughput(args, ids, base):
@@ -143,11 +212,13 @@ def throughput(args, ids, base):
         handle.write(f"max_batch_size {{ value: {args.max_batch} }}\nbatch_timeout_micros {{ value: {args.timeout_us} }}\n"
                      f"num_batch_threads {{ value: {args.batch_threads} }}\nmax_enqueued_batches {{ value: 1000 }}\n"
                      "pad_variable_length_inputs: true\n")
-    out = {}
+    out = {"server_flags": args.server_flag}
     for name, extra in (("no batching", []),
                         ("batching", ["--enable_batching", "--batching_parameters_file", batching_file])):
-        server = ServerProcess(os.path.join(base, "retrieval"), *extra)
-        out[name] = load(server.target, ids, args.clients, args.seconds)
+        if args.only and name != args.only:
+            continue
+        server = ServerProcess(os.path.join(base, "retrieval"), *extra, *args.server_flag)
+        out[name] = load(server.target, ids, args.clients, args.seconds, server_pid=server.proc.pid)
         server.stop()
         print(name, json.dumps({k: v for k, v in out[name].items() if k != "latency"}), flush=True)
     return out
@@ -158,7 +229,7 @@ def swap(args, ids, base):
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
     build_export(base, ids, k=10)
-    server = ServerProcess(os.path.join(base, "retrieval"), "--file_system_poll_wait_seconds", "0.5",
+    server = ServerProcess(os.path.join(base, "retrieval"), "--file_system_poll_wait_seconds", "0.5", *args.server_flag,
                            *(["--enable_batching"] if args.batching else []))
     models = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.target))
 
@@ -213,21 +284,35 @@ def scann(args, ids_unused, base):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("latency", "throughput", "swap", "scann"))
+    parser.add_argument("mode", choices=("latency", "throughput", "swap", "scann", "path"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--timeout-us", type=int, default=2000)
+    parser.add_argument("--timeout-us", type=int, default=0)
     parser.add_argument("--batch-threads", type=int, default=2)
     parser.add_argument("--batching", action="store_true", help="swap mode: with server-side batching")
     parser.add_argument("--catalogue", type=int, default=1_000_000)
+    parser.add_argument("--intra-op", type=int, default=0,
+                        help="TensorFlow intra-op threads for the server and the in-process baseline (0 = TF default)")
+    parser.add_argument("--inter-op", type=int, default=0, help="same, inter-op threads")
+    parser.add_argument("--server-flag", action="append", default=[],
+                        help="extra `tfrec-attn serve` flag, e.g. --server-flag=--tensorflow_intra_op_parallelism=1")
+    parser.add_argument("--only", choices=("no batching", "batching"), help="throughput: one server setting")
     parser.add_argument("--out", default="bench_serving.jsonl")
     args = parser.parse_args(argv)
+    if args.intra_op or args.inter_op:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+        args.server_flag += [f"--tensorflow_intra_op_parallelism={args.intra_op}",
+                             f"--tensorflow_inter_op_parallelism={args.inter_op}"]
     ids = movielens_ids() if args.mode != "scann" else None
     with tempfile.TemporaryDirectory() as base:
-        result = {"latency": latency, "throughput": throughput, "swap": swap, "scann": scann}[args.mode](args, ids, base)
-    result = {"mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "machine":
+        result = {"latency": latency, "throughput": throughput, "swap": swap, "scann": scann,
+                  "path": request_path}[args.mode](args, ids, base)
+    result = {"mode": args.mode, "intra_op": args.intra_op, "inter_op": args.inter_op, "date": time.strftime("%Y-%m-%d %H:%M"), "machine":
               f"{platform.machine()}, {os.cpu_count()} cores", **result}
     print(json.dumps(result, indent=2, default=str))
     with open(args.out, "a") as handle:

@@ -43,6 +43,7 @@ def sequence_dataset(
     future_window: int = 1,
     timestamps=None,
     shuffle_ties: bool = False,
+    older_windows: bool = False,
     input_context=None,
 ):
     """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
@@ -62,6 +63,9 @@ def sequence_dataset(
         shuffle_ties: bool. Re-draw, every epoch, the order of items that share a timestamp:
             logs record bursts (half of MovieLens' consecutive ratings share their second),
             so their order within a burst carries no signal and should not be learned.
+        older_windows: bool. A history longer than ``max_len`` also yields its older,
+            non-overlapping windows as examples, so every interaction is a target once
+            (without it only the newest ``max_len`` targets of a user are trained on).
         input_context: tf.distribute.InputContext or None. Shards users across input
             pipelines and uses the per-replica batch size.
 
@@ -93,21 +97,37 @@ def sequence_dataset(
     if repeat:
         ds = ds.repeat()
 
-    def to_example(seq, times=None):
+    def ordered_ids(seq, times=None):
         if times is not None:  # a random order within each group of equal timestamps
             jitter = tf.random.uniform(tf.shape(times), 0.0, 0.5, dtype=tf.float64)
             seq = tf.gather(seq, tf.argsort(times + jitter, stable=True))
-        ids = lookup(seq)
-        history = ids[:-1][-max_len:]
+        return lookup(seq)
+
+    def window(ids, end):
+        """The example whose last label is ``ids[end - 1]`` (at most ``max_len`` positions)."""
+        start = tf.maximum(end - 1 - max_len, 0)
+        history = ids[start: end - 1]
         if future_window == 1:
-            return {"history": history}, ids[1:][-max_len:]
-        start = tf.maximum(tf.size(ids) - 1 - max_len, 0)
+            return {"history": history}, ids[start + 1: end]
         padded = tf.concat([ids, tf.zeros([future_window], ids.dtype)], 0)
-        width = tf.size(history)
+        width = tf.size(history, out_type=start.dtype)
         labels = tf.stack([padded[start + j: start + j + width] for j in range(1, future_window + 1)], axis=1)
         return {"history": history}, labels
 
-    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if older_windows:
+        def to_examples(*columns):
+            ids = ordered_ids(*columns)
+            n = tf.size(ids, out_type=tf.int64)
+            count = (n - 2) // max_len + 1  # windows covering targets 1 .. n-1
+            ends = n - tf.range(count, dtype=tf.int64) * max_len
+            return tf.data.Dataset.from_tensor_slices(ends).map(lambda end: window(ids, end))
+
+        ds = ds.flat_map(to_examples)
+        if shuffle:  # windows of one user would otherwise arrive together
+            ds = ds.shuffle(4 * batch_size, seed=seed + 1, reshuffle_each_iteration=True)
+    else:
+        ds = ds.map(lambda *columns: window(ordered_ids(*columns), tf.size(columns[0], out_type=tf.int64)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if bucket_by_length:
         bounds = length_buckets(max_len)
         if pad_to_bucket_boundary:

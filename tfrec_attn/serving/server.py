@@ -215,17 +215,21 @@ class ModelServer:
 
 
 def serve(config, port: int, *, host: str = "0.0.0.0", poll_wait_seconds: float = 1.0,
-          batching: BatchingOptions | None = None, rest_port: int = 0, ready_message: bool = True) -> int:
+          batching: BatchingOptions | None = None, rest_port: int = 0, ready_message: bool = True,
+          max_workers: int = 32) -> int:
     """Runs until SIGTERM/SIGINT; prints ``listening on HOST:PORT`` once models are loaded.
 
     ``rest_port`` 0 disables REST (as in TF Serving).
     """
-    server = ModelServer(config, port, host, poll_wait_seconds, batching,
+    server = ModelServer(config, port, host, poll_wait_seconds, batching, max_workers=max_workers,
                          rest_port=rest_port or None).start()
     models = ", ".join(f"{n} (versions {sorted(m.available)})" for n, m in server.manager.models.items())
     if ready_message:
         rest = f"; REST on {host}:{server.rest.port}" if server.rest else ""
-        print(f"tfrec-attn serve: listening on {host}:{server.port}{rest}; models: {models}", flush=True)
+        threads = (f"TF threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'all'}, "
+                   f"inter-op {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}")
+        print(f"tfrec-attn serve: listening on {host}:{server.port}{rest}; models: {models}; {threads}",
+              flush=True)
     stopped = threading.Event()
 
     def shutdown(signum, frame):
