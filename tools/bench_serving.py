@@ -15,7 +15,6 @@ The server is ``tfrec-attn serve`` in its own process, as TF Serving would be.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -61,19 +60,11 @@ def latency(args, ids, base):
     fn = tf.saved_model.load(path).signatures["serving_default"]
     for h in rows[:50]:
         fn(history=tf.constant(h))
-    def in_process():
-        samples = []
-        for h in rows:
-            t = time.perf_counter()
-            fn(history=tf.constant(h))["item_ids"].numpy()
-            samples.append(time.perf_counter() - t)
-        return samples
-
-    local_default_gc = in_process()
-    # The server freezes its heap after loading (gc.freeze); give the baseline the same.
-    gc.collect()
-    gc.freeze()
-    local = in_process()
+    local = []
+    for h in rows:
+        t = time.perf_counter()
+        fn(history=tf.constant(h))["item_ids"].numpy()
+        local.append(time.perf_counter() - t)
     server = ServerProcess(os.path.join(base, "retrieval"), *args.server_flag)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
     requests = [make_request(h) for h in rows]
@@ -93,8 +84,8 @@ def latency(args, ids, base):
         health.Check(check, 10.0)
         floor.append(time.perf_counter() - t)
     server.stop()
-    result = {"in_process": percentiles(local), "in_process_default_gc": percentiles(local_default_gc),
-              "grpc": percentiles(remote), "grpc_health_check_floor": percentiles(floor)}
+    result = {"in_process": percentiles(local), "grpc": percentiles(remote),
+              "grpc_health_check_floor": percentiles(floor)}
     result["p99_ratio"] = result["grpc"]["p99_ms"] / result["in_process"]["p99_ms"]
     result["p50_ratio"] = result["grpc"]["p50_ms"] / result["in_process"]["p50_ms"]
     return result

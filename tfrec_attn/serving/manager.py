@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import threading
@@ -87,7 +86,6 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread = None
         self.listeners = []  # called after every change, e.g. to update health status
-        self._settled = False  # False after a (un)load: the heap has to be re-frozen
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> ModelManager:
@@ -127,20 +125,6 @@ class ModelManager:
                     self._retire(model, version)
         for listener in self.listeners:
             listener(self)
-        if not self._settled:
-            self._settle_heap()
-
-    def _settle_heap(self) -> None:
-        """Moves the loaded models' Python objects out of the garbage collector's sight.
-
-        A loaded SavedModel is hundreds of thousands of long-lived Python objects; without
-        this, every full collection walks them all while requests wait (a tail-latency
-        spike). Objects of unloaded versions are collected first (unfreeze, collect).
-        """
-        self._settled = True
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
 
     def _load(self, model: ManagedModel, version: int, path: str, mtime: float) -> None:
         with self._lock:
@@ -159,7 +143,6 @@ class ModelManager:
             model.available[version] = loaded
             model.status[version] = VersionStatus(AVAILABLE)
             model.failed.pop(version, None)
-            self._settled = False
         logger.info("model %s version %d is AVAILABLE (%d warmup requests)", model.name, version,
                     warmed or 0)
 
@@ -172,7 +155,6 @@ class ModelManager:
             loaded.wait_idle()
             with self._lock:
                 model.status[version] = VersionStatus(END)
-                self._settled = False
             logger.info("model %s version %d unloaded", model.name, version)
 
         threading.Thread(target=unload, name=f"unload-{model.name}-{version}", daemon=True).start()
