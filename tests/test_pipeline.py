@@ -99,3 +99,22 @@ def test_shuffle_ties_reorders_only_within_equal_timestamps():
     assert len(orders) > 3  # ties really are re-drawn
     with pytest.raises(ValueError, match="needs the timestamps"):
         sequence_dataset([seq], vocab, max_len=10, batch_size=1, shuffle_ties=True)
+
+
+def test_popularity_sequences_have_a_long_tail_and_the_planted_successor_rate():
+    from tfrec_attn.data.synthetic import popularity_sequences
+
+    data = popularity_sequences(num_items=5000, num_users=400, mean_len=30, follow=0.5, seed=3)
+    again = popularity_sequences(num_items=5000, num_users=400, mean_len=30, follow=0.5, seed=3)
+    inter = data.interactions
+    assert list(inter.item_ids) == list(again.interactions.item_ids)  # deterministic per seed
+    users, counts = np.unique(inter.user_ids, return_counts=True)
+    assert len(users) == 400 and counts.min() >= 3
+    assert len(data.items) == 5000
+    items = np.array([int(i[1:]) for i in inter.item_ids])
+    same_user = inter.user_ids[1:] == inter.user_ids[:-1]
+    successor = (items[1:] == (items[:-1] + 1) % 5000)[same_user]
+    assert 0.45 < successor.mean() < 0.56  # follow=0.5, plus rare accidental successors
+    _, item_counts = np.unique(items, return_counts=True)
+    top = np.sort(item_counts)[::-1]
+    assert top[:50].sum() > 0.125 * top.sum()  # Zipf head: 1% of the items, > 1/8 of the draws
