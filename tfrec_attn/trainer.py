@@ -109,16 +109,21 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     vocabulary.save(os.path.join(output_dir, "vocab", "items.txt"))
     counts = item_counts_by_index(split, vocabulary)
 
-    tf.keras.utils.set_random_seed(config.seed)
-    if config.train.mixed_precision:
-        tf.keras.mixed_precision.set_global_policy(
-            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
-    try:
-        model = build_model(config, vocabulary, counts)
-    finally:
-        tf.keras.mixed_precision.set_global_policy("float32")
-    model.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
-                  steps_per_execution=config.train.steps_per_execution)
+    def fresh_model():
+        """A new, compiled model from the seed (selection and refit start alike)."""
+        tf.keras.utils.set_random_seed(config.seed)
+        if config.train.mixed_precision:
+            tf.keras.mixed_precision.set_global_policy(
+                "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+        try:
+            fresh = build_model(config, vocabulary, counts)
+        finally:
+            tf.keras.mixed_precision.set_global_policy("float32")
+        fresh.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
+                      steps_per_execution=config.train.steps_per_execution)
+        return fresh
+
+    model = fresh_model()
 
     def training_data(include_validation: bool):
         return sequence_dataset(
@@ -180,8 +185,11 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
     if best:
         model.load_weights(best_path).expect_partial()
 
-    cap = None if config.train.older_windows else config.model.max_len + 1
-    positions = sum(min(len(s), cap or len(s)) - 1 for s in split.train_sequences() if len(s) >= 2)
+    trainable = [s for s in split.train_sequences() if len(s) >= 2]
+    if config.train.older_windows:  # every interaction after a user's first is a target
+        positions = sum(len(s) - 1 for s in trainable)
+    else:  # only the newest max_len targets of each user
+        positions = sum(min(len(s) - 1, config.model.max_len) for s in trainable)
     epochs_run = len(history.history.get("loss", []))
     metrics = {
         "best_epoch": int(best["epoch"]) + 1 if best else None,
@@ -190,18 +198,14 @@ def train_retrieval(config: RetrievalConfig, dataset, output_dir: str, *, verbos
         "epochs": len(logged) or epochs_run,
         "train_seconds": train_seconds,
         "budget_hit": clock.budget_hit,
-        "sequences_per_second": epochs_run * sum(len(s) >= 2 for s in split.train_sequences())
-        / max(train_seconds, 1e-9),
+        "sequences_per_second": epochs_run * len(trainable) / max(train_seconds, 1e-9),
         "positions_per_epoch": int(positions),
     }
     if config.train.refit_with_validation and best:
         # Hyperparameters and epoch count are chosen; now learn from every target the test
         # may see (the validation ones too), for exactly the selected number of epochs.
         refit_start = time.perf_counter()
-        tf.keras.utils.set_random_seed(config.seed)
-        model = build_model(config, vocabulary, counts)
-        model.compile(optimizer=_optimizer(config.train), jit_compile=config.train.jit_compile,
-                      steps_per_execution=config.train.steps_per_execution)
+        model = fresh_model()  # same precision policy and compile options as the selection run
         averaging = [WeightAveraging(config.train.weight_averaging)] if config.train.weight_averaging else []
         model.fit(training_data(include_validation=True), epochs=metrics["best_epoch"], callbacks=averaging,
                   verbose=verbose)
