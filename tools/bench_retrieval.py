@@ -84,6 +84,15 @@ def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose
             "sequences_per_second": m["sequences_per_second"]}
 
 
+def epoch_seconds(run_dir):
+    """(first epoch, steady seconds per epoch) from a run's epoch log; steady excludes the
+    first epoch, which also traces the graph."""
+    from tfrec_attn.trainer import read_history
+
+    elapsed = [row["elapsed"] for row in read_history(os.path.join(run_dir, "history.csv"))]
+    return elapsed[0], (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)
+
+
 def table(rows, group=False):
     lines = ["| run | seed | val NDCG@10 | test HR@10 | test NDCG@10 | test HR@50 | test MRR | epochs (best) | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -102,19 +111,15 @@ def table(rows, group=False):
 
 
 def speed(args, data):
-    import csv
-
     rows = []
     for name, overrides in SPEED.items():
         sets = overrides + [f"train.epochs={args.epochs}", "train.eval_every=100000", "train.patience=100000"]
         r = run_one(name, sets + args.set, 42, data, args.work_dir, 0)
-        with open(os.path.join(r["run_dir"], "history.csv")) as handle:
-            elapsed = [float(row["elapsed"]) for row in csv.DictReader(handle)]
-        steady = (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)  # excludes epoch 1 (tracing)
+        first, steady = epoch_seconds(r["run_dir"])
         users = r["sequences_per_second"] * r["train_seconds"] / r["epochs"]
-        rows.append({**r, "first_epoch_seconds": elapsed[0], "steady_epoch_seconds": steady,
+        rows.append({**r, "first_epoch_seconds": first, "steady_epoch_seconds": steady,
                      "steady_sequences_per_second": users / steady})
-        print(f"{name}: first epoch {elapsed[0]:.1f}s, steady {steady:.2f}s/epoch, "
+        print(f"{name}: first epoch {first:.1f}s, steady {steady:.2f}s/epoch, "
               f"{users / steady:.0f} seq/s", flush=True)
     print("\n| option | first epoch (s) | steady s/epoch | sequences/s |\n|---|---|---|---|")
     for r in rows:
@@ -130,8 +135,6 @@ def scale(args):
     catalogue's cost), and a 1M-interaction data set (20,000 users x ~50 items). Reports
     seconds per epoch (training + the per-epoch full-ranking validation) and sequences/s.
     """
-    import csv
-
     from tfrec_attn.config import load_config
     from tfrec_attn.data.synthetic import popularity_sequences
     from tfrec_attn.trainer import train_retrieval
@@ -148,18 +151,16 @@ def scale(args):
         t = time.perf_counter()
         result = train_retrieval(config, data, out, verbose=args.verbose)
         total = time.perf_counter() - t
-        with open(os.path.join(out, "history.csv")) as handle:
-            elapsed = [float(row["elapsed"]) for row in csv.DictReader(handle)]
-        steady = (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)
+        first, steady = epoch_seconds(out)
         sequences = sum(len(s) >= 2 for s in result.split.train_sequences())
         row = {"name": name, "catalogue": args.catalogue, "users": users,
                "interactions": int(len(data.interactions.user_ids)), "overrides": sets,
-               "first_epoch_seconds": elapsed[0], "steady_epoch_seconds": steady,
+               "first_epoch_seconds": first, "steady_epoch_seconds": steady,
                "steady_sequences_per_second": sequences / steady, "total_seconds": total,
                "validation_ndcg10": result.metrics["validation"].get("val_ndcg10"),
                "test": result.metrics["test"]}
         rows.append(row)
-        print(f"{name}: first epoch {elapsed[0]:.1f} s, then {steady:.1f} s/epoch "
+        print(f"{name}: first epoch {first:.1f} s, then {steady:.1f} s/epoch "
               f"({sequences / steady:.0f} seq/s incl. validation), total {total:.0f} s", flush=True)
     return rows
 
@@ -204,11 +205,10 @@ def main(argv=None):
             r = run_one("curve", args.set, seed, data, args.work_dir, args.budget, track_test=True,
                         verbose=args.verbose)
             rows.append(r)
-            import csv
+            from tfrec_attn.trainer import read_history
 
-            with open(os.path.join(r["run_dir"], "history.csv")) as handle:
-                hist = list(csv.DictReader(handle))
-            reached = next((float(h["elapsed"]) for h in hist if float(h.get("test_ndcg10") or 0) >= 0.108), None)
+            hist = read_history(os.path.join(r["run_dir"], "history.csv"))
+            reached = next((h["elapsed"] for h in hist if h.get("test_ndcg10", 0.0) >= 0.108), None)
             r["seconds_to_test_ndcg_0.108"] = reached
             print(f"seed {seed}: test NDCG@10 >= 0.108 first at {reached} s; curve in "
                   f"{os.path.join(r['run_dir'], 'curves.png')}", flush=True)
