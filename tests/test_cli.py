@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-CLI = [sys.executable, "-m", "tfrec_attn.cli"]
+CLI = [sys.executable, "-m", "tfrec_attn.app.cli"]
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
 
 
@@ -79,18 +79,22 @@ def test_train_evaluate_export_on_your_own_csv(tmp_path):
                                    "model.embedding_dim=64")
 
 
-def test_training_resumes_after_a_crash(tmp_path):
-    """SIGKILL mid-training, rerun the same command: it continues, it does not restart."""
+def test_training_resumes_mid_epoch_after_a_crash(tmp_path):
+    """SIGKILL inside an epoch, rerun the same command: it continues inside that epoch."""
     import csv
+    import json
     import signal
     import time
+
+    from tfrec_attn.training.engine import backup_position
 
     inter = planted_csv(tmp_path, num_users=400, min_len=10, max_len=30, seed=2)
     out = tmp_path / "run"
     cmd = CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir", str(out), "--keras-verbose", "0",
                  "--no-export", "--set", "model.embedding_dim=16", "--set", "model.num_blocks=1",
-                 "--set", "model.max_len=30", "--set", "train.batch_size=16", "--set", "train.epochs=8",
-                 "--set", "train.patience=100", "--set", "train.refit_with_validation=false"]
+                 "--set", "model.max_len=30", "--set", "train.batch_size=16", "--set", "train.epochs=6",
+                 "--set", "train.patience=100", "--set", "train.refit_with_validation=false",
+                 "--set", "train.backup_every_steps=4"]  # 25 steps an epoch: backups inside epochs
     history = out / "history.csv"
 
     def epochs_logged():
@@ -99,21 +103,31 @@ def test_training_resumes_after_a_crash(tmp_path):
         with open(history) as handle:
             return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
+    def position():
+        try:
+            return backup_position(str(out / "backup"))
+        except Exception:  # a checkpoint being written
+            return None
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(epochs_logged()) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None:
+        at = position()
+        if len(epochs_logged()) >= 2 and at and at["step"] > 0:
+            break
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(epochs_logged())
-    assert 3 <= done_before < 8 and (out / "backup").is_dir()
+    assert 2 <= done_before < 6 and (out / "backup").is_dir()
+    at = backup_position(str(out / "backup"))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    epochs = epochs_logged()
-    assert sorted(set(epochs)) == list(range(8))
-    assert len(epochs) <= 9  # at most the epoch in flight at the crash was redone
-    import json
-
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_after_epoch"] >= 3 and metrics["epochs"] == 8
+    assert metrics["resumed_at"] == at and at["step"] > 0 and at["epoch"] >= done_before
+    assert f"at epoch {at['epoch']}, step {at['step']}" in proc.stdout
+    epochs = epochs_logged()
+    assert sorted(set(epochs)) == list(range(6))
+    assert len(epochs) <= 7  # at most the epoch in flight at the crash was logged twice
+    assert metrics["epochs"] == 6 and metrics["validation"]["val_hr10"] > 0.8
     assert not (out / "backup").exists()  # a finished run leaves no backup behind

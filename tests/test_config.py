@@ -1,6 +1,6 @@
 import pytest
 
-from tfrec_attn.config import ConfigError, load_config
+from tfrec_attn.training.config import ConfigError, load_config
 
 
 def write(tmp_path, text):

@@ -33,7 +33,7 @@ def test_causal_output_ignores_the_future_and_padding(norm_first):
                       norm_first=norm_first)
     x, _ = random_inputs()
     full = tf.ones((3, 7), tf.bool)
-    base = tower(x, full).numpy()
+    base = tower({"embeddings": x, "padding_mask": full})["sequence"].numpy()
     # Changing items after position t must not change outputs at <= t ... but the recency
     # positions count from the end, so compare prefixes: the output at t of the sequence
     # cut after t equals the output at t of the full sequence with the suffix masked away.
@@ -41,16 +41,16 @@ def test_causal_output_ignores_the_future_and_padding(norm_first):
         prefix_mask = tf.constant([[s <= t for s in range(7)]] * 3)
         changed = x.numpy().copy()
         changed[:, t + 1:] = np.random.default_rng(t).normal(size=changed[:, t + 1:].shape)
-        a = tower(x, prefix_mask).numpy()[:, : t + 1]
-        b = tower(tf.constant(changed), prefix_mask).numpy()[:, : t + 1]
+        a = tower({"embeddings": x, "padding_mask": prefix_mask})["sequence"].numpy()[:, : t + 1]
+        b = tower({"embeddings": tf.constant(changed), "padding_mask": prefix_mask})["sequence"].numpy()[:, : t + 1]
         np.testing.assert_allclose(a, b, atol=1e-5)
     # Without positions, the output at t is a function of items <= t only, even with all valid.
     plain = UserTower(16, max_len=10, num_blocks=2, dropout=0.0, attention_dropout=0.0,
                       norm_first=norm_first, positional="none")
-    ref = plain(x, full).numpy()
+    ref = plain({"embeddings": x, "padding_mask": full})["sequence"].numpy()
     changed = x.numpy().copy()
     changed[:, 4:] = np.random.default_rng(9).normal(size=changed[:, 4:].shape)
-    out = plain(tf.constant(changed), full).numpy()
+    out = plain({"embeddings": tf.constant(changed), "padding_mask": full})["sequence"].numpy()
     np.testing.assert_allclose(out[:, :4], ref[:, :4], atol=1e-5)
     assert np.abs(out[:, 4:] - ref[:, 4:]).max() > 1e-3  # and the future does change later outputs
     assert base.shape == (3, 7, 16)
@@ -59,16 +59,16 @@ def test_causal_output_ignores_the_future_and_padding(norm_first):
 def test_padding_values_do_not_leak():
     tower = UserTower(16, max_len=10, num_blocks=2, num_heads=2, dropout=0.0, attention_dropout=0.0)
     x, mask = random_inputs()
-    out = tower(x, mask).numpy()
+    out = tower({"embeddings": x, "padding_mask": mask})["sequence"].numpy()
     noisy = x.numpy().copy()
     noisy[~mask.numpy()] = 100.0  # garbage in padded slots
-    out2 = tower(tf.constant(noisy), mask).numpy()
+    out2 = tower({"embeddings": tf.constant(noisy), "padding_mask": mask})["sequence"].numpy()
     np.testing.assert_allclose(out, out2, atol=1e-5)
     assert np.all(out[~mask.numpy()] == 0.0)
     # Wider padding changes nothing either.
     wide = tf.concat([x, tf.zeros((3, 5, 16))], axis=1)
     wide_mask = tf.concat([mask, tf.zeros((3, 5), tf.bool)], axis=1)
-    np.testing.assert_allclose(tower(wide, wide_mask).numpy()[:, :7], out, atol=1e-5)
+    np.testing.assert_allclose(tower({"embeddings": wide, "padding_mask": wide_mask})["sequence"].numpy()[:, :7], out, atol=1e-5)
 
 
 def test_recency_positions_count_from_the_end():
@@ -97,7 +97,10 @@ def test_serialization_round_trips(norm_first):
     np.testing.assert_allclose(roundtrip(block, x, mask)(x, mask), block(x, mask), atol=1e-6)
     tower = UserTower(16, 10, num_blocks=2, num_heads=4, ffn_dim=24, dropout=0.3,
                       attention_dropout=0.1, norm_first=norm_first)
-    np.testing.assert_allclose(roundtrip(tower, x, mask)(x, mask), tower(x, mask), atol=1e-6)
+    inputs = {"embeddings": x, "padding_mask": mask}
+    clone = roundtrip(tower, inputs)
+    np.testing.assert_allclose(clone(inputs)["sequence"], tower(inputs)["sequence"], atol=1e-6)
+    np.testing.assert_allclose(clone(inputs)["attention"], tower(inputs)["attention"], atol=1e-6)
     assert tower.get_config()["num_heads"] == 4 and tower.get_config()["ffn_dim"] == 24
     pos = PositionalEmbedding(10, 16)
     np.testing.assert_allclose(roundtrip(pos, mask)(mask), pos(mask))

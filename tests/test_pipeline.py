@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.data.pipeline import history_batch, length_buckets, sequence_dataset
+from tfrec_attn.data.sequences import history_batch, length_buckets, sequence_dataset
 from tfrec_attn.features.vocab import ItemVocabulary
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.config import load_config
 from tfrec_attn.data.synthetic import planted_sequences
 from tfrec_attn.evaluation import Evaluator
+from tfrec_attn.evaluation.saved_model import evaluate_saved_model
 from tfrec_attn.export import export_retrieval
-from tfrec_attn.export.evaluate import evaluate_saved_model
-from tfrec_attn.tasks import FullSoftmaxTask, InBatchSoftmaxTask, SampledSoftmaxTask
-from tfrec_attn.trainer import train_retrieval
+from tfrec_attn.tasks import Candidates, FullSoftmaxTask, InBatchSoftmaxTask, SampledSoftmaxTask
+from tfrec_attn.training.config import load_config
+from tfrec_attn.training.retrieval import train_retrieval
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
 FAST = [
@@ -28,6 +28,11 @@ def log_softmax_np(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
+def _candidates(table):
+    table = tf.constant(table, tf.float32)
+    return Candidates(embed=lambda ids: tf.gather(table, ids), table=lambda: table)
+
+
 def test_full_softmax_matches_numpy_and_ignores_pad_oov_columns():
     rng = np.random.default_rng(0)
     q = rng.normal(size=(5, 4)).astype(np.float32)
@@ -35,36 +40,67 @@ def test_full_softmax_matches_numpy_and_ignores_pad_oov_columns():
     labels = np.array([2, 3, 8, 5, 2])
     logits = (q @ c.T)[:, 2:] / 0.5  # pad (0) and OOV (1) columns are not classes
     expected = -log_softmax_np(logits)[np.arange(5), labels - 2].mean()
-    got = FullSoftmaxTask(temperature=0.5)(tf.constant(q), tf.constant(labels), tf.constant(c))
+    got = FullSoftmaxTask(temperature=0.5)(tf.constant(q), tf.constant(labels), _candidates(c))
     assert float(got) == pytest.approx(expected, rel=1e-5)
     eps = 0.1
     target = np.full((5, 7), eps / 7)
     target[np.arange(5), labels - 2] += 1 - eps
     expected_ls = -(target * log_softmax_np(q @ c.T[:, 2:])).sum(-1).mean()
-    got_ls = FullSoftmaxTask(label_smoothing=eps)(tf.constant(q), tf.constant(labels), tf.constant(c))
+    got_ls = FullSoftmaxTask(label_smoothing=eps)(tf.constant(q), tf.constant(labels), _candidates(c))
     assert float(got_ls) == pytest.approx(expected_ls, rel=1e-5)
+    weights = np.array([1.0, 0.0, 2.0, 1.0, 0.0])  # a weighted mean: padding rows weigh 0
+    per_row = -log_softmax_np(logits)[np.arange(5), labels - 2]
+    got_w = FullSoftmaxTask(temperature=0.5)(tf.constant(q), tf.constant(labels), _candidates(c),
+                                             weights=tf.constant(weights))
+    assert float(got_w) == pytest.approx((per_row * weights).sum() / weights.sum(), rel=1e-5)
 
 
 def test_sampled_softmax_is_exact_when_negatives_cover_the_catalogue():
     rng = np.random.default_rng(1)
     q = tf.constant(rng.normal(size=(6, 4)), tf.float32)
-    c = tf.constant(rng.normal(size=(12, 4)), tf.float32)
+    c = _candidates(rng.normal(size=(12, 4)))
     labels = tf.constant([2, 5, 11, 3, 3, 7])
-    counts = np.arange(12.0)
-    exact = SampledSoftmaxTask(counts, num_negatives=10)
+    exact = SampledSoftmaxTask(12, num_negatives=10)
+    exact.set_item_counts(np.arange(12.0))
     assert exact.exact
     assert float(exact(q, labels, c)) == pytest.approx(float(FullSoftmaxTask()(q, labels, c)), rel=1e-6)
-    sampled = SampledSoftmaxTask(counts, num_negatives=4)
-    values = [float(sampled(q, labels, c)) for _ in range(3)]
-    assert all(np.isfinite(values)) and values[0] < float(FullSoftmaxTask()(q, labels, c)) + 5
+
+
+def test_sampled_softmax_matches_the_logq_corrected_formula_and_shares_negatives_per_step():
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(40, 4)).astype(np.float32)
+    q = rng.normal(size=(6, 4)).astype(np.float32)
+    labels = np.array([2, 5, 11, 3, 3, 7])
+    counts = rng.integers(0, 50, size=40).astype(np.float64)
+    task = SampledSoftmaxTask(40, num_negatives=5, alpha=0.75, temperature=0.5, seed=3)
+    task.set_item_counts(counts)
+    got = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=7))
+    # The same draw as the task's: a stateless sampler keyed on (seed, step).
+    log_p = task.log_probability.numpy()
+    sampled = tf.random.stateless_categorical(log_p[None], 5, seed=[3, 7], dtype=tf.int64)[0].numpy()
+    p = (counts + 1.0) ** 0.75
+    p[:2] = 0
+    p /= p.sum()
+    log_kq = np.log(5 * p, where=p > 0, out=np.full_like(p, -1e9))
+    true = (q * table[labels]).sum(1) / 0.5 - log_kq[labels]
+    neg = (q @ table[sampled].T) / 0.5 - log_kq[sampled][None]
+    neg = np.where(labels[:, None] == sampled[None], -1e9, neg)  # accidental hits removed
+    logits = np.concatenate([true[:, None], neg], 1)
+    expected = (np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1) - true).mean()
+    assert got == pytest.approx(expected, rel=1e-4)
+    # Every replica (and a rerun) at the same step draws the same negatives; another step others.
+    again = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=7))
+    other = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=8))
+    assert again == got and other != got
 
 
 def test_in_batch_softmax_removes_accidental_hits():
     q = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    c_table = tf.constant([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    c_table = [[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]
     labels = tf.constant([2, 2, 3])  # rows 0 and 1 share a label: not each other's negative
-    task = InBatchSoftmaxTask(np.array([0, 0, 1.0, 1.0]), max_positions=10)
-    loss = float(task(q, labels, c_table))
+    task = InBatchSoftmaxTask(4, max_positions=10)
+    task.set_item_counts(np.array([0, 0, 1.0, 1.0]))
+    loss = float(task(q, labels, _candidates(c_table)))
     # Row 0: logits vs candidates [2, 2, 3] = [5, 5(hit, removed), 0] - logQ(0.5) (same for all)
     row01 = -np.log(np.exp(5) / (np.exp(5) + np.exp(0)))
     row2 = -np.log(np.exp(5) / (np.exp(5) + 2 * np.exp(0)))
@@ -150,17 +186,16 @@ def test_saved_model_reloads_without_tfrec_attn(planted_run, tmp_path):
 
 
 def test_evaluator_on_in_memory_model_is_reproducible(planted_run):
-    from tfrec_attn.callbacks import catalogue_scorer
-    from tfrec_attn.trainer import catalogue_indices, load_run
+    from tfrec_attn.training.retrieval import catalogue_scorer, load_run
 
     config, vocabulary, model = load_run(planted_run.output_dir)
-    scorer = catalogue_scorer(model, catalogue_indices(planted_run.split, vocabulary))
+    scorer = catalogue_scorer(model, vocabulary, planted_run.split)
     again = Evaluator(planted_run.split, "test").evaluate(scorer)
     assert again["NDCG@10"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-6)
 
 
 def _batch(model_config_overrides=()):
-    from tfrec_attn.data.pipeline import sequence_dataset
+    from tfrec_attn.data.sequences import sequence_dataset
     from tfrec_attn.features.vocab import ItemVocabulary
 
     data = planted_sequences(num_items=40, num_users=64, seed=3)
@@ -176,7 +211,7 @@ def _batch(model_config_overrides=()):
 @pytest.mark.parametrize("loss", ["full", "sampled"])
 def test_static_shape_loss_equals_dynamic_loss(loss):
     """The XLA path keeps padding with weight 0; it must compute the same loss."""
-    from tfrec_attn.trainer import build_model
+    from tfrec_attn.training.retrieval import build_model
 
     vocab, batch = _batch()
     config = load_config(CONFIG, FAST + [f"loss.type={loss}", "model.dropout=0.0"])
@@ -189,7 +224,7 @@ def test_static_shape_loss_equals_dynamic_loss(loss):
 
 def test_mixed_precision_numerics_on_cpu():
     """bfloat16 compute (the CPU mixed-precision policy) stays close to float32."""
-    from tfrec_attn.trainer import build_model
+    from tfrec_attn.training.retrieval import build_model
 
     vocab, batch = _batch()
     config = load_config(CONFIG, FAST + ["model.dropout=0.0"])
@@ -227,31 +262,35 @@ def test_item_bias_scaling_and_future_window_train_and_export_consistently(tmp_p
     np.testing.assert_allclose(ranked["scores"].numpy(), top["scores"].numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_weight_averaging_judges_and_keeps_the_average(tmp_path):
-    from tfrec_attn.callbacks import WeightAveraging
+def test_optimizer_ema_is_judged_and_kept(tmp_path):
+    from tfrec_attn.training.callbacks import SwapEMAWeights
 
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros",
                                                        input_shape=(1,))])
-    model.compile(tf.keras.optimizers.SGD(1.0), "mse")
-    seen = []
+    model.compile(tf.keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5), "mse")
+    seen, trained_from = [], []
 
     class Probe(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            trained_from.append(float(self.model.weights[0][0, 0]))
+
         def on_epoch_end(self, epoch, logs=None):
             seen.append(float(self.model.weights[0][0, 0]))
 
     x = np.ones((4, 1), np.float32)
     y = np.full((4, 1), 2.0, np.float32)
-    averaging = WeightAveraging(0.5)
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[averaging, Probe()])
-    # SGD(1) on mse from w=0 to target 2: w jumps 0 -> 4 -> 0 -> 4 (step: w -= 2*(w-2)).
-    # Step 1: w=4, avg = .5*0 + .5*4 = 2. Epoch 1 ends: the probe sees the average, 2.
-    # Epoch 2 restarts from the raw w=4: w=0, avg = .5*2 + .5*0 = 1.
+    ema = SwapEMAWeights()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[ema, Probe(), ema.swap_back])
+    # SGD(1) on mse from w=0 to target 2: w jumps 0 -> 4 -> 0 (step: w -= 2*(w-2)).
+    # Step 1: w=4, avg = .5*0 + .5*4 = 2: epoch 1's judge sees the average, 2. Epoch 2
+    # trains from the raw w=4: w=0, avg = .5*2 + .5*0 = 1.
     assert seen == [2.0, 1.0]
+    assert trained_from == [0.0, 4.0]
+    assert float(model.weights[0][0, 0]) == 1.0  # fit ends with the average (Keras' finalize)
 
 
 def test_refit_with_validation_trains_on_validation_targets(tmp_path):
-    from tfrec_attn.callbacks import catalogue_scorer
-    from tfrec_attn.trainer import catalogue_indices, load_run
+    from tfrec_attn.training.retrieval import catalogue_scorer, load_run
 
     config = load_config(CONFIG, FAST + ["train.epochs=4", "train.refit_with_validation=true"])
     run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
@@ -259,6 +298,44 @@ def test_refit_with_validation_trains_on_validation_targets(tmp_path):
     assert run.split.train_sequences(include_validation=True)[0].tolist() == run.split.sequences[0][:-1].tolist()
     # The returned model is the refit one, and it is what load_run (and export) restore.
     _, vocabulary, reloaded = load_run(run.output_dir)
-    scorer = catalogue_scorer(reloaded, catalogue_indices(run.split, vocabulary))
+    scorer = catalogue_scorer(reloaded, vocabulary, run.split)
     again = Evaluator(run.split, "test").evaluate(scorer)
     assert again["NDCG@10"] == pytest.approx(run.metrics["test"]["NDCG@10"], abs=1e-6)
+
+
+def test_a_run_reloads_from_config_and_weights_in_a_fresh_process(planted_run):
+    """model.json + checkpoints/final rebuild the model without the trainer or the config."""
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        import tfrec_attn
+        from tfrec_attn.data import leave_one_out
+        from tfrec_attn.data.synthetic import planted_sequences
+        from tfrec_attn.evaluation import Evaluator
+        from tfrec_attn.features.vocab import ItemVocabulary
+        from tfrec_attn.models import load_model
+
+        run = {planted_run.output_dir!r}
+        model = load_model(run)
+        vocabulary = ItemVocabulary.load(run + "/vocab/items.txt")
+        split = leave_one_out(planted_sequences().interactions)
+        rows = vocabulary.model_indices(split.item_vocab) - 2
+
+        def score(users, histories):
+            width = max(map(len, histories))
+            batch = np.zeros((len(histories), width), np.int64)
+            for r, h in enumerate(histories):
+                batch[r, :len(h)] = rows[np.asarray(h)] + 2
+            return tf.gather(model.score_items(tf.constant(batch)), rows, axis=1).numpy()
+
+        lines = []
+        model.summary(print_fn=lines.append)
+        print(json.dumps({{"ndcg": Evaluator(split, "test").evaluate(score, sampled=False)["NDCG@10"],
+                          "summary": "\\n".join(lines), "class": type(model).__name__}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    assert result["class"] == "SequentialRetrievalModel"
+    assert result["ndcg"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-9)
+    assert "user_tower (UserTower)" in result["summary"] and "item_tower (IdItemTower)" in result["summary"]
+    assert "Skipping" not in proc.stderr and "non-serializable" not in proc.stderr

@@ -19,8 +19,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfrec_attn.client import RecommenderClient, ServingError
 from tfrec_attn.export import export_retrieval
+from tfrec_attn.serving.client import RecommenderClient, ServingError
 from tfrec_attn.serving.config import (
     BatchingOptions,
     ServingConfigError,
@@ -326,7 +326,7 @@ def test_serve_and_query_commands(tiny_export):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "tfrec_attn.cli", "serve", "--port", "0", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
                              "--model_name", "retrieval", "--model_base_path", tiny_export[0],
                              "--tensorflow_intra_op_parallelism", "1", "--tensorflow_inter_op_parallelism", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -334,7 +334,7 @@ def test_serve_and_query_commands(tiny_export):
         line = proc.stdout.readline()
         port = int(re.search(r"listening on 127.0.0.1:(\d+)", line).group(1))
         assert "TF threads: intra-op 1, inter-op 2" in line
-        query = subprocess.run([sys.executable, "-m", "tfrec_attn.cli", "query", "--server", f"127.0.0.1:{port}",
+        query = subprocess.run([sys.executable, "-m", "tfrec_attn.app.cli", "query", "--server", f"127.0.0.1:{port}",
                                 "--history", "i1,i2,i3", "-k", "3"], capture_output=True, text=True, timeout=120)
         assert query.returncode == 0, query.stderr
         ranked = [line.split()[1] for line in query.stdout.splitlines()]

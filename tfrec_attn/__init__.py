@@ -11,7 +11,11 @@ import sys
 __version__ = "0.1.0"
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: warnings off; errors too on a machine with no NVIDIA device, where
+# the only one is "failed call to cuInit" at the first op (Python exceptions still say
+# what went wrong). Set TF_CPP_MIN_LOG_LEVEL yourself to see more.
+_no_gpu = not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if _no_gpu else "2")
 
 if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
     raise ImportError(

@@ -66,8 +66,8 @@ def machine() -> str:
 
 
 def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose=0):
-    from tfrec_attn.config import load_config
-    from tfrec_attn.trainer import train_retrieval
+    from tfrec_attn.training.config import load_config
+    from tfrec_attn.training.retrieval import train_retrieval
 
     sets = list(overrides) + [f"seed={seed}"]
     if budget:
@@ -87,7 +87,7 @@ def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose
 def epoch_seconds(run_dir):
     """(first epoch, steady seconds per epoch) from a run's epoch log; steady excludes the
     first epoch, which also traces the graph."""
-    from tfrec_attn.trainer import read_history
+    from tfrec_attn.training.engine import read_history
 
     elapsed = [row["elapsed"] for row in read_history(os.path.join(run_dir, "history.csv"))]
     return elapsed[0], (elapsed[-1] - elapsed[0]) / max(1, len(elapsed) - 1)
@@ -135,9 +135,9 @@ def scale(args):
     catalogue's cost), and a 1M-interaction data set (20,000 users x ~50 items). Reports
     seconds per epoch (training + the per-epoch full-ranking validation) and sequences/s.
     """
-    from tfrec_attn.config import load_config
     from tfrec_attn.data.synthetic import popularity_sequences
-    from tfrec_attn.trainer import train_retrieval
+    from tfrec_attn.training.config import load_config
+    from tfrec_attn.training.retrieval import train_retrieval
 
     rows = []
     for name, users, mean_len in (("943 users x ~106 items, 84,100-item catalogue", 943, 106),
@@ -205,7 +205,7 @@ def main(argv=None):
             r = run_one("curve", args.set, seed, data, args.work_dir, args.budget, track_test=True,
                         verbose=args.verbose)
             rows.append(r)
-            from tfrec_attn.trainer import read_history
+            from tfrec_attn.training.engine import read_history
 
             hist = read_history(os.path.join(r["run_dir"], "history.csv"))
             reached = next((h["elapsed"] for h in hist if h.get("test_ndcg10", 0.0) >= 0.108), None)

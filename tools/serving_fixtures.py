@@ -20,10 +20,10 @@ def build_export(base_path: str, item_ids, k: int = 10, overrides=(), model_name
     not depend on the weights' values, only on the architecture and the catalogue size."""
     import tensorflow as tf
 
-    from tfrec_attn.config import load_config
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.features.vocab import ItemVocabulary
-    from tfrec_attn.trainer import build_model
+    from tfrec_attn.training.config import load_config
+    from tfrec_attn.training.retrieval import build_model
 
     tf.keras.utils.set_random_seed(0)
     config = load_config(CONFIG, list(overrides))
@@ -45,7 +45,7 @@ class ServerProcess:
 
     def __init__(self, base_path: str, *extra, model_name: str = "retrieval"):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfrec_attn.cli", "serve", "--port", "0", "--host", "127.0.0.1",
+            [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
              "--model_name", model_name, "--model_base_path", base_path, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()

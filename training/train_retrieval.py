@@ -11,7 +11,7 @@ place to start when you want your own Keras training script on top of the librar
 import sys
 
 import tfrec_attn  # noqa: F401  (before TensorFlow: Keras 2 for TFRS)
-from tfrec_attn.cli import main
+from tfrec_attn.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

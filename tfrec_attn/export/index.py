@@ -7,6 +7,8 @@ import tensorflow_recommenders as tfrs
 
 from tfrec_attn.layers.topk import ExcludingBruteForce
 
+INDEX_TYPES = ("brute_force", "scann")
+
 
 class ScaNNWithExclusions(tf.Module):
     """TFRS ``ScaNN`` that over-fetches ``k + exclusion_budget`` and drops excluded ids.
@@ -62,4 +64,4 @@ def build_index(kind: str, candidates, identifiers, k: int, **scann_options):
         except ImportError as error:
             raise ImportError("export.index=scann needs the `scann` package: pip install scann==1.4.2") from error
         return ScaNNWithExclusions(k, **scann_options).index(candidates, identifiers)
-    raise ValueError(f"export.index must be brute_force or scann, got {kind!r}")
+    raise ValueError(f"export.index must be one of {', '.join(INDEX_TYPES)}, got {kind!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary
+from tfrec_attn.features.vocab import ItemVocabulary, is_item, table_rows
 
 HISTORY_SPEC = tf.TensorSpec([None, None], tf.string, name="history")
 CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.string, name="candidates")
@@ -60,7 +60,7 @@ class RetrievalServingModule(tf.Module):
     def serving_default(self, history):
         ids, user = self._user(history)
         if self.index_kind == "brute_force":
-            exclude = tf.where(ids >= FIRST_ITEM_INDEX, ids - FIRST_ITEM_INDEX, -1)
+            exclude = tf.where(is_item(ids), table_rows(ids), -1)
         else:
             exclude = history
         scores, item_ids = self.index.query(user, exclude, k=self.k)
@@ -72,7 +72,7 @@ class RetrievalServingModule(tf.Module):
 
     def _candidates(self, candidates):
         ids = self.lookup(candidates)
-        known = ids >= FIRST_ITEM_INDEX
+        known = is_item(ids)
         return known, tf.cast(self.model.candidate_vectors(ids), tf.float32)
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
@@ -87,7 +87,7 @@ class RetrievalServingModule(tf.Module):
         ids = self.lookup(history)
         attention = tf.cast(self.model.explain_history(ids), tf.float32)
         history_items = tf.cast(self.model.item_tower(ids), tf.float32)
-        known = self.lookup(candidates) >= FIRST_ITEM_INDEX
+        known = is_item(self.lookup(candidates))
         items = tf.cast(self.model.item_tower(self.lookup(candidates)), tf.float32)
         similarity = tf.einsum("bcd,bhd->bch", items, history_items)
         raw = similarity * attention[:, tf.newaxis, :]

@@ -1,8 +1,16 @@
-"""Raw string ids <-> model indices, via ``tf.keras.layers.StringLookup``.
+"""The item id spaces and their one owner, :class:`ItemVocabulary`.
 
-Index layout (shared by the pipeline, the towers and the exports):
-``0`` = padding (the empty string ``""``), ``1`` = out-of-vocabulary, ``2 + i`` =
-catalogue item ``i`` of :class:`~tfrec_attn.data.splits.LeaveOneOutSplit`.
+Three spaces, and the only place that converts between them:
+
+* raw id: the string in the data files and in serving requests;
+* split index ``i``: position in the vocabulary (the split's catalogue order);
+* model index ``i + 2``: rows of the item embedding tables, where ``0`` = padding (the
+  empty string ``""``) and ``1`` = out-of-vocabulary. In-graph, a ``StringLookup`` maps raw
+  ids to model indices.
+
+"Table rows" (what ``item_embeddings()`` and the export's index hold) are model indices
+of real items minus 2 = split indices. Use :meth:`ItemVocabulary.model_indices`,
+:func:`is_item` and :func:`table_rows` instead of arithmetic on the constants.
 """
 
 from __future__ import annotations
@@ -15,6 +23,16 @@ PAD_INDEX = 0
 OOV_INDEX = 1
 FIRST_ITEM_INDEX = 2
 PAD_TOKEN = ""
+
+
+def is_item(model_indices):
+    """True where a model index is a real catalogue item (not padding, not OOV); numpy or TF."""
+    return model_indices >= FIRST_ITEM_INDEX
+
+
+def table_rows(model_indices):
+    """Model indices of real items -> rows of the item table (numpy or TF; undefined elsewhere)."""
+    return model_indices - FIRST_ITEM_INDEX
 
 
 class ItemVocabulary:
@@ -66,5 +84,19 @@ class ItemVocabulary:
             invert=invert, name=name or ("item_id_inverse" if invert else "item_id_lookup"))
 
     def to_index(self, catalogue_indices) -> np.ndarray:
-        """Catalogue indices (as in a split) -> model indices."""
+        """Split indices of this vocabulary -> model indices."""
         return np.asarray(catalogue_indices, dtype=np.int64) + FIRST_ITEM_INDEX
+
+    def model_indices(self, raw_ids) -> np.ndarray:
+        """Raw ids -> model indices (:data:`OOV_INDEX` for ids not in the vocabulary)."""
+        if not hasattr(self, "_index"):
+            self._index = {item: i + FIRST_ITEM_INDEX for i, item in enumerate(self.item_ids)}
+        return np.array([self._index.get(str(item), OOV_INDEX) for item in raw_ids], dtype=np.int64)
+
+    @staticmethod
+    def is_item(model_indices):
+        return is_item(model_indices)
+
+    @staticmethod
+    def table_rows(model_indices):
+        return table_rows(model_indices)

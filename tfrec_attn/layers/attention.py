@@ -6,6 +6,8 @@ import tensorflow as tf
 
 register = tf.keras.utils.register_keras_serializable(package="tfrec_attn")
 
+POSITIONAL_TYPES = ("learned", "none")  # recency embeddings, or none
+
 
 def attention_mask(padding_mask: tf.Tensor, causal: bool = True) -> tf.Tensor:
     """``[b, L, L]`` boolean mask: query ``t`` may attend to valid keys ``s`` (``s <= t`` if causal).

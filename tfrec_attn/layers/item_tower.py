@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from tfrec_attn.layers.attention import register
 
+ITEM_TOWER_TYPES = ("id",)  # the text and hybrid towers join here
+
 
 @register
 class IdItemTower(tf.keras.layers.Layer):
@@ -43,3 +45,10 @@ class IdItemTower(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_indices": self.num_indices, "embedding_dim": self.embedding_dim}
+
+
+def build_item_tower(kind: str, num_indices: int, embedding_dim: int):
+    """The item tower named by ``model.item_tower.type`` (one of :data:`ITEM_TOWER_TYPES`)."""
+    if kind == "id":
+        return IdItemTower(num_indices, embedding_dim, name="item_tower")
+    raise ValueError(f"model.item_tower.type must be one of {', '.join(ITEM_TOWER_TYPES)}, got {kind!r}")

@@ -1,14 +1,20 @@
-"""The user tower: a causal transformer over the user's history."""
+"""The user tower: a causal transformer over the user's history (a functional Keras model)."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrec_attn.layers.attention import PositionalEmbedding, TransformerBlock, register
+from tfrec_attn.layers.attention import (
+    POSITIONAL_TYPES,
+    PositionalEmbedding,
+    TransformerBlock,
+    attention_mask,
+    register,
+)
 
 
 @register
-class UserTower(tf.keras.layers.Layer):
+class UserTower(tf.keras.Model):
     """History item embeddings -> one user embedding per position.
 
     The output at position ``t`` depends only on items ``<= t`` (causal), so training can
@@ -25,20 +31,55 @@ class UserTower(tf.keras.layers.Layer):
         norm_first: bool. Pre-LN (True) or post-LN (False).
         positional: str. ``learned`` (recency embeddings) or ``none``.
 
-    Call arguments:
-        embeddings: float [b, L, d]. Item-tower embeddings of the history (right-padded).
-        padding_mask: bool [b, L].
+    Inputs (a dict):
+        embeddings: float [b, L, embedding_dim]. Item-tower embeddings of the history
+            (right-padded).
+        padding_mask: bool [b, L]. True at real positions.
 
-    Returns:
-        float [b, L, d] (zeros at padding).
+    Outputs (a dict):
+        sequence: float [b, L, embedding_dim] (zeros at padding).
+        attention: float [b, num_heads, L, L]. The last block's attention probabilities
+            (zeros without blocks).
+
+    Example:
+        >>> tower = UserTower(embedding_dim=64, max_len=200)
+        >>> out = tower({"embeddings": e, "padding_mask": mask})
+        >>> UserTower.from_config(tower.get_config())  # same architecture
     """
 
     def __init__(self, embedding_dim: int, max_len: int, num_blocks: int = 2, num_heads: int = 1,
                  ffn_dim: int = 0, dropout: float = 0.2, attention_dropout: float = 0.2,
                  norm_first: bool = True, positional: str = "learned", **kwargs):
-        super().__init__(**kwargs)
-        if positional not in ("learned", "none"):
-            raise ValueError(f"positional must be 'learned' or 'none', got {positional!r}")
+        if positional not in POSITIONAL_TYPES:
+            raise ValueError(f"positional must be one of {', '.join(POSITIONAL_TYPES)}, got {positional!r}")
+        # === Layers ===
+        positions = PositionalEmbedding(max_len, embedding_dim, name="positions") \
+            if positional == "learned" else None
+        input_dropout = tf.keras.layers.Dropout(dropout, name="input_dropout")
+        blocks = [
+            TransformerBlock(embedding_dim, num_heads, ffn_dim or embedding_dim, dropout,
+                             attention_dropout, norm_first, causal=True, name=f"block_{i}")
+            for i in range(num_blocks)
+        ]
+        final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") \
+            if norm_first else None
+
+        # === Functional model ===
+        embeddings = tf.keras.Input(shape=(None, embedding_dim), name="embeddings")
+        padding_mask = tf.keras.Input(shape=(None,), dtype=tf.bool, name="padding_mask")
+        x = embeddings * tf.cast(padding_mask, embeddings.dtype)[..., tf.newaxis]
+        if positions is not None:
+            x = x + tf.cast(positions(padding_mask), x.dtype)
+        x = input_dropout(x)
+        attention = tf.zeros_like(tf.cast(attention_mask(padding_mask), tf.float32))[:, tf.newaxis]
+        for block in blocks:
+            x, attention = block(x, padding_mask, return_attention=True)
+        if final_norm is not None:
+            x = final_norm(x) * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
+        super().__init__(inputs={"embeddings": embeddings, "padding_mask": padding_mask},
+                         outputs={"sequence": x, "attention": attention}, **kwargs)
+
+        # === Config ===
         self.embedding_dim = embedding_dim
         self.max_len = max_len
         self.num_blocks = num_blocks
@@ -48,38 +89,19 @@ class UserTower(tf.keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.norm_first = norm_first
         self.positional = positional
-        self.positions = PositionalEmbedding(max_len, embedding_dim, name="positions") \
-            if positional == "learned" else None
-        self.input_dropout = tf.keras.layers.Dropout(dropout)
-        self.blocks = [
-            TransformerBlock(embedding_dim, num_heads, ffn_dim or embedding_dim, dropout,
-                             attention_dropout, norm_first, causal=True, name=f"block_{i}")
-            for i in range(num_blocks)
-        ]
-        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm") \
-            if norm_first else None
-
-    def call(self, embeddings, padding_mask, training=False, return_attention=False):
-        x = embeddings * tf.cast(padding_mask, embeddings.dtype)[..., tf.newaxis]
-        if self.positions is not None:
-            x = x + tf.cast(self.positions(padding_mask), x.dtype)
-        x = self.input_dropout(x, training=training)
-        attention = []
-        for block in self.blocks:
-            x, scores = block(x, padding_mask, training=training, return_attention=True)
-            attention.append(scores)
-        if self.final_norm is not None:
-            x = self.final_norm(x) * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
-        return (x, attention) if return_attention else x
 
     def get_config(self):
         return {
-            **super().get_config(),
+            "name": self.name, "trainable": self.trainable,
             "embedding_dim": self.embedding_dim, "max_len": self.max_len,
             "num_blocks": self.num_blocks, "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
             "dropout": self.dropout, "attention_dropout": self.attention_dropout,
             "norm_first": self.norm_first, "positional": self.positional,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 def last_position(sequence_output: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:

@@ -1,5 +1,13 @@
-"""Models of tfrec_attn (each a ``tfrs.Model`` that only writes ``compute_loss``)."""
+"""Models of tfrec_attn: each a ``tfrs.Model`` (:class:`RecommenderModel`) that composes
+functional Keras towers and writes only ``compute_loss``."""
 
-from tfrec_attn.models.retrieval import SequentialRetrievalModel, compact_history
+from tfrec_attn.models.base import RecommenderModel
+from tfrec_attn.models.retrieval import (
+           SequentialRetrievalModel,
+           build_retrieval_model,
+           compact_history,
+)
+from tfrec_attn.models.saving import load_model, model_from_config_file, save_model_config
 
-__all__ = ["SequentialRetrievalModel", "compact_history"]
+__all__ = ["RecommenderModel", "SequentialRetrievalModel", "build_retrieval_model", "compact_history",
+           "load_model", "model_from_config_file", "save_model_config"]

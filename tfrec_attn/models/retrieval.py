@@ -1,21 +1,21 @@
 """Two-tower retrieval with a causal-transformer user tower (SASRec-style, TFRS-built).
 
-User tower: history item embeddings (from the item tower, weights shared) + recency
-positions -> causal transformer -> one embedding per position. Item tower: any layer
-with the :mod:`tfrec_attn.layers.item_tower` interface. Score = dot product.
-Training predicts the next item at every position with the configured softmax task.
+User tower (:class:`~tfrec_attn.layers.UserTower`, a functional Keras model): history
+item embeddings (from the item tower, weights shared) + recency positions -> causal
+transformer -> one embedding per position. Item tower: any layer with the
+:mod:`tfrec_attn.layers.item_tower` interface. Score = dot product. Training predicts the
+next item at every position with the configured softmax task (:mod:`tfrec_attn.tasks`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
-from tfrec_attn.layers.item_tower import IdItemTower
-from tfrec_attn.layers.user_tower import UserTower, last_position
-from tfrec_attn.tasks import build_task
+from tfrec_attn.layers.attention import register
+from tfrec_attn.layers.user_tower import last_position
+from tfrec_attn.models.base import RecommenderModel
+from tfrec_attn.tasks.next_item import Candidates
 
 
 def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
@@ -32,60 +32,82 @@ def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
     return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
 
 
-def build_item_tower(model_config, num_indices: int):
-    kind = model_config.item_tower.type
-    if kind == "id":
-        return IdItemTower(num_indices, model_config.embedding_dim, name="item_tower")
-    raise ValueError(f"model.item_tower.type={kind!r} is not available (choose: id)")
+def _deserialize(value):
+    return tf.keras.utils.deserialize_keras_object(value) if isinstance(value, dict) else value
 
 
-class SequentialRetrievalModel(tfrs.Model):
+@register
+class SequentialRetrievalModel(RecommenderModel):
     """Transformer two-tower retrieval model.
 
     Args:
-        num_indices: int. Item vocabulary size including padding (0) and OOV (1).
-        model_config: ModelConfig.
-        loss_config: LossConfig.
-        item_counts: array [num_indices]. Training interactions per index (for sampled /
-            in-batch losses; unused by the full softmax and at inference).
+        item_tower: item tower layer (or its serialized config), e.g. ``IdItemTower``.
+        user_tower: ``UserTower`` (or its serialized config).
+        task: a next-item task of :mod:`tfrec_attn.tasks` (or its serialized config).
+        scale_embeddings: bool. Multiply history item embeddings by sqrt(d) before the
+            user tower.
+        item_bias: bool. score = user . item + b_item (a learned popularity prior).
+        future_weight: float. Weight of targets beyond the next one (labels [b, L, w]).
         static_shapes: bool. Keep padding positions in the loss with weight 0 instead of
             dropping them, so every tensor shape depends only on the batch shape (XLA).
 
+    ``get_config`` returns exactly these arguments (towers and task serialized), so a
+    trained model is rebuilt from its config and weights alone
+    (:func:`tfrec_attn.models.load_model`).
+
     Example:
-        >>> model = SequentialRetrievalModel(vocab.num_indices, config.model, config.loss, counts)
+        >>> model = build_retrieval_model(config.model, config.loss, vocab.num_indices)
         >>> model.compile(tf.keras.optimizers.Adam(1e-3)); model.fit(dataset)
         >>> scores = model.score_items(history_indices)  # [b, num_indices - 2]
     """
 
-    def __init__(self, num_indices: int, model_config, loss_config, item_counts=None,
-                 static_shapes: bool = False, **kwargs):
+    def __init__(self, item_tower, user_tower, task, scale_embeddings: bool = False,
+                 item_bias: bool = False, future_weight: float = 1.0, static_shapes: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.item_tower = _deserialize(item_tower)
+        self.user_tower = _deserialize(user_tower)
+        self.task = _deserialize(task)
+        self.scale_embeddings = scale_embeddings
+        self.future_weight = future_weight
         self.static_shapes = static_shapes
-        m = model_config
-        self.num_indices = num_indices
-        self.max_len = m.max_len
-        self.item_tower = build_item_tower(m, num_indices)
-        self.user_tower = UserTower(
-            m.embedding_dim, m.max_len, m.num_blocks, m.num_heads, m.ffn_dim, m.dropout,
-            m.dropout if m.attention_dropout < 0 else m.attention_dropout, m.norm_first,
-            m.positional, name="user_tower")
-        self.input_scale = float(m.embedding_dim) ** 0.5 if m.scale_embeddings else 1.0
+        self.num_indices = self.item_tower.num_indices
+        self.max_len = self.user_tower.max_len
+        self.input_scale = float(self.user_tower.embedding_dim) ** 0.5 if scale_embeddings else 1.0
         self.item_bias = tf.keras.layers.Embedding(
-            num_indices, 1, embeddings_initializer="zeros", name="item_bias") if m.item_bias else None
+            self.num_indices, 1, embeddings_initializer="zeros", name="item_bias") if item_bias else None
         if self.item_bias is not None:
             self.item_bias.build((None,))  # its weight must exist before the optimizer is built
-        self.future_weight = loss_config.future_weight
-        counts = np.zeros(num_indices) if item_counts is None else np.asarray(item_counts)
-        self.task = build_task(loss_config, counts)
+        self.candidates = Candidates(embed=self.candidate_vectors, table=self._candidate_table)
+
+    def get_config(self):
+        serialize = tf.keras.utils.serialize_keras_object
+        return {
+            "name": self.name,
+            "item_tower": serialize(self.item_tower), "user_tower": serialize(self.user_tower),
+            "task": serialize(self.task), "scale_embeddings": self.scale_embeddings,
+            "item_bias": self.item_bias is not None, "future_weight": self.future_weight,
+            "static_shapes": self.static_shapes,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def build_weights(self):
+        """Creates every weight (a call on a dummy history); returns the model."""
+        self(tf.zeros((1, 1), tf.int64))
+        return self
 
     # -- towers -------------------------------------------------------------------------
-    def encode(self, history, training=False, return_attention=False):
-        """Per-position user embeddings of compact, right-padded ``history`` [b, L]."""
+    def encode(self, history, training=False):
+        """User tower outputs (``sequence`` [b, L, d], ``attention``) of a compact,
+        right-padded ``history`` [b, L]."""
         mask = history >= FIRST_ITEM_INDEX
         embeddings = self.item_tower(history)
         if self.input_scale != 1.0:
             embeddings = embeddings * self.input_scale
-        return self.user_tower(embeddings, mask, training=training, return_attention=return_attention)
+        return self.user_tower({"embeddings": embeddings, "padding_mask": mask}, training=training)
 
     def _query(self, user):
         """With an item bias, queries get a constant 1 so that query . candidate = u . e + b."""
@@ -110,8 +132,8 @@ class SequentialRetrievalModel(tfrs.Model):
         """Query vector [b, d] (d + 1 with an item bias) from any history [b, H] of model
         indices (oldest first); score = query . candidate (see :meth:`item_embeddings`)."""
         history = compact_history(history, self.max_len)
-        user = last_position(self.encode(history, training=training), history >= FIRST_ITEM_INDEX)
-        return self._query(user)
+        sequence = self.encode(history, training=training)["sequence"]
+        return self._query(last_position(sequence, history >= FIRST_ITEM_INDEX))
 
     def explain_history(self, history):
         """Which history items the user embedding attends to.
@@ -125,10 +147,8 @@ class SequentialRetrievalModel(tfrs.Model):
         """
         compact = compact_history(history, self.max_len)
         mask = compact >= FIRST_ITEM_INDEX
-        _, attention = self.encode(compact, return_attention=True)
-        if not attention:
-            return tf.zeros(tf.shape(history), tf.float32)
-        weights = tf.reduce_mean(tf.cast(attention[-1], tf.float32), axis=1)  # [b, L, L]
+        attention = self.encode(compact)["attention"]
+        weights = tf.reduce_mean(tf.cast(attention, tf.float32), axis=1)  # [b, L, L]
         last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         weights = tf.gather(weights, last, batch_dims=1)  # [b, L] (query = last position)
         # Map compact positions back to input positions.
@@ -153,8 +173,7 @@ class SequentialRetrievalModel(tfrs.Model):
     # -- training -----------------------------------------------------------------------
     def compute_loss(self, inputs, training=False):
         features, labels = inputs
-        output = self._query(self.encode(features["history"], training=training))
-        candidates = self._candidate_table()
+        output = self._query(self.encode(features["history"], training=training)["sequence"])
         weights = None
         if labels.shape.rank == 3:  # [b, L, w]: the next w items of every position
             window = tf.shape(labels)[2]
@@ -165,10 +184,33 @@ class SequentialRetrievalModel(tfrs.Model):
         if weights is None:
             weights = tf.ones(tf.shape(labels))
         weights = weights * tf.cast(valid, tf.float32)
+        step = self.optimizer.iterations if self.optimizer is not None else None
         dim = tf.shape(output)[-1]
         if self.static_shapes:
-            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,
-                             weights=tf.reshape(weights, [-1]))
-        uniform = labels.shape.rank == 2
-        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates,
-                         weights=None if uniform else tf.boolean_mask(weights, valid))
+            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), self.candidates,
+                             weights=tf.reshape(weights, [-1]), step=step)
+        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), self.candidates,
+                         weights=tf.boolean_mask(weights, valid), step=step)
+
+
+def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_counts=None,
+                          seed: int = 0, static_shapes: bool = False) -> SequentialRetrievalModel:
+    """The retrieval model described by the run config's ``model`` and ``loss`` sections,
+    with all weights created (call inside ``strategy.scope()`` to distribute them)."""
+    from tfrec_attn.layers.item_tower import build_item_tower
+    from tfrec_attn.layers.user_tower import UserTower
+    from tfrec_attn.tasks import build_task
+
+    m = model_config
+    user_tower = UserTower(
+        m.embedding_dim, m.max_len, m.num_blocks, m.num_heads, m.ffn_dim, m.dropout,
+        m.dropout if m.attention_dropout < 0 else m.attention_dropout, m.norm_first,
+        m.positional, name="user_tower")
+    task = build_task(loss_config, num_indices, seed=seed)
+    if item_counts is not None and hasattr(task, "set_item_counts"):
+        task.set_item_counts(item_counts)
+    model = SequentialRetrievalModel(
+        build_item_tower(m.item_tower.type, num_indices, m.embedding_dim), user_tower, task,
+        scale_embeddings=m.scale_embeddings, item_bias=m.item_bias,
+        future_weight=loss_config.future_weight, static_shapes=static_shapes, name="retrieval")
+    return model.build_weights()

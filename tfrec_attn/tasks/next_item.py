@@ -1,41 +1,85 @@
 """Softmax objectives for next-item prediction.
 
-All tasks take query embeddings ``[n, d]``, their next-item labels ``[n]`` (model
-indices; 0 = padding and 1 = OOV are never targets), the candidate table ``[V, d]`` of
-the item tower and optional per-query ``weights`` ``[n]`` (0 for padding positions when
-shapes must stay static, e.g. under XLA), and return the weighted mean cross-entropy.
+Every task takes query embeddings ``[n, d]``, their next-item labels ``[n]`` (model
+indices; 0 = padding and 1 = OOV are never targets), a :class:`Candidates` view of the
+item tower, and optional per-query ``weights`` ``[n]`` (0 for padding positions when
+shapes must stay static, e.g. under XLA). A task asks the item tower only for the
+candidates it needs:
 
-* :class:`FullSoftmaxTask`: softmax over the whole catalogue (exact; cost n x V).
-* :class:`SampledSoftmaxTask`: ``tf.nn.sampled_softmax_loss`` with negatives drawn from
-  the training frequencies ``count ** alpha``; the logQ correction and accidental-hit
-  removal are those of TensorFlow's implementation. When the catalogue has no more items
-  than ``num_negatives`` it is exactly the full softmax.
-* :class:`InBatchSoftmaxTask`: ``tfrs.tasks.Retrieval`` over the batch's own labels, with
-  logQ correction (``candidate_sampling_probability``) and accidental-hit removal.
+* :class:`FullSoftmaxTask`: softmax over the whole catalogue (the ``[V, d]`` table; exact).
+* :class:`SampledSoftmaxTask`: the labels' and ``num_negatives`` sampled items' vectors.
+  Negatives are drawn with replacement from ``(count + 1) ** alpha`` with a *stateless*
+  sampler keyed on the training step, so every replica of a ``tf.distribute`` strategy
+  (and a single device) draws the same negatives; logQ correction and accidental-hit
+  removal as in ``tf.nn.sampled_softmax_loss``. With at least as many negatives as
+  catalogue items it is exactly the full softmax.
+* :class:`InBatchSoftmaxTask`: ``tfrs.tasks.Retrieval`` over the labels of the *global*
+  batch: candidate vectors and ids are all-gathered across replicas, so N replicas train
+  the same objective as one device at the same global batch.
+
+Losses are means over the **global** batch (``tf.nn.compute_average_loss`` semantics with
+per-position weights): each replica divides its weighted sum by the weight total summed
+over replicas, because Keras sums gradients over replicas.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.layers.attention import register
 
+LOSS_TYPES = ("full", "sampled", "in_batch")
 _NEG = -1e9
 
 
-def _weighted_mean(losses, weights):
-    if weights is None:
-        return tf.reduce_mean(losses)
-    weights = tf.cast(weights, losses.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """What a task may ask of the item tower.
+
+    Attributes:
+        embed: ``ids [...] -> float [..., d]``: candidate vectors of these model indices.
+        table: ``() -> float [V, d]``: every index's vector (full softmax only).
+    """
+
+    embed: Callable
+    table: Callable
 
 
-def _item_column_mask(num_indices: int) -> tf.Tensor:
+def _replica_context():
+    """The replica context when several replicas train in sync, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def global_weighted_mean(losses, weights=None):
+    """``sum(w * loss) / sum(w)`` over the global batch, as this replica's share.
+
+    Summed over replicas (what Keras does with gradients) this is the weighted mean of
+    the whole global batch, so one device and N replicas take the same step.
+    """
+    losses = tf.cast(losses, tf.float32)
+    weights = tf.ones_like(losses) if weights is None else tf.cast(weights, tf.float32)
+    numerator = tf.reduce_sum(losses * weights)
+    denominator = tf.stop_gradient(tf.reduce_sum(weights))
+    context = _replica_context()
+    if context is not None:
+        denominator = context.all_reduce(tf.distribute.ReduceOp.SUM, denominator)
+    return tf.math.divide_no_nan(numerator, denominator)
+
+
+def _real_item_mask(num_indices) -> tf.Tensor:
     return tf.concat([tf.zeros([FIRST_ITEM_INDEX]), tf.ones([num_indices - FIRST_ITEM_INDEX])], 0)
 
 
+@register
 class FullSoftmaxTask(tf.keras.layers.Layer):
     """Cross-entropy over every catalogue item.
 
@@ -49,112 +93,174 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
         self.temperature = temperature
         self.label_smoothing = label_smoothing
 
-    def call(self, queries, labels, candidates, weights=None):
-        queries = tf.cast(queries, tf.float32)
-        candidates = tf.cast(candidates, tf.float32)
-        logits = tf.matmul(queries, candidates, transpose_b=True) / self.temperature
-        num_indices = tf.shape(candidates)[0]
-        real = _item_column_mask(num_indices)
+    def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
+        table = tf.cast(candidates.table(), tf.float32)
+        logits = tf.matmul(tf.cast(queries, tf.float32), table, transpose_b=True) / self.temperature
+        num_indices = tf.shape(table)[0]
+        real = _real_item_mask(num_indices)
         logits = logits + (1.0 - real)[tf.newaxis] * _NEG
         if self.label_smoothing:
             eps = self.label_smoothing
             target = tf.one_hot(labels, num_indices) * (1.0 - eps)
             target += eps * real[tf.newaxis] / tf.reduce_sum(real)
-            return _weighted_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), axis=-1), weights)
-        return _weighted_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits), weights)
+            losses = -tf.reduce_sum(target * tf.nn.log_softmax(logits), axis=-1)
+        else:
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        return global_weighted_mean(losses, weights)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature,
+                "label_smoothing": self.label_smoothing}
 
 
+@register
 class SampledSoftmaxTask(tf.keras.layers.Layer):
     """Sampled softmax with frequency-proportional negatives and logQ correction.
 
     Args:
-        item_counts: array [V]. Training interactions per model index (pad/OOV ignored).
-        num_negatives: int. Distinct negatives shared by the batch.
+        num_indices: int. Vocabulary size including padding and OOV.
+        num_negatives: int. Negatives drawn per step, shared by every query (and replica).
         alpha: float. Negatives ~ (count + 1) ** alpha.
         temperature: float.
+        seed: int. Seeds the stateless sampler (with the training step).
+
+    The sampling distribution is a non-trainable weight (checkpointed with the model):
+    set it from the training counts with :meth:`set_item_counts`.
     """
 
-    def __init__(self, item_counts, num_negatives: int = 256, alpha: float = 0.75,
-                 temperature: float = 1.0, **kwargs):
+    def __init__(self, num_indices: int, num_negatives: int = 256, alpha: float = 0.75,
+                 temperature: float = 1.0, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        counts = np.asarray(item_counts, dtype=np.float64).copy()
-        counts[:FIRST_ITEM_INDEX] = 0.0
-        counts[FIRST_ITEM_INDEX:] += 1.0  # every item can be a negative
-        self.unigrams = (counts ** alpha).tolist()
-        self.unigrams[:FIRST_ITEM_INDEX] = [0.0] * FIRST_ITEM_INDEX
-        self.num_items = len(counts) - FIRST_ITEM_INDEX
+        self.num_indices = num_indices
         self.num_negatives = num_negatives
+        self.alpha = alpha
         self.temperature = temperature
-        self.exact = num_negatives >= self.num_items
-        self._full = FullSoftmaxTask(temperature) if self.exact else None
+        self.seed = seed
+        self.exact = num_negatives >= num_indices - FIRST_ITEM_INDEX
+        self._full = FullSoftmaxTask(temperature, name="full_softmax") if self.exact else None
+        self.log_probability = self.add_weight(
+            name="log_sampling_probability", shape=(num_indices,), trainable=False,
+            initializer=tf.keras.initializers.Constant(self._log_probability(np.zeros(num_indices))))
 
-    def call(self, queries, labels, candidates, weights=None):
+    def _log_probability(self, counts) -> np.ndarray:
+        counts = np.asarray(counts, dtype=np.float64).copy()
+        weights = (counts + 1.0) ** self.alpha
+        weights[:FIRST_ITEM_INDEX] = 0.0
+        with np.errstate(divide="ignore"):
+            log_p = np.log(weights / weights.sum())
+        return np.maximum(log_p, _NEG).astype(np.float32)
+
+    def set_item_counts(self, counts) -> None:
+        """Training interactions per model index -> the sampling distribution."""
+        self.log_probability.assign(self._log_probability(counts))
+
+    def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
         if self.exact:
             return self._full(queries, labels, candidates, weights)
-        labels = tf.cast(labels[:, tf.newaxis], tf.int64)
-        sampled = tf.random.fixed_unigram_candidate_sampler(
-            true_classes=labels, num_true=1, num_sampled=self.num_negatives, unique=True,
-            range_max=len(self.unigrams), unigrams=self.unigrams)
-        losses = tf.nn.sampled_softmax_loss(
-            weights=tf.cast(candidates, tf.float32),
-            biases=tf.zeros([len(self.unigrams)]),
-            labels=labels,
-            inputs=tf.cast(queries, tf.float32) / self.temperature,
-            num_sampled=self.num_negatives,
-            num_classes=len(self.unigrams),
-            sampled_values=sampled,
-            remove_accidental_hits=True,
-        )
-        return _weighted_mean(losses, weights)
+        step = tf.constant(0, tf.int64) if step is None else tf.cast(step, tf.int64)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        sampled = tf.random.stateless_categorical(self.log_probability[tf.newaxis], self.num_negatives,
+                                                  seed=seed, dtype=tf.int64)[0]  # [k], same everywhere
+        log_expected = tf.math.log(float(self.num_negatives)) + self.log_probability  # log(k q)
+        labels = tf.cast(labels, tf.int64)
+        queries = tf.cast(queries, tf.float32) / self.temperature
+        true_logits = tf.reduce_sum(queries * tf.cast(candidates.embed(labels), tf.float32), axis=-1)
+        true_logits -= tf.gather(log_expected, labels)
+        sampled_logits = tf.matmul(queries, tf.cast(candidates.embed(sampled), tf.float32), transpose_b=True)
+        sampled_logits -= tf.gather(log_expected, sampled)[tf.newaxis]
+        hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis])  # the label is no negative
+        sampled_logits = tf.where(hits, _NEG, sampled_logits)
+        logits = tf.concat([true_logits[:, tf.newaxis], sampled_logits], axis=1)
+        losses = tf.reduce_logsumexp(logits, axis=1) - true_logits
+        return global_weighted_mean(losses, weights)
+
+    def get_config(self):
+        return {**super().get_config(), "num_indices": self.num_indices,
+                "num_negatives": self.num_negatives, "alpha": self.alpha,
+                "temperature": self.temperature, "seed": self.seed}
 
 
+@register
 class InBatchSoftmaxTask(tf.keras.layers.Layer):
     """In-batch negatives via ``tfrs.tasks.Retrieval`` (logQ + accidental-hit removal).
 
     Args:
-        item_counts: array [V]. Training counts, for the sampling probability (logQ).
+        num_indices: int. Vocabulary size including padding and OOV.
         temperature: float.
-        max_positions: int. At most this many positions per batch act as queries (the
-            score matrix is max_positions^2).
+        max_positions: int. At most this many positions per replica act as queries (the
+            score matrix is max_positions x global positions).
+
+    The candidate sampling probability (for logQ) is a non-trainable weight, set from the
+    training counts with :meth:`set_item_counts`.
     """
 
-    def __init__(self, item_counts, temperature: float = 1.0, max_positions: int = 4096, **kwargs):
+    def __init__(self, num_indices: int, temperature: float = 1.0, max_positions: int = 4096, **kwargs):
         super().__init__(**kwargs)
-        counts = np.asarray(item_counts, dtype=np.float64)
-        self.probability = tf.constant(counts / max(counts.sum(), 1.0), tf.float32)
+        self.num_indices = num_indices
+        self.temperature = temperature
         self.max_positions = max_positions
+        self.probability = self.add_weight(
+            name="candidate_probability", shape=(num_indices,), trainable=False,
+            initializer=tf.keras.initializers.Constant(1.0 / num_indices))
         self.retrieval = tfrs.tasks.Retrieval(
             loss=tf.keras.losses.CategoricalCrossentropy(
-                from_logits=True, reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+                from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             temperature=temperature, remove_accidental_hits=True)
 
-    def call(self, queries, labels, candidates, weights=None):
+    def set_item_counts(self, counts) -> None:
+        counts = np.asarray(counts, dtype=np.float64)
+        self.probability.assign((counts / max(counts.sum(), 1.0)).astype(np.float32))
+
+    def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
         n = tf.shape(labels)[0]
         keep = tf.random.shuffle(tf.range(n))[: self.max_positions]
         queries = tf.gather(queries, keep)
-        labels = tf.gather(labels, keep)
+        labels = tf.cast(tf.gather(labels, keep), tf.int64)
         if weights is not None:
             weights = tf.gather(tf.cast(weights, tf.float32), keep)
             # Padding queries carry weight 0; padding labels must not collide as "hits".
             labels = tf.where(weights > 0, labels, -1 - tf.range(tf.shape(labels)[0], dtype=labels.dtype))
-        return self.retrieval(
+        vectors = tf.cast(candidates.embed(tf.maximum(labels, 0)), tf.float32)
+        probability = tf.gather(self.probability, tf.maximum(labels, 0))
+        context = _replica_context()
+        if context is not None:  # the global batch's labels, this replica's first (its positives)
+            vectors, labels, probability = _gather_others_after(context, vectors, labels, probability)
+        losses = self.retrieval(
             query_embeddings=tf.cast(queries, tf.float32),
-            candidate_embeddings=tf.cast(tf.gather(candidates, tf.maximum(labels, 0)), tf.float32),
-            candidate_sampling_probability=tf.gather(self.probability, tf.maximum(labels, 0)),
+            candidate_embeddings=vectors,
+            candidate_sampling_probability=probability,
             candidate_ids=labels,
-            sample_weight=weights,
             compute_metrics=False,
             compute_batch_metrics=False,
         )
+        return global_weighted_mean(losses, weights)
+
+    def get_config(self):
+        return {**super().get_config(), "num_indices": self.num_indices,
+                "temperature": self.temperature, "max_positions": self.max_positions}
 
 
-def build_task(loss_config, item_counts):
-    """The task named by ``loss_config.type`` (``full``, ``sampled``, ``in_batch``)."""
+def _gather_others_after(context, *tensors):
+    """All-gathers each tensor over replicas, this replica's rows first (order is free for
+    candidates; the positives must stay on the diagonal). Differentiable."""
+    sizes = context.all_gather(tf.shape(tensors[0])[:1], axis=0)  # [replicas]
+    start = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+    end = start + tf.shape(tensors[0])[0]
+
+    def mine_first(everything):  # slices, not a gather: their gradient stays dense for all_gather's
+        return tf.concat([everything[start:end], everything[:start], everything[end:]], 0)
+
+    return tuple(mine_first(context.all_gather(t, axis=0)) for t in tensors)
+
+
+def build_task(loss_config, num_indices: int, seed: int = 0):
+    """The task named by ``loss_config.type`` (one of :data:`LOSS_TYPES`)."""
     if loss_config.type == "full":
-        return FullSoftmaxTask(loss_config.temperature, loss_config.label_smoothing)
+        return FullSoftmaxTask(loss_config.temperature, loss_config.label_smoothing, name="task")
     if loss_config.type == "sampled":
-        return SampledSoftmaxTask(item_counts, loss_config.num_negatives, loss_config.sampling_alpha,
-                                  loss_config.temperature)
+        return SampledSoftmaxTask(num_indices, loss_config.num_negatives, loss_config.sampling_alpha,
+                                  loss_config.temperature, seed=seed, name="task")
     if loss_config.type == "in_batch":
-        return InBatchSoftmaxTask(item_counts, loss_config.temperature, loss_config.max_positions)
-    raise ValueError(f"loss.type must be full, sampled or in_batch, got {loss_config.type!r}")
+        return InBatchSoftmaxTask(num_indices, loss_config.temperature, loss_config.max_positions,
+                                  name="task")
+    raise ValueError(f"loss.type must be one of {', '.join(LOSS_TYPES)}, got {loss_config.type!r}")

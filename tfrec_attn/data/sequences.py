@@ -29,8 +29,54 @@ def length_buckets(max_len: int, num_buckets: int = 6) -> list[int]:
     return [b for b in bounds if 1 < b <= max_len]
 
 
-def sequence_dataset(
-    sequences,
+def sequence_source(sequences, timestamps=None):
+    """In-memory source of training sequences: a ``tf.data.Dataset`` of ``(ids,)`` or
+    ``(ids, timestamps)`` per user, ``ids`` tf.string [n] oldest first, ``timestamps``
+    tf.float64 [n]. Sequences shorter than 2 items (nothing to predict) are dropped.
+
+    The file-based source (:func:`tfrec_attn.data.tfrecord.read_sequence_files`) yields
+    the same elements, so both feed :func:`training_examples`.
+    """
+    import tensorflow as tf
+
+    keep_rows = [i for i, s in enumerate(sequences) if len(s) >= 2]
+    if not keep_rows:
+        raise ValueError("no sequence has 2 or more items; nothing to train on")
+    columns = (_ragged([np.asarray(sequences[i], dtype=object) for i in keep_rows], tf.string),)
+    if timestamps is not None:
+        columns += (_ragged([np.asarray(timestamps[i], np.float64) for i in keep_rows], tf.float64),)
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+
+def sequence_dataset(sequences, vocabulary: ItemVocabulary, *, timestamps=None, input_context=None,
+                     **options):
+    """Training examples from in-memory sequences (see :func:`training_examples`).
+
+    Args:
+        sequences: list of sequences of raw item ids (str), oldest first, one per user.
+        vocabulary: ItemVocabulary.
+        timestamps: list of int sequences aligned with ``sequences`` (for ``shuffle_ties``).
+        input_context: tf.distribute.InputContext or None. This input pipeline keeps every
+            ``num_input_pipelines``-th user (DATA sharding: each worker holds the whole
+            list in memory and reads its share) and batches at the per-replica size.
+        **options: as :func:`training_examples`.
+    """
+    import tensorflow as tf
+
+    if options.get("shuffle_ties") and timestamps is None:
+        raise ValueError("shuffle_ties needs the timestamps of the sequences")
+    source = sequence_source(sequences, timestamps if options.get("shuffle_ties") else None)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    data_options = tf.data.Options()
+    data_options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    source = source.with_options(data_options)
+    options.setdefault("shuffle_buffer", max(1, sum(len(s) >= 2 for s in sequences)))  # every user
+    return training_examples(source, vocabulary, input_context=input_context, **options)
+
+
+def training_examples(
+    source,
     vocabulary: ItemVocabulary,
     *,
     max_len: int,
@@ -41,15 +87,16 @@ def sequence_dataset(
     pad_to_bucket_boundary: bool = False,
     repeat: bool = False,
     future_window: int = 1,
-    timestamps=None,
     shuffle_ties: bool = False,
     older_windows: bool = False,
+    shuffle_buffer: int | None = None,
     input_context=None,
 ):
     """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
 
     Args:
-        sequences: list of sequences of raw item ids (str), oldest first, one per user.
+        source: tf.data.Dataset of ``(ids,)`` or ``(ids, timestamps)`` per user (already
+            sharded for this input pipeline), e.g. from :func:`sequence_source`.
         vocabulary: ItemVocabulary. Its ``StringLookup`` maps ids to model indices.
         max_len: int. Most recent positions kept per example.
         batch_size: int. Global batch size (divided by replicas under ``input_context``).
@@ -59,15 +106,16 @@ def sequence_dataset(
             longest example: a handful of distinct shapes (what XLA wants) for a little padding.
         future_window: int. With w > 1 labels are [b, L, w]: the next w items after each
             position (0 past the end of the sequence).
-        timestamps: list of int sequences aligned with ``sequences`` (for ``shuffle_ties``).
-        shuffle_ties: bool. Re-draw, every epoch, the order of items that share a timestamp:
-            logs record bursts (half of MovieLens' consecutive ratings share their second),
-            so their order within a burst carries no signal and should not be learned.
+        shuffle_ties: bool. Re-draw, every epoch, the order of items that share a timestamp
+            (needs a source with timestamps): logs record bursts (half of MovieLens'
+            consecutive ratings share their second), so their order within a burst carries
+            no signal and should not be learned.
         older_windows: bool. A history longer than ``max_len`` also yields its older,
             non-overlapping windows as examples, so every interaction is a target once
             (without it only the newest ``max_len`` targets of a user are trained on).
-        input_context: tf.distribute.InputContext or None. Shards users across input
-            pipelines and uses the per-replica batch size.
+        shuffle_buffer: int. Users in the shuffle buffer (default: the whole source when its
+            size is known, else 10,000).
+        input_context: tf.distribute.InputContext or None. Per-replica batch size.
 
     Returns:
         tf.data.Dataset. Padding index is 0 in both history and labels.
@@ -76,33 +124,25 @@ def sequence_dataset(
 
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    if shuffle_ties and timestamps is None:
-        raise ValueError("shuffle_ties needs the timestamps of the sequences")
-    keep_rows = [i for i, s in enumerate(sequences) if len(s) >= 2]
-    keep = [np.asarray(sequences[i], dtype=object) for i in keep_rows]
-    if not keep:
-        raise ValueError("no sequence has 2 or more items; nothing to train on")
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     lookup = vocabulary.lookup_layer()
-
-    columns = (_ragged(keep, tf.string),)
-    if shuffle_ties:
-        columns += (_ragged([np.asarray(timestamps[i], np.float64) for i in keep_rows], tf.float64),)
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    if input_context is not None:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    with_times = len(source.element_spec) == 2
+    if shuffle_ties and not with_times:
+        raise ValueError("shuffle_ties needs a source with timestamps")
+    ds = source
     if shuffle:
-        ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True)
+        size = tf.get_static_value(ds.cardinality())  # None inside a tf.function
+        buffer = shuffle_buffer or (int(size) if size is not None and size > 0 else 10_000)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
 
     def ordered_ids(seq, times=None):
-        if times is not None:  # a random order within each group of equal timestamps
+        if shuffle_ties and times is not None:  # a random order within each group of equal timestamps
             jitter = tf.random.uniform(tf.shape(times), 0.0, 0.5, dtype=tf.float64)
             seq = tf.gather(seq, tf.argsort(times + jitter, stable=True))
         return lookup(seq)
-
     def window(ids, end):
         """The example whose last label is ``ids[end - 1]`` (at most ``max_len`` positions)."""
         start = tf.maximum(end - 1 - max_len, 0)

@@ -64,6 +64,25 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.tfrecord import write_sequence_files
+    from tfrec_attn.training.retrieval import sequence_files_dir
+
+    if args.shards < 1:
+        raise CLIError("--shards must be >= 1")
+    split = leave_one_out(load_data(args).interactions, args.min_interactions)
+    for include_validation in (False, True):  # the selection run's data, then the refit's
+        target = sequence_files_dir(args.output, include_validation)
+        manifest = write_sequence_files(split, target, num_shards=args.shards,
+                                        include_validation=include_validation)
+        part = "train + validation" if include_validation else "train"
+        print(f"wrote {manifest['num_users']:,} users, {manifest['num_interactions']:,} {part} interactions "
+              f"in {manifest['num_shards']} shards to {os.path.abspath(target)}")
+    print(f"train from them with --set data.sequence_files={args.output}")
+    return 0
+
+
 def cmd_baselines(args) -> int:
     from tfrec_attn.baselines import run_baselines
     from tfrec_attn.data import leave_one_out
@@ -90,21 +109,37 @@ def _print_metrics(title: str, metrics: dict, name: str = "retrieval") -> None:
 
 
 def cmd_train(args) -> int:
-    from tfrec_attn.config import load_config
-    from tfrec_attn.export import export_retrieval
-    from tfrec_attn.trainer import train_retrieval
+    from tfrec_attn.training.config import load_config
 
     config = load_config(args.config, args.set)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    if args.workers or args.ps:
+        return _launch_cluster(args, config)
+    from tfrec_attn.training import distribute
+    from tfrec_attn.training.cluster import is_chief, parse_tf_config
+
+    distributed = config.train.strategy in ("multi_worker_mirrored", "parameter_server")
+    tf_config = parse_tf_config() if distributed else None
+    if config.train.strategy == "parameter_server" and tf_config and tf_config["task"]["type"] in ("ps", "worker"):
+        return distribute.run_server(tf_config)  # serves the chief until it is stopped
     if args.dataset is None:
         args.dataset = config.data.dataset
     dataset = load_data(args)
+    from tfrec_attn.training.retrieval import train_retrieval
+
     result = train_retrieval(config, dataset, args.output_dir, verbose=args.keras_verbose)
+    if not is_chief(tf_config):
+        return 0
     m = result.metrics
     print(f"trained {m['epochs']} epochs in {m['train_seconds']:.0f}s "
           f"({m['sequences_per_second']:.0f} sequences/s); best validation NDCG@10 "
           f"{m['validation'].get('val_ndcg10', float('nan')):.4f} at epoch {m['best_epoch']}")
     _print_metrics("test split, full ranking:", m["test"])
     if not args.no_export:
+        from tfrec_attn.export import export_retrieval
+
         path = export_retrieval(result.model, result.vocabulary,
                                 os.path.join(args.output_dir, "export"),
                                 model_name=config.export.model_name, k=config.export.k,
@@ -113,25 +148,45 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _launch_cluster(args, config) -> int:
+    """``--workers N [--ps M]``: the same command as N local worker processes (+ a chief and M
+    parameter servers) on 127.0.0.1, each with its TF_CONFIG; one dying stops them all."""
+    from tfrec_attn.training.cluster import launch_local
+
+    if args.workers < 1:
+        raise CLIError("--workers must be >= 1 (with --ps, the workers that run the steps)")
+    strategy = "parameter_server" if args.ps else "multi_worker_mirrored"
+    argv = list(args.argv)
+    for flag in ("--workers", "--ps"):  # the tasks themselves run a plain `train`
+        while flag in argv:
+            at = argv.index(flag)
+            del argv[at: at + 2]
+        argv = [a for a in argv if not a.startswith(flag + "=")]
+    command = [sys.executable, "-m", "tfrec_attn.app.cli", *argv, "--set", f"train.strategy={strategy}"]
+    print(f"launching {args.workers} worker(s)" + (f", a chief and {args.ps} parameter server(s)" if args.ps else "")
+          + f" on 127.0.0.1 ({strategy})", flush=True)
+    return launch_local(command, args.workers, num_ps=args.ps, chief=bool(args.ps),
+                        env={"TFREC_ATTN_LAUNCHED": "1"})
+
+
 def cmd_evaluate(args) -> int:
     from tfrec_attn.data import leave_one_out
 
     path = args.path
     is_run = os.path.isfile(os.path.join(path, "config.yaml"))
     if is_run:
-        from tfrec_attn.callbacks import catalogue_scorer
         from tfrec_attn.evaluation import Evaluator
-        from tfrec_attn.trainer import catalogue_indices, load_run
+        from tfrec_attn.training.retrieval import catalogue_scorer, load_run
 
         config, vocabulary, model = load_run(path)
         if args.dataset is None:
             args.dataset = config.data.dataset
         split = leave_one_out(load_data(args).interactions, config.data.min_interactions)
         metrics = Evaluator(split, args.stage).evaluate(
-            catalogue_scorer(model, catalogue_indices(split, vocabulary)))
+            catalogue_scorer(model, vocabulary, split))
         source = f"run {path} (in-memory model)"
     else:
-        from tfrec_attn.export.evaluate import evaluate_saved_model
+        from tfrec_attn.evaluation.saved_model import evaluate_saved_model
 
         args.dataset = args.dataset or "ml-100k"
         split = leave_one_out(load_data(args).interactions)
@@ -146,7 +201,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from tfrec_attn.export import export_retrieval
-    from tfrec_attn.trainer import load_run
+    from tfrec_attn.training.retrieval import load_run
 
     config, vocabulary, model = load_run(args.run_dir)
     path = export_retrieval(model, vocabulary, args.export_dir or os.path.join(args.run_dir, "export"),
@@ -191,7 +246,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from tfrec_attn.client import RecommenderClient
+    from tfrec_attn.serving.client import RecommenderClient
 
     history = [h for h in args.history.split(",") if h] if args.history else []
     with RecommenderClient(args.server, model_name=args.model_name, timeout=args.timeout) as client:
@@ -204,7 +259,7 @@ def cmd_query(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tfrec_attn.pipeline import load_pipeline_config, run_pipeline
+    from tfrec_attn.app.stages import load_pipeline_config, run_pipeline
 
     config = load_pipeline_config(args.config, args.set, quick=args.quick)
     if args.dataset is None:
@@ -233,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the sequence-length histogram to this PNG")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_stats)
+    p = data_sub.add_parser("prepare", help="write the training sequences as sharded TFRecord files")
+    _add_data_args(p)
+    p.add_argument("--output", required=True,
+                   help="directory: OUTPUT/train (selection) and OUTPUT/train_validation (refit), each "
+                        "with its shards, vocabulary and manifest")
+    p.add_argument("--shards", type=int, default=8,
+                   help="number of files (at least the number of input pipelines; default 8)")
+    p.add_argument("--min-interactions", type=int, default=3,
+                   help="as data.min_interactions of the training config (default 3)")
+    p.set_defaults(func=cmd_data_prepare)
 
     p = sub.add_parser("baselines", help="MostPop and ALS with the full-ranking protocol")
     _add_data_args(p)
@@ -247,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.dropout=0.3 (repeatable)")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run N local worker processes (MultiWorkerMirroredStrategy, or the "
+                        "parameter-server workers with --ps) on 127.0.0.1")
+    p.add_argument("--ps", type=int, default=0,
+                   help="with --workers: M local parameter servers and a chief (ParameterServerStrategy)")
     p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
     _add_data_args(p)
     p.set_defaults(func=cmd_train, dataset=None)
@@ -308,16 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from tfrec_attn.data.errors import ChecksumError, DataFormatError, DataNotFoundError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from tfrec_attn.config import ConfigError
+    from tfrec_attn.training.cluster import ClusterError
+    from tfrec_attn.training.config import ConfigError
 
     if not hasattr(args, "dataset"):
         args.dataset = "ml-100k"
     try:
         return args.func(args)
-    except (CLIError, ConfigError, DataFormatError, DataNotFoundError, ChecksumError) as error:
+    except (CLIError, ConfigError, ClusterError, DataFormatError, DataNotFoundError, ChecksumError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

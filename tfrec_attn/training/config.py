@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import types
 import typing
 from typing import Any
@@ -21,17 +22,21 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
 
 
+LR_SCALING = ("none", "linear", "sqrt")
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the data comes from (command-line ``--data`` etc. override these)."""
 
     dataset: str = "ml-100k"  # MovieLens release, when reading MovieLens
     min_interactions: int = 3  # users with fewer interactions only train
+    sequence_files: str = ""  # train from `tfrec-attn data prepare` TFRecords (FILE-sharded)
 
 
 @dataclasses.dataclass
 class ItemTowerConfig:
-    """The item tower: ``id`` embeddings now; the text tower plugs in here."""
+    """The item tower (:data:`tfrec_attn.layers.item_tower.ITEM_TOWER_TYPES`)."""
 
     type: str = "id"
 
@@ -45,11 +50,11 @@ class ModelConfig:
     num_blocks: int = 2
     num_heads: int = 1
     ffn_dim: int = 0  # 0 = embedding_dim
-    dropout: float = 0.5
+    dropout: float = 0.3
     attention_dropout: float = -1.0  # < 0 = same as dropout
     norm_first: bool = True  # pre-LN (True) or post-LN (False)
     positional: str = "learned"  # learned | none
-    scale_embeddings: bool = False  # multiply history item embeddings by sqrt(embedding_dim)
+    scale_embeddings: bool = True  # multiply history item embeddings by sqrt(embedding_dim)
     item_bias: bool = False  # score = user . item + b_item (a learned popularity prior)
     item_tower: ItemTowerConfig = dataclasses.field(default_factory=ItemTowerConfig)
 
@@ -58,9 +63,9 @@ class ModelConfig:
 class LossConfig:
     """Next-item prediction objective at every position."""
 
-    type: str = "full"  # full | in_batch | sampled
-    num_negatives: int = 256  # sampled: negatives per batch
-    temperature: float = 1.0
+    type: str = "sampled"  # tfrec_attn.tasks.LOSS_TYPES: full | sampled | in_batch
+    num_negatives: int = 2048  # sampled: negatives per step (>= catalogue size: exact full softmax)
+    temperature: float = 0.5  # logits / temperature (chosen on validation)
     label_smoothing: float = 0.0  # full softmax only
     sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
     max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
@@ -70,22 +75,27 @@ class LossConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    epochs: int = 80
+    batch_size: int = 32  # the GLOBAL batch; each of N replicas gets batch_size / N
+    learning_rate: float = 5e-3
+    learning_rate_scaling: str = "none"  # none | linear | sqrt: x (batch_size / reference_batch_size)
+    reference_batch_size: int = 32  # the batch size `learning_rate` was chosen for
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     clipnorm: float = 0.0
-    weight_averaging: float = 0.0  # > 0: judge and keep an EMA of the weights with this decay
-    refit_with_validation: bool = False  # after selection, retrain on train + validation targets
+    weight_averaging: float = 0.0  # > 0: the optimizer's EMA of the weights (this momentum) is judged and kept
+    refit_with_validation: bool = True  # after selection, retrain on train + validation targets
     eval_every: int = 1  # epochs between validation evaluations
-    patience: int = 10  # evaluations without improvement before stopping
+    patience: int = 15  # evaluations without improvement before stopping
     time_budget_seconds: float = 0.0  # 0 = no limit; else stop after this much training time
     jit_compile: bool = False
     mixed_precision: bool = False
     bucket_by_length: bool = True
-    shuffle_ties: bool = False  # re-draw the order of same-timestamp items every epoch
+    shuffle_ties: bool = True  # re-draw the order of same-timestamp items every epoch
     older_windows: bool = False  # histories > max_len also train on their older windows
     steps_per_execution: int = 1
+    strategy: str = "auto"  # tfrec_attn.training.distribute.STRATEGIES
+    backup_every_steps: int = 50  # BackupAndRestore save_freq (steps; 0 = every epoch)
+    peer_timeout_seconds: float = 600.0  # multi-worker: fail if the cluster trains no step by then
 
 
 @dataclasses.dataclass
@@ -106,6 +116,16 @@ class RetrievalConfig:
 
     def validate(self, where=lambda path: path) -> None:
         """Raises :class:`ConfigError` naming the value's origin (``where(path)``)."""
+        from tfrec_attn.export.index import INDEX_TYPES
+        from tfrec_attn.layers.attention import POSITIONAL_TYPES
+        from tfrec_attn.layers.item_tower import ITEM_TOWER_TYPES
+        from tfrec_attn.tasks.next_item import LOSS_TYPES
+        from tfrec_attn.training.distribute import STRATEGIES
+
+        def one_of(choices):
+            return f"must be one of {', '.join(choices)}"
+
+        self.where = where
         m, loss, train, export = self.model, self.loss, self.train, self.export
         checks = [
             ("model.embedding_dim", m.embedding_dim > 0, "must be > 0"),
@@ -115,11 +135,10 @@ class RetrievalConfig:
              f"must divide model.embedding_dim={m.embedding_dim}"),
             ("model.dropout", 0.0 <= m.dropout < 1.0, "must be in [0, 1)"),
             ("model.attention_dropout", m.attention_dropout < 1.0, "must be < 1"),
-            ("model.positional", m.positional in ("learned", "none"), "must be one of learned, none"),
-            ("model.item_tower.type", m.item_tower.type in ("id",),
-             "must be one of: id (the text tower is not built yet)"),
-            ("loss.type", loss.type in ("full", "in_batch", "sampled"),
-             "must be one of full, in_batch, sampled"),
+            ("model.ffn_dim", m.ffn_dim >= 0, "must be >= 0 (0 = embedding_dim)"),
+            ("model.positional", m.positional in POSITIONAL_TYPES, one_of(POSITIONAL_TYPES)),
+            ("model.item_tower.type", m.item_tower.type in ITEM_TOWER_TYPES, one_of(ITEM_TOWER_TYPES)),
+            ("loss.type", loss.type in LOSS_TYPES, one_of(LOSS_TYPES)),
             ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
             ("loss.temperature", loss.temperature > 0, "must be > 0"),
             ("loss.label_smoothing", 0.0 <= loss.label_smoothing < 1.0, "must be in [0, 1)"),
@@ -130,11 +149,18 @@ class RetrievalConfig:
             ("train.epochs", train.epochs > 0, "must be > 0"),
             ("train.batch_size", train.batch_size > 0, "must be > 0"),
             ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
+            ("train.learning_rate_scaling", train.learning_rate_scaling in LR_SCALING,
+             one_of(LR_SCALING)),
+            ("train.reference_batch_size", train.reference_batch_size > 0, "must be > 0"),
+            ("train.steps_per_execution", train.steps_per_execution > 0, "must be > 0"),
+            ("train.strategy", train.strategy in STRATEGIES, one_of(STRATEGIES)),
+            ("train.backup_every_steps", train.backup_every_steps >= 0, "must be >= 0 (0 = every epoch)"),
+            ("train.peer_timeout_seconds", train.peer_timeout_seconds >= 0, "must be >= 0 (0 = wait forever)"),
             ("train.eval_every", train.eval_every > 0, "must be > 0"),
             ("train.weight_averaging", 0.0 <= train.weight_averaging < 1.0, "must be in [0, 1)"),
             ("train.patience", train.patience > 0, "must be > 0"),
             ("export.k", export.k > 0, "must be > 0"),
-            ("export.index", export.index in ("brute_force", "scann"), "must be brute_force or scann"),
+            ("export.index", export.index in INDEX_TYPES, one_of(INDEX_TYPES)),
             ("data.min_interactions", self.data.min_interactions >= 3, "must be >= 3"),
         ]
         for path, ok, problem in checks:
@@ -144,39 +170,19 @@ class RetrievalConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def origin(self, path: str) -> str:
+        """Where the value at ``path`` came from (``file:line``, ``--set ...``), for errors."""
+        where = getattr(self, "where", None)
+        return where(path) if where else path
+
+    def learning_rate(self) -> float:
+        """``train.learning_rate`` scaled by ``train.learning_rate_scaling`` for the global batch."""
+        ratio = self.train.batch_size / self.train.reference_batch_size
+        scale = {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.train.learning_rate_scaling]
+        return self.train.learning_rate * scale
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-@dataclasses.dataclass
-class QuickConfig:
-    """The ``--quick`` smoke profile: a user subset and cheaper training."""
-
-    max_users: int = 300
-    overrides: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class PipelineConfig:
-    """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
-
-    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
-    sample_users: int = 3  # users whose recommendations are queried and shown
-    k: int = 10  # recommendations shown per user
-    quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
-
-    def validate(self, where=lambda path: path) -> None:
-        self.retrieval.validate(lambda p: where(f"retrieval.{p}"))
-        for name in self.baselines:
-            if name not in ("MostPop", "ALS"):
-                raise ConfigError(f"{where('baselines')}: baselines has {name!r}; known: MostPop, ALS")
-        if self.sample_users < 1 or self.k < 1 or self.quick.max_users < 10:
-            raise ConfigError(f"{where('sample_users')}: sample_users, k must be >= 1 and "
-                              "quick.max_users >= 10")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
 
 def _get(obj, path: str):
@@ -251,6 +257,51 @@ def _set_path(tree: dict, path: str, value) -> None:
     node[parts[-1]] = value
 
 
+def _read_tree(path: str, prefix: str = "", seen=()) -> tuple[dict, dict]:
+    """A YAML file's tree and ``{dotted path: "file:line"}``, with ``include:`` resolved.
+
+    A mapping with an ``include: other.yaml`` key (path relative to the including file)
+    starts from that file's tree; its own keys override it. One file thus holds each
+    default, and a file that needs it refers to it instead of copying it.
+    """
+    if os.path.abspath(path) in seen:
+        raise ConfigError(f"{path}: included from itself ({' -> '.join(seen)})")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config: {error.strerror}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+        lines = {f"{prefix}.{k}" if prefix else k: f"{path}:{n}" for k, n in _compose_lines(text).items()}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    seen = (*seen, os.path.abspath(path))
+
+    def resolve(node, at):
+        if not isinstance(node, dict):
+            return node
+        if "include" in node:
+            where = lines.get(f"{at}.include" if at else "include", path)
+            target = node.pop("include")
+            if not isinstance(target, str):
+                raise ConfigError(f"{where}: include={target!r} must be a file path")
+            base, base_lines = _read_tree(os.path.join(os.path.dirname(path), target), at, seen)
+            lines.update({k: v for k, v in base_lines.items() if k not in lines})
+            node = _merge(base, node)
+        return {k: resolve(v, f"{at}.{k}" if at else str(k)) for k, v in node.items()}
+
+    return resolve(tree, prefix), lines
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
+
+
 def load_config(path: str | None = None, overrides=(), cls=RetrievalConfig):
     """Loads ``path`` (YAML; None = defaults), applies ``key=value`` overrides, validates.
 
@@ -259,15 +310,7 @@ def load_config(path: str | None = None, overrides=(), cls=RetrievalConfig):
         overrides: iterable of ``"dotted.key=value"`` strings (values parsed as YAML).
         cls: the root dataclass.
     """
-    text = ""
-    if path:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    try:
-        tree = yaml.safe_load(text) or {}
-        lines: dict[str, Any] = _compose_lines(text) if text else {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    tree, lines = _read_tree(path) if path else ({}, {})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")

@@ -1,6 +1,6 @@
 """A gRPC client for our models on TF Serving (or on ``tfrec-attn serve``).
 
-    >>> from tfrec_attn.client import RecommenderClient
+    >>> from tfrec_attn.serving.client import RecommenderClient
     >>> with RecommenderClient("localhost:8500", model_name="retrieval") as client:
     ...     client.recommend(["50", "172", "133"], k=10)
     [("181", 7.31), ("100", 7.02), ...]

@@ -8,6 +8,7 @@ scores and the history items that explain them -> stop the server -> write the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,10 +17,43 @@ import sys
 import time
 
 import numpy as np
+import yaml
 
-from tfrec_attn.config import PipelineConfig, load_config, save_config
+from tfrec_attn.training.config import ConfigError, RetrievalConfig, load_config, save_config
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+
+@dataclasses.dataclass
+class QuickConfig:
+    """The ``--quick`` smoke profile: a user subset and cheaper training."""
+
+    max_users: int = 300
+    overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
+
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
+    sample_users: int = 3  # users whose recommendations are queried and shown
+    k: int = 10  # recommendations shown per user
+    quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
+
+    def validate(self, where=lambda path: path) -> None:
+        self.retrieval.validate(lambda p: where(f"retrieval.{p}"))
+        for name in self.baselines:
+            if name not in ("MostPop", "ALS"):
+                raise ConfigError(f"{where('baselines')}: baselines has {name!r}; known: MostPop, ALS")
+        if self.sample_users < 1 or self.k < 1 or self.quick.max_users < 10:
+            raise ConfigError(f"{where('sample_users')}: sample_users, k must be >= 1 and "
+                              "quick.max_users >= 10")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "training", "configs", "ml100k_pipeline.yaml")
 
 
@@ -61,7 +95,7 @@ def subset_users(dataset, max_users: int, seed: int):
 
 def start_server(model_base_path: str, model_name: str):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrec_attn.cli", "serve", "--port", "0", "--host", "127.0.0.1",
+        [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
          "--model_name", model_name, "--model_base_path", model_base_path,
          "--file_system_poll_wait_seconds", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -119,7 +153,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 3. retrieval --------------------------------------------------------------------
     stages("train retrieval (transformer two-tower)")
-    from tfrec_attn.trainer import train_retrieval
+    from tfrec_attn.training.retrieval import train_retrieval
 
     run_dir = os.path.join(output_dir, "retrieval")
     trained = train_retrieval(retrieval_config, dataset, run_dir, verbose=verbose, split=split)
@@ -143,7 +177,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 6. serve + query ----------------------------------------------------------------
     stages("serve (local gRPC server) and query through the client")
-    from tfrec_attn.client import RecommenderClient
+    from tfrec_attn.serving.client import RecommenderClient
 
     proc, target = start_server(os.path.join(export_base, model_name), model_name)
     samples = []
@@ -172,8 +206,8 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 7. report -----------------------------------------------------------------------
     stages("report")
-    from tfrec_attn.plots import plot_attention
-    from tfrec_attn.report import write_report
+    from tfrec_attn.app.plots import plot_attention
+    from tfrec_attn.app.report import write_report
 
     heatmap = None
     if samples:

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from tfrec_attn.data.pipeline import history_batch
-from tfrec_attn.evaluation import Evaluator
+from tfrec_attn.data.sequences import history_batch
+from tfrec_attn.evaluation.protocol import Evaluator
 
 
 def resolve_saved_model(path: str) -> str:

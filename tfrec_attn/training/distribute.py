@@ -1,0 +1,200 @@
+"""Which ``tf.distribute`` strategy a run uses, and what each task of a cluster may do.
+
+``train.strategy``:
+
+* ``auto``: ``MirroredStrategy`` when more than one GPU is visible, else one device.
+* ``one_device``: TensorFlow's default strategy: the first GPU, else the CPU.
+* ``mirrored``: ``MirroredStrategy`` over every local GPU (or the logical CPUs configured
+  with :func:`split_cpu`, which is how the tests run it without a GPU).
+* ``multi_worker_mirrored``: ``MultiWorkerMirroredStrategy``; the cluster comes from
+  ``TF_CONFIG`` (checked by :func:`tfrec_attn.training.cluster.parse_tf_config`).
+* ``parameter_server``: ``ParameterServerStrategy`` (chief = coordinator; ``ps`` and
+  ``worker`` tasks run a ``tf.distribute.Server``). Embedding tables are sharded over the
+  parameter servers (``MinSizePartitioner``).
+* ``tpu``: ``TPUStrategy`` through ``TPUClusterResolver`` (wired, untested here).
+
+Only the chief writes the run directory; other workers write their copies of
+checkpoints and logs to a temporary directory, as the Keras multi-worker guide does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
+
+logger = logging.getLogger(__name__)
+
+
+def split_cpu(count: int) -> None:
+    """Makes the CPU appear as ``count`` logical devices (before TensorFlow initialises),
+    so ``MirroredStrategy`` runs ``count`` replicas without a GPU."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def make_strategy(name: str, *, tf_config: dict | None = None, communication_timeout: float = 0.0):
+    """The ``tf.distribute.Strategy`` named by ``train.strategy`` (see module docstring)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    gpus = tf.config.list_physical_devices("GPU")  # (logical ones would start the runtime:
+    # multi-worker collectives must be configured before that)
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":  # the default strategy: the first GPU, else the CPU (and every
+        return tf.distribute.get_strategy()  # Keras callback supports it, BackupAndRestore included)
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if name == "multi_worker_mirrored":
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=communication_timeout or None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if name == "parameter_server":
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        num_ps = len((tf_config or {}).get("cluster", {}).get("ps", [])) or 1
+        partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=64 << 10, max_shards=num_ps)
+        return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_parameter_server(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def is_chief(strategy) -> bool:
+    """True on the task that writes the run directory (always, without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def task_dir(output_dir: str, strategy) -> str:
+    """``output_dir`` on the chief; ``output_dir/workers/<task>`` for every other task: its
+    copies of checkpoints and logs, which Keras' multi-worker saving needs every worker to
+    write, never mixed with the chief's."""
+    if is_chief(strategy):
+        return output_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(output_dir, "workers", f"{resolver.task_type}-{resolver.task_id}")
+
+
+def broadcast_from_chief(strategy, values):
+    """Every replica gets the chief's ``values`` (float vector): the chief alone computes
+    the validation metrics, every worker must take the same early-stopping decision."""
+    import numpy as np
+    import tensorflow as tf
+
+    values = np.asarray(values, np.float64)
+    if strategy.num_replicas_in_sync <= 1 or is_parameter_server(strategy):
+        return values
+    local = tf.constant(values if is_chief(strategy) else np.zeros_like(values))
+
+    def share():
+        context = tf.distribute.get_replica_context()
+        first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), local.dtype)
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, local * first)
+
+    result = strategy.run(tf.function(share))
+    return strategy.experimental_local_results(result)[0].numpy()
+
+
+class PeerWatchdog:
+    """Ends this process with a clear error if the cluster has not trained its first step
+    within ``timeout`` seconds: a ``MultiWorkerMirroredStrategy`` task whose peer never
+    starts waits forever and ignores SIGTERM, so a silent hang becomes a bounded failure.
+
+    Args:
+        tf_config: dict. The parsed ``TF_CONFIG`` (names the peers to report).
+        timeout: float. Seconds; 0 disables the watchdog.
+    """
+
+    def __init__(self, tf_config: dict | None, timeout: float):
+        self.tf_config = tf_config
+        self.timeout = timeout
+        self.started = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if self.tf_config and self.timeout > 0:
+            self._thread = threading.Thread(target=self._watch, daemon=True, name="peer-watchdog")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.started.set()
+
+    def _unreachable(self) -> list[str]:
+        task = self.tf_config.get("task", {})
+        down = []
+        for job, addresses in self.tf_config.get("cluster", {}).items():
+            for index, address in enumerate(addresses):
+                if job == task.get("type") and index == task.get("index"):
+                    continue
+                host, _, port = address.rpartition(":")
+                try:
+                    socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+                except OSError:
+                    down.append(f"{job}:{index} ({address})")
+        return down
+
+    def _watch(self):
+        if self.started.wait(self.timeout):
+            return
+        down = self._unreachable()
+        detail = f"unreachable: {', '.join(down)}" if down else "every peer accepts connections"
+        print(f"error: the cluster did not train a step within train.peer_timeout_seconds="
+              f"{self.timeout:g} ({detail}); stopping this task", flush=True)
+        logger.error("peer watchdog fired: %s", detail)
+        time.sleep(0.2)
+        os._exit(3)
+
+
+def first_step_callback(watchdog: PeerWatchdog, per_batch: bool = True):
+    """A Keras callback that tells the watchdog the cluster is up: at the first step, or
+    (``per_batch=False``: parameter-server training allows no batch hooks) the first epoch."""
+    import tensorflow as tf
+
+    class _FirstEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            watchdog.started.set()
+
+    class _FirstStep(_FirstEpoch):
+        def on_train_batch_end(self, batch, logs=None):
+            watchdog.started.set()
+
+    return _FirstStep() if per_batch else _FirstEpoch()
+
+
+def run_server(tf_config: dict) -> int:
+    """A ``ps`` or ``worker`` task of ``ParameterServerStrategy``: serve until stopped."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                  task_index=resolver.task_id, protocol=resolver.rpc_layer or "grpc",
+                                  start=True)
+    print(f"{resolver.task_type}:{resolver.task_id} serving the parameter-server cluster", flush=True)
+    server.join()
+    return 0
