@@ -131,3 +131,16 @@ def test_training_resumes_mid_epoch_after_a_crash(tmp_path):
     assert len(epochs) <= 7  # at most the epoch in flight at the crash was logged twice
     assert metrics["epochs"] == 6 and metrics["validation"]["val_hr10"] > 0.8
     assert not (out / "backup").exists()  # a finished run leaves no backup behind
+
+
+def test_the_example_training_script_trains_and_exports(tmp_path):
+    inter = planted_csv(tmp_path, num_users=80, seed=4)
+    script = os.path.join(os.path.dirname(__file__), "..", "training", "train_retrieval.py")
+    cmd = [sys.executable, script, CONFIG, "--interactions", str(inter), "--output-dir", str(tmp_path / "run")]
+    for s in ("model.embedding_dim=16", "model.num_blocks=1", "model.max_len=20", "train.epochs=3",
+              "train.refit_with_validation=false"):
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test NDCG@10 " in proc.stdout and (tmp_path / "run" / "export" / "retrieval" / "1" / "saved_model.pb").exists()
+    assert "Traceback" not in proc.stderr and "cuInit" not in proc.stderr  # no stray TensorFlow noise

@@ -156,3 +156,18 @@ def test_bad_tf_config_and_indivisible_batch_are_one_line_errors(tmp_path):
     assert code == 2, log[-2000:]
     assert "error: --set train.batch_size=33: train.batch_size=33 must be divisible by the 2 replicas" in log
     assert "Traceback" not in log
+
+
+def test_a_worker_whose_peer_never_starts_fails_in_bounded_time(tmp_path):
+    from tfrec_attn.training.cluster import local_cluster
+
+    inter = planted_csv(tmp_path, num_users=60, seed=3)
+    cluster = local_cluster(2)  # worker 1 is never started: nothing listens on its port
+    env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    began = time.time()
+    code, log = run_bounded(_train_cmd(inter, tmp_path / "run", "--set", "train.strategy=multi_worker_mirrored",
+                                       "--set", "train.peer_timeout_seconds=10"), timeout=120, env=env)
+    assert code == -signal.SIGKILL, log[-3000:]  # blocked inside TensorFlow: only SIGKILL ends it
+    assert time.time() - began < 90
+    assert f"unreachable: worker:1 ({cluster['worker'][1]})" in log
+    assert "train.peer_timeout_seconds=10" in log

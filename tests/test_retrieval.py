@@ -339,3 +339,12 @@ def test_a_run_reloads_from_config_and_weights_in_a_fresh_process(planted_run):
     assert result["ndcg"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-9)
     assert "user_tower (UserTower)" in result["summary"] and "item_tower (IdItemTower)" in result["summary"]
     assert "Skipping" not in proc.stderr and "non-serializable" not in proc.stderr
+
+
+def test_export_writes_no_serialization_warnings(planted_run, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        export_retrieval(planted_run.model, planted_run.vocabulary, str(tmp_path), k=5)
+    noise = [r.getMessage() for r in caplog.records if "serializ" in r.getMessage()]
+    assert not noise, noise[:2]

@@ -37,6 +37,11 @@ class ExcludingBruteForce(tfrs.layers.factorized_top_k.BruteForce):
     in which case the tail holds -inf scores.
     """
 
+    def index(self, candidates, identifiers=None):
+        result = super().index(candidates, identifiers)
+        self.built = True  # the index's tensors are its state
+        return result
+
     def query(self, queries, exclude_positions=None, k=None):
         k = k if k is not None else self._k
         if self._candidates is None:

@@ -92,6 +92,7 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.temperature = temperature
         self.label_smoothing = label_smoothing
+        self.built = True  # no weights: nothing to build (and a SavedModel need not say so)
 
     def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
         table = tf.cast(candidates.table(), tf.float32)
@@ -141,6 +142,7 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         self.log_probability = self.add_weight(
             name="log_sampling_probability", shape=(num_indices,), trainable=False,
             initializer=tf.keras.initializers.Constant(self._log_probability(np.zeros(num_indices))))
+        self.built = True  # every weight exists
 
     def _log_probability(self, counts) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64).copy()
@@ -206,6 +208,8 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
             loss=tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             temperature=temperature, remove_accidental_hits=True)
+        self.retrieval.built = True
+        self.built = True  # every weight exists
 
     def set_item_counts(self, counts) -> None:
         counts = np.asarray(counts, dtype=np.float64)

@@ -19,11 +19,11 @@ checkpoints and logs to a temporary directory, as the Keras multi-worker guide d
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import socket
-import threading
-import time
+import subprocess
+import sys
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
 
@@ -120,10 +120,33 @@ def broadcast_from_chief(strategy, values):
     return strategy.experimental_local_results(result)[0].numpy()
 
 
+_WATCHER = r"""
+import json, os, select, signal, socket, sys
+pid, timeout, config = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)  # disarmed, or the task ended (end of file)
+task, down = config.get("task", {}), []
+for job, addresses in config.get("cluster", {}).items():
+    for index, address in enumerate(addresses):
+        if job == task.get("type") and index == task.get("index"):
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        except OSError:
+            down.append(f"{job}:{index} ({address})")
+detail = "unreachable: " + ", ".join(down) if down else "every peer accepts connections"
+print(f"error: the cluster did not train a step within train.peer_timeout_seconds={timeout:g} "
+      f"({detail}); stopping this task", file=sys.stderr, flush=True)
+os.kill(pid, signal.SIGKILL)
+"""
+
+
 class PeerWatchdog:
-    """Ends this process with a clear error if the cluster has not trained its first step
+    """Ends this task with a clear error if the cluster has not trained its first step
     within ``timeout`` seconds: a ``MultiWorkerMirroredStrategy`` task whose peer never
-    starts waits forever and ignores SIGTERM, so a silent hang becomes a bounded failure.
+    starts blocks inside TensorFlow (holding the GIL) and ignores SIGTERM, so the watch runs
+    in a small separate process that SIGKILLs the task and names the unreachable peers.
 
     Args:
         tf_config: dict. The parsed ``TF_CONFIG`` (names the peers to report).
@@ -133,42 +156,28 @@ class PeerWatchdog:
     def __init__(self, tf_config: dict | None, timeout: float):
         self.tf_config = tf_config
         self.timeout = timeout
-        self.started = threading.Event()
-        self._thread = None
+        self._watcher = None
 
     def __enter__(self):
-        if self.tf_config and self.timeout > 0:
-            self._thread = threading.Thread(target=self._watch, daemon=True, name="peer-watchdog")
-            self._thread.start()
+        if self.tf_config and self.timeout > 0 and self._watcher is None:
+            self._watcher = subprocess.Popen(
+                [sys.executable, "-c", _WATCHER, str(os.getpid()), str(self.timeout), json.dumps(self.tf_config)],
+                stdin=subprocess.PIPE)
         return self
 
+    def disarm(self) -> None:
+        """The cluster is up: stop watching."""
+        if self._watcher is not None and self._watcher.poll() is None:
+            try:
+                self._watcher.stdin.write(b"up\n")
+                self._watcher.stdin.close()
+            except OSError:
+                pass
+            self._watcher.wait()
+        self._watcher = None
+
     def __exit__(self, *exc):
-        self.started.set()
-
-    def _unreachable(self) -> list[str]:
-        task = self.tf_config.get("task", {})
-        down = []
-        for job, addresses in self.tf_config.get("cluster", {}).items():
-            for index, address in enumerate(addresses):
-                if job == task.get("type") and index == task.get("index"):
-                    continue
-                host, _, port = address.rpartition(":")
-                try:
-                    socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
-                except OSError:
-                    down.append(f"{job}:{index} ({address})")
-        return down
-
-    def _watch(self):
-        if self.started.wait(self.timeout):
-            return
-        down = self._unreachable()
-        detail = f"unreachable: {', '.join(down)}" if down else "every peer accepts connections"
-        print(f"error: the cluster did not train a step within train.peer_timeout_seconds="
-              f"{self.timeout:g} ({detail}); stopping this task", flush=True)
-        logger.error("peer watchdog fired: %s", detail)
-        time.sleep(0.2)
-        os._exit(3)
+        self.disarm()
 
 
 def first_step_callback(watchdog: PeerWatchdog, per_batch: bool = True):
@@ -178,11 +187,11 @@ def first_step_callback(watchdog: PeerWatchdog, per_batch: bool = True):
 
     class _FirstEpoch(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            watchdog.started.set()
+            watchdog.disarm()
 
     class _FirstStep(_FirstEpoch):
         def on_train_batch_end(self, batch, logs=None):
-            watchdog.started.set()
+            watchdog.disarm()
 
     return _FirstStep() if per_batch else _FirstEpoch()
 

@@ -129,6 +129,8 @@ class Trainer:
         self.track_test = track_test
         self.tf_config = parse_tf_config() if strategy is None and self.train.strategy in (
             "multi_worker_mirrored", "parameter_server") else None
+        # Armed before the strategy exists: a multi-worker task can hang from its first collective.
+        self.watchdog = distribute.PeerWatchdog(self.tf_config, self.train.peer_timeout_seconds).__enter__()
         self.strategy = strategy or distribute.make_strategy(
             self.train.strategy, tf_config=self.tf_config)
         self.chief = distribute.is_chief(self.strategy)
@@ -146,8 +148,12 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------
     def describe(self) -> str:
-        s = self.strategy
-        return (f"strategy {type(s).__name__} ({self.train.strategy}), {self.replicas} replica(s) in sync; "
+        name = type(self.strategy).__name__
+        if name == "_DefaultDistributionStrategy":
+            import tensorflow as tf
+
+            name = "one device (" + ("GPU:0" if tf.config.list_physical_devices("GPU") else "CPU") + ")"
+        return (f"strategy {name} (train.strategy={self.train.strategy}), {self.replicas} replica(s) in sync; "
                 f"global batch {self.train.batch_size} = {self.per_replica_batch} per replica; "
                 f"learning rate {self.learning_rate:g} (train.learning_rate {self.train.learning_rate:g}, "
                 f"scaling {self.train.learning_rate_scaling})")
@@ -260,9 +266,8 @@ class Trainer:
                 print(f"resuming the interrupted run in {self.output_dir} at {where}", flush=True)
             clock.offset = previous[-1].get("elapsed", 0.0) if previous else 0.0
         callbacks = [clock]
-        watchdog = distribute.PeerWatchdog(self.tf_config, train.peer_timeout_seconds)
         if self.tf_config:
-            callbacks.append(distribute.first_step_callback(watchdog, per_batch=not self.parameter_server))
+            callbacks.append(distribute.first_step_callback(self.watchdog, per_batch=not self.parameter_server))
         ema = SwapEMAWeights() if train.weight_averaging else None
         if ema:
             callbacks.append(ema)
@@ -289,7 +294,7 @@ class Trainer:
             callbacks.append(tf.keras.callbacks.BackupAndRestore(
                 backup_dir, save_freq=train.backup_every_steps or "epoch", delete_checkpoint=True))
         start = time.perf_counter()
-        with watchdog:
+        with self.watchdog:
             model.fit(self.dataset(), epochs=train.epochs, callbacks=callbacks, verbose=self.verbose,
                       **self._fit_kwargs(False))
         seconds = time.perf_counter() - start
