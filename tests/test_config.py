@@ -37,3 +37,48 @@ def test_overrides_and_their_errors(tmp_path):
         load_config(path, ["loss.type=softmax"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(path, ["model.dropout"])
+
+
+def test_one_source_of_defaults_and_includes(tmp_path):
+    """The shipped files name only what differs from the dataclass defaults; the pipeline
+    file includes the retrieval file instead of copying it; errors in an included file
+    name that file and line."""
+    import dataclasses
+    import os
+
+    from tfrec_attn.app.stages import PipelineConfig
+    from tfrec_attn.training.config import RetrievalConfig
+
+    configs = os.path.join(os.path.dirname(__file__), "..", "training", "configs")
+    shipped = load_config(os.path.join(configs, "ml100k_retrieval.yaml"))
+    assert dataclasses.asdict(shipped) == dataclasses.asdict(RetrievalConfig())
+    pipeline = load_config(os.path.join(configs, "ml100k_pipeline.yaml"), cls=PipelineConfig)
+    expected = dataclasses.asdict(RetrievalConfig())
+    expected["train"]["time_budget_seconds"] = 360.0
+    assert dataclasses.asdict(pipeline.retrieval) == expected
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  dropout: 0.2\n  num_heads: 3\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("retrieval:\n  include: base.yaml\n  model:\n    dropout: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{base}:3: model.num_heads=3 must divide"):
+        load_config(str(top), cls=PipelineConfig)
+    config = load_config(str(top), ["retrieval.model.num_heads=2"], cls=PipelineConfig)
+    assert config.retrieval.model.dropout == 0.1 and config.retrieval.model.num_heads == 2
+    top.write_text("retrieval:\n  include: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read the config"):
+        load_config(str(top), cls=PipelineConfig)
+
+
+def test_every_choice_list_comes_from_its_owner():
+    from tfrec_attn.export.index import INDEX_TYPES
+    from tfrec_attn.layers.item_tower import ITEM_TOWER_TYPES
+    from tfrec_attn.tasks import LOSS_TYPES
+    from tfrec_attn.training.distribute import STRATEGIES
+
+    for key, choices in (("loss.type", LOSS_TYPES), ("train.strategy", STRATEGIES),
+                         ("export.index", INDEX_TYPES), ("model.item_tower.type", ITEM_TOWER_TYPES)):
+        with pytest.raises(ConfigError, match=f"must be one of {', '.join(choices)}$"):
+            load_config(None, [f"{key}=nope"])
+        load_config(None, [f"{key}={choices[0]}"])
+    config = load_config(None, ["train.batch_size=128", "train.learning_rate_scaling=sqrt"])
+    assert config.learning_rate() == pytest.approx(5e-3 * 2.0)  # sqrt(128 / 32)
