@@ -53,7 +53,7 @@ def test_malformed_ml100k_line_names_file_line_field(tmp_path, line, field, prob
 
 def test_skip_bad_lines_counts_them(tmp_path):
     write(tmp_path / "u.data", "1\t10\t4\t100\nbroken\n2\t10\t5\tnot-a-time\n3\t11\t1\t5\n")
-    write(tmp_path / "u.item", "")
+    write(tmp_path / "u.item", "10|Film (1990)|01-Jan-1990||url|" + "|".join(["0"] * 19) + "\n")
     dataset = read_movielens(str(tmp_path), on_bad_line="skip")
     assert list(dataset.interactions.user_ids) == ["1", "3"]
     assert dataset.skipped.count == 2

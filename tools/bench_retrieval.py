@@ -255,7 +255,8 @@ def synthetic(args):
         try:
             result = train_retrieval(config, data, out, verbose=args.verbose, evaluate_test=False, split=split)
         except Exception as error:  # one option failing (e.g. XLA) must not lose the sweep
-            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            lines = [line for line in str(error).strip().splitlines() if line.strip()]
+            message = f"{type(error).__name__}: {' / '.join(lines[-2:])[:400]}"
             print(f"{name}: FAILED {message}", flush=True)
             with open(args.out, "a") as handle:
                 handle.write(json.dumps({"mode": "synthetic", "machine": machine(), "name": name,
@@ -278,13 +279,14 @@ def synthetic(args):
                "first_epoch_seconds": first, "steady_epoch_seconds": steady,
                "steady_sequences_per_second": sequences / steady,
                "validation_seconds": validation_seconds, "run_seconds": total,
-               "validation_ndcg10": validation["NDCG@10"], "validation_hr10": validation["HR@10"]}
+               "validation_ndcg10": validation["NDCG@10"], "validation_hr10": validation["HR@10"],
+               "load_average_1min": os.getloadavg()[0]}  # other work on the machine skews timings
         rows.append(row)
         with open(args.out, "a") as handle:  # row by row: a long sweep keeps what it measured
             handle.write(json.dumps({"mode": "synthetic", "machine": machine(), **row}) + "\n")
         print(f"{name}: first epoch {first:.1f} s, epoch 2 {steady:.1f} s ({sequences / steady:.0f} seq/s), "
               f"validation pass {validation_seconds:.1f} s, val NDCG@10 {row['validation_ndcg10']:.4f}, "
-              f"run {total:.0f} s", flush=True)
+              f"run {total:.0f} s, load {row['load_average_1min']:.1f}", flush=True)
     base = next((r for r in rows if r["name"] == "default"), None)
     print("\n| option | steps/epoch | lr | first epoch (s) | epoch 2 train (s) | sequences/s | speed-up "
           "| validation pass (s) | val NDCG@10 (2 epochs) |\n|---|---|---|---|---|---|---|---|---|")

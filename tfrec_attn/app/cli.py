@@ -15,13 +15,18 @@ class CLIError(Exception):
     """An error whose message is the whole story (printed without a traceback)."""
 
 
+def _releases() -> list[str]:
+    from tfrec_attn.data.movielens import RELEASES
+
+    return sorted(RELEASES)
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="MovieLens directory (default: $TFREC_ATTN_DATA, the cache, "
                                       "or a download from GroupLens)")
-    group.add_argument("--dataset", default=argparse.SUPPRESS,
-                       help="MovieLens release to find or download (ml-100k, ml-1m, ml-25m, "
-                            "ml-latest-small)")
+    group.add_argument("--dataset", default=argparse.SUPPRESS, choices=_releases(),
+                       help="MovieLens release to find or download")
     group.add_argument("--interactions", help="generic CSV with user_id,item_id,timestamp[,rating] "
                                               "(instead of MovieLens)")
     group.add_argument("--items", help="items CSV with item_id,title[,text][,genres] for --interactions")
@@ -279,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="download or describe data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("download", help="download a MovieLens release (checksum-verified)")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--dataset", default="ml-100k", choices=_releases())
     p.add_argument("--cache-dir", default=None, help="default: $TFREC_ATTN_CACHE or ~/.cache/tfrec_attn")
     p.add_argument("--url", default=None, help="mirror URL of the archive (checksum still enforced)")
     p.set_defaults(func=cmd_data_download)
@@ -302,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baselines", help="MostPop and ALS with the full-ranking protocol")
     _add_data_args(p)
     p.add_argument("--stage", choices=("validation", "test"), default="test")
-    p.add_argument("--models", nargs="+", default=["MostPop", "ALS"])
+    p.add_argument("--models", nargs="+", default=["MostPop", "ALS"], choices=("MostPop", "ALS"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_baselines)
 
@@ -376,23 +381,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    from tfrec_attn.data.errors import ChecksumError, DataFormatError, DataNotFoundError
+def known_errors() -> tuple:
+    """The project's own error types: their message is the whole story (no traceback)."""
+    from tfrec_attn.data.errors import (
+        ChecksumError,
+        DataFileError,
+        DataFormatError,
+        DataNotFoundError,
+    )
+    from tfrec_attn.serving.client import ServingError
+    from tfrec_attn.training.cluster import ClusterError
+    from tfrec_attn.training.config import ConfigError
 
+    return (CLIError, ConfigError, ClusterError, DataFormatError, DataFileError, DataNotFoundError,
+            ChecksumError, ServingError)
+
+
+def _check_paths(args) -> None:
+    """Output locations a command would fail on late, checked before any work."""
+    for flag in ("output_dir", "output", "export_dir"):
+        path = getattr(args, flag, None)
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise CLIError(f"--{flag.replace('_', '-')} {path}: is a file, not a directory")
+    plot = getattr(args, "plot", None)
+    if plot and not os.path.isdir(os.path.dirname(os.path.abspath(plot))):
+        raise CLIError(f"--plot {plot}: directory {os.path.dirname(os.path.abspath(plot))} does not exist")
+
+
+def main(argv=None) -> int:
+    """The ``tfrec-attn`` entry point: every command goes through here, and every error of
+    the project's own types ends as one ``error: ...`` line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from tfrec_attn.training.cluster import ClusterError
-    from tfrec_attn.training.config import ConfigError
-
     if not hasattr(args, "dataset"):
         args.dataset = "ml-100k"
+    known = known_errors()
     try:
+        _check_paths(args)
         return args.func(args)
-    except (CLIError, ConfigError, ClusterError, DataFormatError, DataNotFoundError, ChecksumError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except known as error:
+        where = getattr(args, "server", None) if type(error).__name__ == "ServingError" else None
+        print(f"error: {where + ': ' if where else ''}{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

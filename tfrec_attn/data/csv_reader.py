@@ -12,7 +12,7 @@ import os
 
 from tfrec_attn.data import readers
 from tfrec_attn.data.dataset import Dataset, Interactions, Item, year_from_title
-from tfrec_attn.data.errors import DataFormatError
+from tfrec_attn.data.errors import DataFileError, DataFormatError
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id", "title")
@@ -64,6 +64,9 @@ def read_interactions_csv(path, *, on_bad_line: str = "error", policy=None) -> I
         items.append(item)
         times.append(ts)
         ratings.append(rating)
+    if not users:
+        raise DataFileError(path, "no interactions after the header" if not policy.report.count else
+                            f"no valid interactions (all {policy.report.count} rows were skipped)")
     return Interactions.from_rows(users, items, times, ratings)
 
 

@@ -20,6 +20,18 @@ class DataFormatError(ValueError):
         super().__init__(f"{self.path}:{line}: field '{field}': {problem}{got}")
 
 
+class DataFileError(ValueError):
+    """A whole input file is unusable (a directory, empty, no rows after its header).
+
+    The message reads ``FILE: PROBLEM``.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class DataNotFoundError(FileNotFoundError):
     """The data set is not on disk and could not be downloaded."""
 

@@ -11,7 +11,22 @@ from collections.abc import Iterator, Sequence
 from tqdm.auto import tqdm
 
 from tfrec_attn.data.dataset import BadLineReport
-from tfrec_attn.data.errors import DataFormatError
+from tfrec_attn.data.errors import DataFileError, DataFormatError, DataNotFoundError
+
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+BOM = "\ufeff"  # spreadsheet exports start UTF-8 files with it
+
+
+def check_file(path) -> str:
+    """``path`` as a string if it is a readable, non-empty file; else a one-line error."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise DataFileError(path, "is a directory, not a data file")
+    if os.path.getsize(path) == 0:
+        raise DataFileError(path, "is empty")
+    return path
 
 # Files above this size get a progress bar while they are read.
 _PROGRESS_BYTES = 8 << 20
@@ -26,9 +41,12 @@ def parse_id(path, line: int, field: str, value: str) -> str:
 
 def parse_int(path, line: int, field: str, value: str) -> int:
     try:
-        return int(value.strip())
+        number = int(value.strip())
     except ValueError:
         raise DataFormatError(path, line, field, "not an integer", value) from None
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise DataFormatError(path, line, field, "outside the 64-bit integer range", value)
+    return number
 
 
 def parse_float(path, line: int, field: str, value: str) -> float:
@@ -67,7 +85,7 @@ def iter_records(
         quoted: bool. Parse CSV quoting (titles with commas in ``movies.csv``).
         skip_header: bool. The first line is a header.
     """
-    path = os.fspath(path)
+    path = check_file(path)
     size = os.path.getsize(path)
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
                disable=size < _PROGRESS_BYTES, leave=False)
@@ -76,7 +94,14 @@ def iter_records(
             bar.update(len(raw))
             if line_number == 1 and skip_header:
                 continue
-            line = decode_line(raw, encoding).rstrip("\r\n")
+            try:
+                line = decode_line(raw, encoding).rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(path, line_number, "<line>",
+                                      f"not valid {encoding.upper()} (byte 0x{raw[error.start]:02x} at column "
+                                      f"{error.start + 1}); save the file as {encoding.upper()}") from None
+            if line_number == 1:
+                line = line.removeprefix(BOM)
             if not line.strip():
                 continue
             if quoted:
@@ -100,8 +125,17 @@ def check_field_count(path, line: int, fields: Sequence[str], names: Sequence[st
 
 
 def read_header(path, *, encoding: str = "utf-8", sep: str = ",") -> list[str]:
-    with open(path, encoding=encoding, newline="") as handle:
-        first = handle.readline().rstrip("\r\n")
+    """The lower-cased column names of a file's first line (a UTF-8 BOM is skipped)."""
+    path = check_file(path)
+    with open(path, "rb") as handle:
+        raw = handle.readline()
+    try:
+        first = raw.decode(encoding).rstrip("\r\n").removeprefix(BOM)
+    except UnicodeDecodeError as error:
+        raise DataFormatError(path, 1, "<header>", f"not valid {encoding.upper()} (byte 0x{raw[error.start]:02x} "
+                              f"at column {error.start + 1}); save the file as {encoding.upper()}") from None
+    if not first.strip():
+        raise DataFileError(path, "the first line is empty; it must be the header")
     return [name.strip().lower() for name in next(csv.reader(io.StringIO(first), delimiter=sep))]
 
 

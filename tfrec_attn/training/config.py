@@ -116,6 +116,7 @@ class RetrievalConfig:
 
     def validate(self, where=lambda path: path) -> None:
         """Raises :class:`ConfigError` naming the value's origin (``where(path)``)."""
+        from tfrec_attn.data.movielens import RELEASES
         from tfrec_attn.export.index import INDEX_TYPES
         from tfrec_attn.layers.attention import POSITIONAL_TYPES
         from tfrec_attn.layers.item_tower import ITEM_TOWER_TYPES
@@ -162,6 +163,7 @@ class RetrievalConfig:
             ("export.k", export.k > 0, "must be > 0"),
             ("export.index", export.index in INDEX_TYPES, one_of(INDEX_TYPES)),
             ("data.min_interactions", self.data.min_interactions >= 3, "must be >= 3"),
+            ("data.dataset", self.data.dataset in RELEASES, one_of(sorted(RELEASES))),
         ]
         for path, ok, problem in checks:
             if not ok:
