@@ -109,3 +109,12 @@ def test_generic_csv_errors(tmp_path):
     dup = write(tmp_path / "items.csv", "item_id,title\ni,One\ni,Again\n")
     with pytest.raises(DataFormatError, match=r"items.csv:3: field 'item_id': duplicate item id"):
         read_csv_dataset(inter, dup)
+
+
+def test_a_utf8_bom_is_skipped_not_read_into_the_header(tmp_path):
+    from tfrec_attn.data import read_csv_dataset
+
+    path = tmp_path / "events.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,timestamp\n1,a,1\n1,b,2\n")
+    dataset = read_csv_dataset(str(path))
+    assert list(dataset.interactions.item_ids) == ["a", "b"]
