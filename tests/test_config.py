@@ -82,3 +82,29 @@ def test_every_choice_list_comes_from_its_owner():
         load_config(None, [f"{key}={choices[0]}"])
     config = load_config(None, ["train.batch_size=128", "train.learning_rate_scaling=sqrt"])
     assert config.learning_rate() == pytest.approx(5e-3 * 2.0)  # sqrt(128 / 32)
+
+
+def test_scientific_notation_without_a_dot_is_a_float():
+    config = load_config(None, ["train.learning_rate=1e-3", "loss.temperature=5e-1"])
+    assert config.train.learning_rate == 1e-3 and config.loss.temperature == 0.5
+    with pytest.raises(ConfigError, match="train.learning_rate='fast' must be of type float"):
+        load_config(None, ["train.learning_rate=fast"])
+
+
+def test_resuming_with_another_model_is_refused_with_what_differs(tmp_path):
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.training.config import save_config
+    from tfrec_attn.training.engine import Trainer
+    from tfrec_attn.training.retrieval import RetrievalRecipe
+
+    out = tmp_path / "run"
+    (out / "backup" / "chief").mkdir(parents=True)
+    (out / "backup" / "chief" / "checkpoint").write_text("x")  # an interrupted run's backup
+    save_config(load_config(None, ["model.embedding_dim=32"]), str(out / "config.yaml"))
+    config = load_config(None, ["model.embedding_dim=16", "train.epochs=5"])
+    trainer = Trainer(RetrievalRecipe(config, planted_sequences(num_users=20)), config, str(out), verbose=0)
+    with pytest.raises(ConfigError, match=r"another config \(model.embedding_dim: 32 -> 16\); rerun with its "
+                                          r"config .* or delete .*backup to start afresh"):
+        trainer.prepare()
+    same = load_config(None, ["model.embedding_dim=32", "train.epochs=5"])  # train.epochs may change
+    Trainer(RetrievalRecipe(same, planted_sequences(num_users=20)), same, str(out), verbose=0).prepare()

@@ -219,6 +219,11 @@ def _coerce(value: Any, annotation, where: str, path: str):
         return [_coerce(v, item, where, f"{path}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: {path}={value!r} must be true or false")
     if annotation in (int, float, str) and (not isinstance(value, annotation) or isinstance(value, bool)):

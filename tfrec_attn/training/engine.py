@@ -164,6 +164,7 @@ class Trainer:
             return
         self.work_dir = distribute.task_dir(self.output_dir, self.strategy)
         os.makedirs(self.work_dir, exist_ok=True)
+        self._check_resume()
         if self.chief:
             save_config(self.config, os.path.join(self.output_dir, "config.yaml"))
         self.recipe.prepare(self.output_dir if self.chief else None)
@@ -171,6 +172,38 @@ class Trainer:
         logger.info("%s", self.describe())
         if self.verbose:
             print(self.describe(), flush=True)
+
+    def _check_resume(self) -> None:
+        """An interrupted run resumes only with the model it was training: a backup restored
+        into another architecture would fail deep inside TensorFlow (or silently mislead)."""
+        import dataclasses
+
+        import yaml
+
+        backup = os.path.join(self.output_dir, "backup")
+        saved_path = os.path.join(self.output_dir, "config.yaml")
+        if not any(files for _, _, files in os.walk(backup)) or not os.path.isfile(saved_path):
+            return
+        with open(saved_path, encoding="utf-8") as handle:
+            saved = yaml.safe_load(handle) or {}
+        current = dataclasses.asdict(self.config)
+
+        def flat(tree, prefix=""):
+            for key, value in tree.items():
+                path = f"{prefix}{key}"
+                if isinstance(value, dict):
+                    yield from flat(value, path + ".")
+                else:
+                    yield path, value
+
+        before, now = dict(flat(saved)), dict(flat(current))
+        fixed = ("seed", "data.", "model.", "loss.", "train.batch_size", "train.strategy")
+        changed = [k for k in sorted(set(before) | set(now))
+                   if k.startswith(fixed) and before.get(k) != now.get(k)]
+        if changed:
+            detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+            raise ConfigError(f"{self.output_dir} holds an interrupted run with another config ({detail}); "
+                              f"rerun with its config ({saved_path}) to resume, or delete {backup} to start afresh")
 
     def _optimizer(self):
         import tensorflow as tf
