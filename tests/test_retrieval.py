@@ -222,12 +222,13 @@ def test_static_shape_loss_equals_dynamic_loss(loss):
     assert static == pytest.approx(dynamic, rel=1e-5)
 
 
-def test_mixed_precision_numerics_on_cpu():
-    """bfloat16 compute (the CPU mixed-precision policy) stays close to float32."""
+@pytest.mark.parametrize("loss", ["full", "sampled", "in_batch"])
+def test_mixed_precision_numerics_on_cpu(loss):
+    """bfloat16 compute (the CPU mixed-precision policy) stays close to float32; losses stay float32."""
     from tfrec_attn.training.retrieval import build_model
 
     vocab, batch = _batch()
-    config = load_config(CONFIG, FAST + ["model.dropout=0.0"])
+    config = load_config(CONFIG, FAST + ["model.dropout=0.0", f"loss.type={loss}", "loss.num_negatives=20"])
     reference = build_model(config, vocab)
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

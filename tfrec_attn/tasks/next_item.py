@@ -89,6 +89,7 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
     """
 
     def __init__(self, temperature: float = 1.0, label_smoothing: float = 0.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.temperature = temperature
         self.label_smoothing = label_smoothing
@@ -131,6 +132,7 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
 
     def __init__(self, num_indices: int, num_negatives: int = 256, alpha: float = 0.75,
                  temperature: float = 1.0, seed: int = 0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.num_indices = num_indices
         self.num_negatives = num_negatives
@@ -197,6 +199,7 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
     """
 
     def __init__(self, num_indices: int, temperature: float = 1.0, max_positions: int = 4096, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.num_indices = num_indices
         self.temperature = temperature
