@@ -19,6 +19,8 @@ FILES = {
     "latin1.csv": b"user_id,item_id,timestamp\n1,caf\xe9,3\n",
     "huge_time.csv": b"user_id,item_id,timestamp\n1,2,99999999999999999999999\n",
     "good.csv": GOOD.encode(),
+    "wide.csv": b"user_id,item_id,timestamp\n1,a,1\n1,b,2,oops\n",
+    "odd.csv": b"user_id,item_id,timestamp,rating\n1,a,1,4\n1,a,1,4\n1,b,-2,-1\n2,a,1,3\n2,b,2,5\n",
     "a_file": b"x",
 }
 
@@ -33,6 +35,8 @@ CASES = [
      "{d}/latin1.csv:2: field '<line>': not valid UTF-8 (byte 0xe9 at column 6)"),
     ("timestamp beyond int64", ["data", "stats", "--interactions", "{d}/huge_time.csv"],
      "{d}/huge_time.csv:2: field 'timestamp': outside the 64-bit integer range"),
+    ("more fields than the header", ["data", "stats", "--interactions", "{d}/wide.csv"],
+     "{d}/wide.csv:3: field '<line>': expected 3 fields (user_id,item_id,timestamp), found 4"),
     ("missing config", ["train", "{d}/nope.yaml", "--output-dir", "{d}/run", "--interactions", "{d}/good.csv"],
      "{d}/nope.yaml: cannot read the config"),
     ("output dir is a file", ["train", CONFIG, "--output-dir", "{d}/a_file", "--interactions", "{d}/good.csv"],
@@ -64,3 +68,14 @@ def test_bad_input_is_one_error_line_and_exit_2(name, argv, fragment, tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "error: " in last and fragment.format(d=d) in last, last
+
+
+def test_legal_but_odd_data_is_reported(tmp_path):
+    (tmp_path / "odd.csv").write_bytes(FILES["odd.csv"])
+    proc = subprocess.run(CLI + ["data", "stats", "--interactions", str(tmp_path / "odd.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert any("1 row(s) repeat an earlier (user_id, item_id, timestamp)" in w for w in warnings)
+    assert any("1 timestamp(s) are negative" in w for w in warnings)
+    assert any("1 rating(s) are negative" in w for w in warnings)

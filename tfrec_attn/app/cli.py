@@ -44,6 +44,8 @@ def load_data(args):
     if dataset.skipped.count:
         print(f"warning: skipped {dataset.skipped.count} malformed line(s); first: "
               + "; ".join(dataset.skipped.examples[:3]), file=sys.stderr)
+    for note in dataset.interactions.quality_notes():
+        print(f"warning: {dataset.source or dataset.name}: {note}", file=sys.stderr)
     return dataset
 
 

@@ -35,8 +35,9 @@ def _rows(path, required, optional):
     cols = _column_index(path, header, required, optional)
     width = max(cols.values()) + 1
     for line, fields in readers.iter_records(path, sep=",", quoted=True, skip_header=True):
-        if len(fields) < width:
-            error = DataFormatError(path, line, header[len(fields)],
+        if len(fields) < width or len(fields) > len(header):
+            field = header[len(fields)] if len(fields) < width else "<line>"
+            error = DataFormatError(path, line, field,
                                     f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}")
             yield line, error, cols
         else:

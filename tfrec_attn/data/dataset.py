@@ -94,6 +94,26 @@ class Interactions:
             ratings=np.asarray(ratings, dtype=np.float32),
         )
 
+    def quality_notes(self) -> list[str]:
+        """What is legal but probably unintended: repeated rows, negative timestamps/ratings."""
+        notes = []
+        if 0 < len(self.user_ids) <= 5_000_000:  # (sorting 25M string ids would take a while)
+            users = np.unique(self.user_ids, return_inverse=True)[1]
+            items = np.unique(self.item_ids, return_inverse=True)[1]
+            order = np.lexsort((self.timestamps, items, users))
+            rows = np.stack([users[order], items[order], self.timestamps[order]], axis=1)
+            duplicates = int(np.sum(np.all(rows[1:] == rows[:-1], axis=1)))
+            if duplicates:
+                notes.append(f"{duplicates} row(s) repeat an earlier (user_id, item_id, timestamp); "
+                             "each counts as an interaction")
+        negative = int(np.sum(self.timestamps < 0))
+        if negative:
+            notes.append(f"{negative} timestamp(s) are negative (before 1970 as Unix seconds?)")
+        ratings = self.ratings[np.isfinite(self.ratings)]
+        if np.any(ratings < 0):
+            notes.append(f"{int(np.sum(ratings < 0))} rating(s) are negative")
+        return notes
+
     def take(self, index: np.ndarray) -> Interactions:
         return Interactions(
             self.user_ids[index], self.item_ids[index], self.timestamps[index], self.ratings[index]
