@@ -349,3 +349,13 @@ def test_export_writes_no_serialization_warnings(planted_run, tmp_path, caplog):
         export_retrieval(planted_run.model, planted_run.vocabulary, str(tmp_path), k=5)
     noise = [r.getMessage() for r in caplog.records if "serializ" in r.getMessage()]
     assert not noise, noise[:2]
+
+
+def test_validation_every_other_epoch_selects_among_the_evaluated_epochs(tmp_path):
+    from tfrec_attn.training.engine import read_history
+
+    config = load_config(CONFIG, FAST + ["train.epochs=4", "train.eval_every=2"])
+    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    history = read_history(str(tmp_path / "run" / "history.csv"))
+    assert [("val_ndcg10" in row) for row in history] == [False, True, False, True]
+    assert run.metrics["best_epoch"] in (2, 4) and run.metrics["validation"]["val_ndcg10"] > 0

@@ -161,8 +161,8 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
     def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
         if self.exact:
             return self._full(queries, labels, candidates, weights)
-        step = tf.constant(0, tf.int64) if step is None else tf.cast(step, tf.int64)
-        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        step = tf.constant(0, tf.int32) if step is None else tf.cast(step, tf.int32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), step])  # int32: XLA's CPU kernel needs it
         sampled = tf.random.stateless_categorical(self.log_probability[tf.newaxis], self.num_negatives,
                                                   seed=seed, dtype=tf.int64)[0]  # [k], same everywhere
         log_expected = tf.math.log(float(self.num_negatives)) + self.log_probability  # log(k q)
