@@ -14,7 +14,7 @@ class RecommenderModel(tfrs.Model):
     tasks in :mod:`tfrec_attn.tasks` do), so that the sum over replicas — what Keras
     applies to gradients and, with ``distribute_reduction_method="sum"``, to the
     reported loss — is the mean over the global batch. Regularization losses are scaled
-    by ``1 / num_replicas`` for the same reason. ``optimizer.minimize`` applies loss
+    by ``1 / num_replicas`` for the same reason. ``optimizer.compute_gradients`` applies loss
     scaling when the optimizer is a ``LossScaleOptimizer`` (float16 mixed precision).
     """
 
@@ -31,7 +31,14 @@ class RecommenderModel(tfrs.Model):
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             total = self._total_loss(loss)
-        self.optimizer.minimize(total, self.trainable_variables, tape=tape)
+        gradients = self.optimizer.compute_gradients(total, self.trainable_variables, tape=tape)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # TF's collective gather of sparse (IndexedSlices) gradients needs the same number
+            # of rows on every worker, which batches of different lengths do not have: reduce
+            # embedding gradients dense across workers (fine up to ~10^6 rows; docs/distributed.md).
+            gradients = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+                         for g, v in gradients]
+        self.optimizer.apply_gradients(gradients)
         return {"loss": loss}
 
     def test_step(self, inputs):
