@@ -6,6 +6,12 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
+def _dense(gradient: tf.IndexedSlices, variable) -> tf.Tensor:
+    """The dense tensor of a sparse gradient (rows summed), shaped like its variable."""
+    rows = tf.shape(variable, out_type=gradient.indices.dtype)[0]
+    return tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)
+
+
 class RecommenderModel(tfrs.Model):
     """``tfrs.Model`` whose steps report one ``loss`` and work under any ``tf.distribute``
     strategy.
@@ -36,8 +42,7 @@ class RecommenderModel(tfrs.Model):
             # TF's collective gather of sparse (IndexedSlices) gradients needs the same number
             # of rows on every worker, which batches of different lengths do not have: reduce
             # embedding gradients dense across workers (fine up to ~10^6 rows; docs/distributed.md).
-            gradients = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
-                         for g, v in gradients]
+            gradients = [(_dense(g, v) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in gradients]
         self.optimizer.apply_gradients(gradients)
         return {"loss": loss}
 

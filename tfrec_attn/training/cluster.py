@@ -202,6 +202,15 @@ def local_cluster(num_workers: int, num_ps: int = 0, chief: bool = False,
             s.close()
 
 
+def _die_with_parent() -> None:
+    """In a task, before it runs: be SIGKILLed when the launcher dies, even by SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``), so no worker outlives it waiting for its peers."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 class _Task:
     """One launched task: its process (leader of its own process group) and output."""
 
@@ -213,11 +222,12 @@ class _Task:
         if stdout_dir:
             with open(os.path.join(stdout_dir, f"{job}-{index}.log"), "wb") as log:
                 self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
         else:
             self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
             self.thread = threading.Thread(target=self._forward, args=(lock,), daemon=True)
             self.thread.start()
 

@@ -110,14 +110,26 @@ def broadcast_from_chief(strategy, values):
     if strategy.num_replicas_in_sync <= 1 or is_parameter_server(strategy):
         return values
     local = tf.constant(values if is_chief(strategy) else np.zeros_like(values))
-
-    def share():
-        context = tf.distribute.get_replica_context()
-        first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), local.dtype)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, local * first)
-
-    result = strategy.run(tf.function(share))
+    result = strategy.run(_share_function(strategy), args=(local,))
     return strategy.experimental_local_results(result)[0].numpy()
+
+
+_SHARE = {}
+
+
+def _share_function(strategy):
+    """One traced all-reduce per strategy (a new tf.function per call would retrace every epoch)."""
+    import tensorflow as tf
+
+    if id(strategy) not in _SHARE:
+        @tf.function
+        def share(local):
+            context = tf.distribute.get_replica_context()
+            first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), local.dtype)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, local * first)
+
+        _SHARE[id(strategy)] = share
+    return _SHARE[id(strategy)]
 
 
 _WATCHER = r"""

@@ -304,7 +304,8 @@ class Trainer:
         recipe, train = self.recipe, self.train
         best_path = os.path.join(self.work_dir, "checkpoints", "best")
         history_csv = os.path.join(self.work_dir, "history.csv")
-        backup_dir = os.path.join(self.output_dir if self.chief else self.work_dir, "backup")
+        # One backup directory for every task: Keras restores every worker from its "chief" copy.
+        backup_dir = os.path.join(self.output_dir, "backup")
         # BackupAndRestore leaves checkpoint files only when a run did not finish.
         resuming = any(files for _, _, files in os.walk(backup_dir))
         if not resuming and self.chief:  # a fresh run: forget a previous finished run's log and checkpoints
@@ -361,7 +362,8 @@ class Trainer:
             model.fit(self.dataset(), epochs=train.epochs, callbacks=callbacks, verbose=self.verbose,
                       **self._fit_kwargs(False))
         seconds = time.perf_counter() - start
-        shutil.rmtree(backup_dir, ignore_errors=True)  # finished: nothing to resume
+        if self.chief:
+            shutil.rmtree(backup_dir, ignore_errors=True)  # finished: nothing to resume
         logged = read_history(history_csv)  # every epoch, resumed or not
         rows = [row for row in logged if metric in row]
         pick = max if recipe.selection_mode == "max" else min
