@@ -79,15 +79,15 @@ def is_parameter_server(strategy) -> bool:
 
 
 def is_chief(strategy) -> bool:
-    """True on the task that writes the run directory (always, without a cluster)."""
+    """True on the task that writes the run directory (always, without a cluster); the rule
+    is :func:`tfrec_attn.training.cluster.is_chief`'s, applied to the strategy's cluster."""
+    from tfrec_attn.training.cluster import is_chief as task_is_chief
+
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief
+    return task_is_chief({"cluster": cluster, "task": {"type": resolver.task_type, "index": resolver.task_id}})
 
 
 def task_dir(output_dir: str, strategy) -> str:

@@ -50,6 +50,11 @@ class _QuietKeras(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_QuietKeras())
 
 
+def has_backup(backup_dir: str) -> bool:
+    """BackupAndRestore leaves checkpoint files only when a run did not finish."""
+    return any(files for _, _, files in os.walk(backup_dir))
+
+
 def backup_position(backup_dir: str) -> dict | None:
     """``{"epoch": e, "step": s}`` (1-based epoch, steps done in it) that BackupAndRestore
     will resume from, or None when there is no backup."""
@@ -196,16 +201,19 @@ class Trainer:
         if self.verbose:
             print(self.describe(), flush=True)
 
+    @property
+    def backup_dir(self) -> str:
+        """One backup directory for every task: Keras restores every worker from its "chief" copy."""
+        return os.path.join(self.output_dir, "backup")
+
     def _check_resume(self) -> None:
         """An interrupted run resumes only with the model it was training: a backup restored
         into another architecture would fail deep inside TensorFlow (or silently mislead)."""
-        import dataclasses
-
         import yaml
 
-        backup = os.path.join(self.output_dir, "backup")
+        backup = self.backup_dir
         saved_path = os.path.join(self.output_dir, "config.yaml")
-        if not any(files for _, _, files in os.walk(backup)) or not os.path.isfile(saved_path):
+        if not has_backup(backup) or not os.path.isfile(saved_path):
             return
         with open(saved_path, encoding="utf-8") as handle:
             saved = yaml.safe_load(handle) or {}
@@ -304,10 +312,8 @@ class Trainer:
         recipe, train = self.recipe, self.train
         best_path = os.path.join(self.work_dir, "checkpoints", "best")
         history_csv = os.path.join(self.work_dir, "history.csv")
-        # One backup directory for every task: Keras restores every worker from its "chief" copy.
-        backup_dir = os.path.join(self.output_dir, "backup")
-        # BackupAndRestore leaves checkpoint files only when a run did not finish.
-        resuming = any(files for _, _, files in os.walk(backup_dir))
+        backup_dir = self.backup_dir
+        resuming = has_backup(backup_dir)
         if not resuming and self.chief:  # a fresh run: forget a previous finished run's log and checkpoints
             for stale in (history_csv, os.path.join(self.work_dir, "checkpoints")):
                 if os.path.isdir(stale):

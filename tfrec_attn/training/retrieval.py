@@ -116,14 +116,18 @@ class RetrievalRecipe(Recipe):
                                 timestamps=self.split.train_part("timestamps", include_validation),
                                 **self._options(repeat))
 
+    def _trainable(self, include_validation=False):
+        """Training sequences with something to predict (2 items or more)."""
+        return [s for s in self.split.train_sequences(include_validation) if len(s) >= 2]
+
     def num_examples(self, include_validation=False):
-        trainable = [s for s in self.split.train_sequences(include_validation) if len(s) >= 2]
+        trainable = self._trainable(include_validation)
         if not self.config.train.older_windows:
             return len(trainable)
         return sum(math.ceil((len(s) - 1) / self.config.model.max_len) for s in trainable)
 
     def positions_per_epoch(self) -> int:
-        trainable = [s for s in self.split.train_sequences() if len(s) >= 2]
+        trainable = self._trainable()
         if self.config.train.older_windows:  # every interaction after a user's first is a target
             return sum(len(s) - 1 for s in trainable)
         return sum(min(len(s) - 1, self.config.model.max_len) for s in trainable)
