@@ -62,3 +62,40 @@ def tiny_export(tiny_model, tmp_path_factory):
     model, vocabulary = tiny_model
     path = export_retrieval(model, vocabulary, str(base), model_name="retrieval", k=10)
     return str(base / "retrieval"), path
+
+
+TINY_BERT_WORDS = [
+    "the", "a", "of", "and", "genres", "comedy", "drama", "action", "romance", "story", "star", "wars",
+    "red", "green", "blue", "yellow", "purple", "orange", "black", "white",
+    "cat", "dog", "horse", "bird", "fish", "lion", "tiger", "bear", "wolf", "fox", "mouse", "snake",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden 32) in a Hugging Face model directory:
+    config.json, vocab.txt (special tokens, some words, single characters and ##pieces,
+    so any ASCII text tokenizes), tokenizer_config.json and tf_model.h5."""
+    import json
+    import string
+
+    import tensorflow as tf
+
+    from tfrec_attn.text.pretrained import quiet_transformers
+
+    quiet_transformers()
+    from transformers import BertConfig, TFBertModel
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_BERT_WORDS + chars + ["##" + c for c in chars]
+    vocab = list(dict.fromkeys(tokens))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    tf.keras.utils.set_random_seed(0)
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(str(path))
+    return str(path)

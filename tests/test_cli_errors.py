@@ -22,6 +22,14 @@ FILES = {
     "wide.csv": b"user_id,item_id,timestamp\n1,a,1\n1,b,2,oops\n",
     "odd.csv": b"user_id,item_id,timestamp,rating\n1,a,1,4\n1,a,1,4\n1,b,-2,-1\n2,a,1,3\n2,b,2,5\n",
     "a_file": b"x",
+    # A quoted value that runs over a line break: malformed in an interactions file.
+    "multiline.csv": b'user_id,item_id,timestamp\n1,a,1\n1,"b\nc",2\n1,c,3\n2,a,1\n2,b,2\n2,c,3\n',
+    # In an items file only `text` may span lines; a title may not, and a quote must close.
+    "items_break.csv": b'item_id,title,text\na,Alpha,"one\ntwo"\nb,"Be\nta",x\n',
+    "items_open.csv": b'item_id,title,text\na,Alpha,ok\nb,Beta,"never closed\nc,Gamma,x\n',
+    # Ids the tiny export knows (i0..i39), but for one user whose test target it does not.
+    "partly_known.csv": b"user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\nu2,i4,1\nu2,i5,2\nu2,i6,3\n"
+                        b"u3,i7,1\nu3,i8,2\nu3,zz,3\n",
 }
 
 CASES = [
@@ -53,21 +61,48 @@ CASES = [
                        "--set", "train.strategy=multi_worker_mirrored"], "TF_CONFIG: invalid JSON at line 1 column 2"),
     ("nothing listening", ["query", "--server", "127.0.0.1:1", "--history", "1,2", "--timeout", "3"],
      "127.0.0.1:1: UNAVAILABLE"),
+    ("k below 1", ["query", "--server", "127.0.0.1:1", "--history", "1,2", "-k", "0"], "-k 0: must be >= 1"),
+    ("quote spans lines in interactions", ["data", "stats", "--interactions", "{d}/multiline.csv"],
+     "{d}/multiline.csv:3: field 'item_id': unclosed quote: a quoted value opened on this line does not close"),
+    ("line break in an item title", ["data", "stats", "--interactions", "{d}/good.csv", "--items",
+                                     "{d}/items_break.csv"],
+     "{d}/items_break.csv:4: field 'title': contains a line break (its quoted value runs from line 4 to 5)"),
+    ("quote open at the end of the items file", ["data", "stats", "--interactions", "{d}/good.csv", "--items",
+                                                 "{d}/items_open.csv"],
+     "{d}/items_open.csv:3: field 'text': unclosed quote: the quoted value runs from this line to the end of "
+     "the file (line 4)"),
+    ("no model at the path", ["evaluate", "{d}/a_file", "--interactions", "{d}/good.csv"],
+     "{d}/a_file: neither a SavedModel"),
+    ("data the model does not know", ["evaluate", "{export}", "--interactions", "{d}/good.csv"],
+     ("{version}: 2 of 2 test targets (100%) are item ids the model does not know",
+      "The data ({d}/good.csv) probably does not match the model")),
 ]
 
 
-@pytest.mark.parametrize("name,argv,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_error_line_and_exit_2(name, argv, fragment, tmp_path):
+def write_files(tmp_path):
     for file, content in FILES.items():
         (tmp_path / file).write_bytes(content)
-    d = str(tmp_path)
+    return str(tmp_path)
+
+
+def run_cli(argv, env=None):
+    return subprocess.run(CLI + argv, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("name,argv,fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_error_line_and_exit_2(name, argv, fragment, tmp_path, request):
+    d = write_files(tmp_path)
+    where = {"d": d}
+    if any("{export}" in a for a in argv):
+        where["export"], where["version"] = request.getfixturevalue("tiny_export")
     env = {**os.environ, "TF_CONFIG": "{not json" if name == "bad TF_CONFIG" else ""}
-    proc = subprocess.run(CLI + [a.format(d=d) for a in argv], capture_output=True, text=True, timeout=120,
-                          env=env)
+    proc = run_cli([a.format(**where) for a in argv], env=env)
     assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert "error: " in last and fragment.format(d=d) in last, last
+    assert "error: " in last, last
+    for part in (fragment,) if isinstance(fragment, str) else fragment:
+        assert part.format(**where) in last, last
 
 
 def test_legal_but_odd_data_is_reported(tmp_path):
@@ -79,3 +114,65 @@ def test_legal_but_odd_data_is_reported(tmp_path):
     assert any("1 row(s) repeat an earlier (user_id, item_id, timestamp)" in w for w in warnings)
     assert any("1 timestamp(s) are negative" in w for w in warnings)
     assert any("1 rating(s) are negative" in w for w in warnings)
+
+
+def test_skipped_multiline_records_are_counted_and_named(tmp_path):
+    """--on-bad-line skip: a quoted value over a line break is a counted bad line, not a cut record."""
+    d = write_files(tmp_path)
+    proc = run_cli(["data", "stats", "--interactions", f"{d}/multiline.csv", "--on-bad-line", "skip", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: skipped")]
+    assert warning and warning[0].startswith("warning: skipped 2 malformed line(s); first: "
+                                             f"{d}/multiline.csv:3: field 'item_id': unclosed quote"), proc.stderr
+    assert f"{d}/multiline.csv:4: field 'timestamp': expected 3 fields" in warning[0]
+    assert '"interactions": 5' in proc.stdout
+
+
+def test_some_targets_unknown_to_the_model_is_a_warning(tiny_export, tmp_path):
+    d = write_files(tmp_path)
+    proc = run_cli(["evaluate", tiny_export[0], "--interactions", f"{d}/partly_known.csv"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert any(f"{tiny_export[1]}: 1 of 3 test targets (33%) are item ids the model does not know (e.g. 'zz')"
+               in w for w in warnings), proc.stderr
+    assert any(line.startswith("retrieval ") for line in proc.stdout.splitlines()), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export):
+    from tfrec_attn.serving.config import single_model_config
+    from tfrec_attn.serving.server import ModelServer
+
+    server = ModelServer(single_model_config("retrieval", tiny_export[0]), port=0, host="127.0.0.1",
+                         poll_wait_seconds=0).start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop()
+
+
+def query(server, *argv):
+    proc = run_cli(["query", "--server", server, *argv])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: ")]
+    return rows, notes
+
+
+def test_query_says_when_k_is_capped_by_the_export(server):
+    rows, notes = query(server, "--history", "i1,i2,i3", "-k", "100000")
+    assert len(rows) == 10  # the tiny export's K
+    assert notes == ["note: -k 100000: the model returns at most 10 items (the export's K), so 10 are listed; "
+                     "for more, export with a larger K: `tfrec-attn export RUN_DIR --k 100000` or train with "
+                     "--set export.k=100000"]
+    rows, notes = query(server, "--history", "i1,i2,i3", "-k", "5")
+    assert len(rows) == 5 and notes == []
+
+
+def test_query_says_when_no_history_id_is_known(server):
+    rows, notes = query(server, "--history", "zz,yy", "-k", "5")
+    assert [float(r[2]) for r in rows] == [0.0] * 5  # the zero user vector: every item ties at 0
+    assert notes == ["note: none of the history ids (zz, yy) is known to the model, so this is its answer for an "
+                     "empty history: every item scores 0 (the user vector is zero), so the list is the first "
+                     "items of the model's vocabulary in its order, not a recommendation"]
+    _, notes = query(server, "--history", "i1,zz,i2", "-k", "5")
+    assert notes == ["note: 1 of 3 history ids are unknown to the model and were ignored: zz"]

@@ -118,3 +118,60 @@ def test_a_utf8_bom_is_skipped_not_read_into_the_header(tmp_path):
     path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,timestamp\n1,a,1\n1,b,2\n")
     dataset = read_csv_dataset(str(path))
     assert list(dataset.interactions.item_ids) == ["a", "b"]
+
+
+def test_items_csv_reads_a_quoted_multiline_text_as_one_record(tmp_path):
+    """A multi-line description is legitimate CSV: one record, whole text, later line numbers exact."""
+    inter = write(tmp_path / "events.csv", "user_id,item_id,timestamp\nu1,A,1\nu1,B,2\n")
+    items = write(tmp_path / "items.csv", 'item_id,title,text,genres\r\n'
+                  'A,Alpha,"First line,\r\nsecond ""quoted"" line\r\n\r\nlast",x|y\r\n'
+                  "B,Beta,plain,z\r\n\r\n"
+                  "B,Again,dup,z\r\n")
+    with pytest.raises(DataFormatError, match=r"items.csv:8: field 'item_id': duplicate item id"):
+        read_csv_dataset(inter, items)
+    dataset = read_csv_dataset(inter, items, on_bad_line="skip")
+    assert dataset.items["A"].text == 'Alpha. Genres: x, y. First line,\nsecond "quoted" line\n\nlast'
+    assert dataset.items["A"].genres == ("x", "y") and dataset.items["B"].title == "Beta"
+    assert dataset.skipped.count == 1
+
+
+def test_items_csv_line_breaks_outside_text_and_unclosed_quotes_are_bad_records(tmp_path):
+    inter = write(tmp_path / "events.csv", "user_id,item_id,timestamp\nu1,A,1\n")
+    items = write(tmp_path / "items.csv", 'item_id,title,genres\nA,"Al\npha",x\nB,Beta,"y\nz"\nC,Gamma,w\n'
+                  'D,"Delta,\nE,Eps,v\n')
+    with pytest.raises(DataFormatError, match=r"items.csv:2: field 'title': contains a line break \(its quoted "
+                                              r"value runs from line 2 to 3\); only 'text' may span lines"):
+        read_csv_dataset(inter, items)
+    dataset = read_csv_dataset(inter, items, on_bad_line="skip")
+    assert sorted(dataset.items) == ["C"]
+    assert dataset.skipped.count == 3
+    assert ":4: field 'genres': contains a line break" in dataset.skipped.examples[1]
+    assert dataset.skipped.examples[2].startswith(
+        f"{items}:7: field 'title': unclosed quote: the quoted value runs from this line to the end of the file "
+        "(line 8)")
+    # A record whose quoted value swallowed the next lines no longer fits the header.
+    wide = write(tmp_path / "wide.csv", 'item_id,title,text\nA,"Alpha\n",B,Beta,t\nC,Gamma,t\n')
+    with pytest.raises(DataFormatError, match=r"wide.csv:2: field '<line>': expected 3 fields \(item_id,title,"
+                                              r"text\), found 5 in the record on lines 2-3"):
+        read_csv_dataset(inter, wide)
+
+
+def test_interactions_csv_quote_over_a_line_break_is_a_counted_bad_line(tmp_path):
+    """Interactions never span lines: the line with the open quote is reported, never cut silently."""
+    path = write(tmp_path / "events.csv", 'user_id,item_id,timestamp,note\nu1,A,1,"ok, fine"\n'
+                 'u1,B,2,"runs\nu1,C,3,over"\nu2,A,4,\n')
+    with pytest.raises(DataFormatError, match=r"events.csv:3: field 'note': unclosed quote: a quoted value opened "
+                                              r"on this line does not close on it"):
+        read_csv_dataset(path)
+    dataset = read_csv_dataset(path, on_bad_line="skip")
+    assert "B" not in set(dataset.interactions.item_ids)
+    assert dataset.skipped.count == 1 and ":3: field 'note': unclosed quote" in dataset.skipped.examples[0]
+
+
+def test_movies_csv_unclosed_quote_is_a_bad_line(tmp_path):
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Toy Story (1995),Animation\n2,Jumanji (1995),Fantasy\n')
+    with pytest.raises(DataFormatError, match=r"movies.csv:2: field 'title': unclosed quote"):
+        read_ml_csv(str(tmp_path))
+    dataset = read_ml_csv(str(tmp_path), on_bad_line="skip")
+    assert sorted(dataset.items) == ["2"] and dataset.skipped.count == 1

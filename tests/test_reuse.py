@@ -35,7 +35,7 @@ def expected(path):
 def test_documented_recipes_run_in_plain_tensorflow(tiny_export):
     path = tiny_export[1]
     ids, scores = expected(path)
-    call, keras3, keras2 = snippets()
+    call, keras3, keras2, cold = snippets()
     check = ("\nimport json, sys\nassert 'tfrec_attn' not in sys.modules and 'tensorflow_recommenders' not in sys.modules\n")
 
     code = call.replace("runs/main/export/retrieval/1", path).replace(
@@ -51,6 +51,14 @@ def test_documented_recipes_run_in_plain_tensorflow(tiny_export):
     got = run(code + check + "assert tf.keras.Model.__module__.startswith('tf_keras')\n"
               f"print(json.dumps(model(tf.constant({HISTORY!r}))['item_ids'].numpy().astype(str).tolist()))", True)
     assert got == ids
+
+    # Cold start: embed_items + user_embedding (an id export ignores the text: OOV vector).
+    code = cold.replace("runs/main/export/retrieval/1", path)
+    got = run(code + check + "print(json.dumps(score.numpy().tolist()))", False)
+    loaded = tf.saved_model.load(path)
+    oov = loaded.signatures["embed_items"](item_ids=tf.constant(["new-1"]), item_texts=tf.constant(["x"]))
+    user = loaded.signatures["user_embedding"](history=tf.constant([["50", "172", "181"]]))
+    assert abs(got[0] - float(tf.reduce_sum(user["embedding"] * oov["embeddings"]))) < 1e-5
 
 
 def test_saved_model_cli_reads_the_export(tiny_export):

@@ -129,7 +129,7 @@ def bad_requests():
     r = predict_pb2.PredictRequest()
     r.CopyFrom(good)
     r.inputs["history"].tensor_shape.dim[0].size = 1 << 30
-    cases.append(("huge shape", r, grpc.StatusCode.INVALID_ARGUMENT, "exceeds the limit"))
+    cases.append(("huge shape", r, grpc.StatusCode.INVALID_ARGUMENT, "max_batch_rows=1024"))
     r = request_for(HISTORY, name="other")
     cases.append(("unknown model", r, grpc.StatusCode.NOT_FOUND, "model 'other' is not served"))
     r = predict_pb2.PredictRequest()
@@ -185,7 +185,7 @@ def test_warmup_file_is_prediction_logs_the_server_answers(server, tiny_export):
         response = predict.Predict(log.predict_log.request, 10.0)
         signatures.add(response.model_spec.signature_name)
         assert response.outputs
-    assert signatures == {"serving_default", "rank"}
+    assert {"serving_default", "rank"} <= signatures  # and whatever else the export warms up
     channel.close()
 
 

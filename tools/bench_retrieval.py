@@ -50,6 +50,14 @@ ABLATIONS = {
     "heads=2": ["model.num_heads=2"],
     "dropout=0.2": ["model.dropout=0.2"],
     "dropout=0.5": ["model.dropout=0.5"],
+    # item towers (MiniLM text features, frozen and cached)
+    "tower=text": ["model.item_tower.type=text"],
+    "tower=text, mlp projection": ["model.item_tower.type=text", "model.item_tower.projection=mlp"],
+    "tower=hybrid sum": ["model.item_tower.type=hybrid", "model.item_tower.fusion=sum"],
+    "tower=hybrid gated": ["model.item_tower.type=hybrid", "model.item_tower.fusion=gated"],
+    "tower=hybrid concat_mlp": ["model.item_tower.type=hybrid", "model.item_tower.fusion=concat_mlp"],
+    "tower=hybrid sum, id_dropout=0.3": ["model.item_tower.type=hybrid", "model.item_tower.fusion=sum",
+                                         "model.item_tower.id_dropout=0.3"],
 }
 
 SPEED = {
@@ -57,6 +65,9 @@ SPEED = {
     "no length bucketing": ["train.bucket_by_length=false"],
     "jit_compile (XLA, bucket-boundary padding)": ["train.jit_compile=true"],
     "mixed precision (bfloat16 on CPU)": ["train.mixed_precision=true"],
+    # item towers: the frozen text towers read cached MiniLM features (the fast path)
+    "hybrid item tower (frozen MiniLM, cached)": ["model.item_tower.type=hybrid", "model.item_tower.id_dropout=0.3"],
+    "text item tower (frozen MiniLM, cached)": ["model.item_tower.type=text"],
 }
 
 
@@ -137,6 +148,8 @@ def table(rows, group=False):
 def speed(args, data):
     rows = []
     for name, overrides in SPEED.items():
+        if args.only and name not in args.only:
+            continue
         sets = overrides + [f"train.epochs={args.epochs}", "train.eval_every=100000", "train.patience=100000"]
         r = run_one(name, sets + args.set, 42, data, args.work_dir, 0)
         first, steady = epoch_seconds(r["run_dir"])

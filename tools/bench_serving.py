@@ -6,6 +6,7 @@
     python tools/bench_serving.py swap         # hot version swap under load: failed requests
     python tools/bench_serving.py scann        # ScaNN vs brute force on a 10^6-item catalogue
     python tools/bench_serving.py path         # our request path in-process, step by step
+    python tools/bench_serving.py overlimit    # one 100,000-row request (gRPC, REST): answer, time, peak RSS
 
 The model is the default retrieval architecture over the MovieLens 100K catalogue
 (untrained weights: cost does not depend on their values), history of 50 items, top-10.
@@ -25,7 +26,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
-from serving_fixtures import ServerProcess, build_export, movielens_ids, wait_for  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    ServerProcess,
+    build_export,
+    memory_mb,
+    movielens_ids,
+    reset_peak_rss,
+    wait_for,
+)
 
 
 def percentiles(samples):
@@ -273,9 +281,59 @@ def scann(args, ids_unused, base):
     return {"catalogue": n, "timings": timings, "scann_recall_at_10_vs_brute_force": float(recall)}
 
 
+def overlimit(args, ids, base):
+    """One request of ``--rows`` rows of a ``--history-length``-item history, over gRPC then
+    REST, each to a fresh server: the answer, how long it took, and the server's peak RSS."""
+    import http.client
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    build_export(base, ids, k=10)
+    width = args.history_length
+    history = np.array(history_rows(ids, 1, length=width)[0].tolist() * args.rows, dtype=object).reshape(
+        args.rows, width)
+    out = {"rows": args.rows, "history_length": width}
+    for protocol in ("grpc", "rest"):
+        server = ServerProcess(os.path.join(base, "retrieval"), *args.server_flag, rest=True)
+        time.sleep(2.0)
+        reset_peak_rss(server.proc.pid)
+        before = memory_mb(server.proc.pid)["rss_mb"]
+        start = time.time()
+        if protocol == "grpc":
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
+                server.target, options=[("grpc.max_send_message_length", 256 << 20),
+                                        ("grpc.max_receive_message_length", 256 << 20)]))
+            request = make_request(history)
+            size = request.ByteSize()
+            try:
+                response = stub.Predict(request, 600.0)
+                answer = f"OK, {tf.make_ndarray(response.outputs['item_ids']).shape[0]} rows"
+            except grpc.RpcError as error:
+                answer = f"{error.code().name}: {error.details()[:160]}"
+        else:
+            body = json.dumps({"instances": history.tolist()}).encode()
+            size = len(body)
+            conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=600)
+            try:
+                conn.request("POST", "/v1/models/retrieval:predict", body)
+                response = conn.getresponse()
+                answer = f"{response.status}: {response.read()[:160].decode(errors='replace')}"
+            except (OSError, http.client.HTTPException) as error:
+                answer = f"no answer: {type(error).__name__}: {error}"
+        seconds = time.time() - start
+        peak = memory_mb(server.proc.pid)["peak_rss_mb"] if server.alive() else None
+        server.stop()
+        out[protocol] = {"request_bytes": size, "answer": answer, "seconds": seconds, "rss_before_mb": before,
+                         "peak_rss_mb": peak}
+        print(protocol, json.dumps(out[protocol]), flush=True)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("latency", "throughput", "swap", "scann", "path"))
+    parser.add_argument("mode", choices=("latency", "throughput", "swap", "scann", "path", "overlimit"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
@@ -284,6 +342,8 @@ def main(argv=None):
     parser.add_argument("--batch-threads", type=int, default=2)
     parser.add_argument("--batching", action="store_true", help="swap mode: with server-side batching")
     parser.add_argument("--catalogue", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=100_000, help="overlimit: rows in the request")
+    parser.add_argument("--history-length", type=int, default=50, help="overlimit: items per row")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="TensorFlow intra-op threads for the server and the in-process baseline (0 = TF default)")
     parser.add_argument("--inter-op", type=int, default=0, help="same, inter-op threads")
@@ -302,7 +362,7 @@ def main(argv=None):
     ids = movielens_ids() if args.mode != "scann" else None
     with tempfile.TemporaryDirectory() as base:
         result = {"latency": latency, "throughput": throughput, "swap": swap, "scann": scann,
-                  "path": request_path}[args.mode](args, ids, base)
+                  "path": request_path, "overlimit": overlimit}[args.mode](args, ids, base)
     result = {"mode": args.mode, "intra_op": args.intra_op, "inter_op": args.inter_op, "date": time.strftime("%Y-%m-%d %H:%M"), "machine":
               f"{platform.machine()}, {os.cpu_count()} cores", **result}
     print(json.dumps(result, indent=2, default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -41,19 +42,29 @@ def movielens_ids(data_dir: str | None = None):
 
 
 class ServerProcess:
-    """``tfrec-attn serve`` in a subprocess on 127.0.0.1 (a crash is visible as an exit)."""
+    """``tfrec-attn serve`` in a subprocess on 127.0.0.1 (a crash is visible as an exit).
 
-    def __init__(self, base_path: str, *extra, model_name: str = "retrieval"):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
-             "--model_name", model_name, "--model_base_path", base_path, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ``base_path`` None: give ``--model_config_file`` in ``extra`` instead. ``rest``: also open
+    the REST port (``.rest_port``). The server's stderr goes to ``stderr`` (a path) or nowhere.
+    """
+
+    def __init__(self, base_path: str | None, *extra, model_name: str = "retrieval", rest: bool = False,
+                 stderr: str | None = None):
+        args = [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1"]
+        if base_path is not None:
+            args += ["--model_name", model_name, "--model_base_path", base_path]
+        if rest:
+            args += ["--rest_api_port", str(free_port())]
+        self._stderr = open(stderr, "w") if stderr else subprocess.DEVNULL
+        self.proc = subprocess.Popen([*args, *extra], stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         line = self.proc.stdout.readline()
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)(?:; REST on 127\.0\.0\.1:(\d+))?", line)
         if not match:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r}")
+        self.ready_line = line
         self.port = int(match.group(1))
+        self.rest_port = int(match.group(2)) if match.group(2) else None
         self.target = f"127.0.0.1:{self.port}"
 
     def alive(self) -> bool:
@@ -66,6 +77,37 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            if self._stderr is not subprocess.DEVNULL:
+                self._stderr.close()
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (``--rest_api_port 0`` means "no REST")."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def memory_mb(pid: int) -> dict:
+    """Current (``VmRSS``) and peak (``VmHWM``) resident memory of a process, in MB (Linux)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = int(value.split()[0]) / 1024
+    return out
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Restarts a process's ``VmHWM`` from its current RSS (Linux >= 4.0); False if refused."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.1) -> bool:

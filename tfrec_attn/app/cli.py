@@ -188,17 +188,48 @@ def cmd_evaluate(args) -> int:
         config, vocabulary, model = load_run(path)
         if args.dataset is None:
             args.dataset = config.data.dataset
-        split = leave_one_out(load_data(args).interactions, config.data.min_interactions)
-        metrics = Evaluator(split, args.stage).evaluate(
-            catalogue_scorer(model, vocabulary, split))
+        dataset = load_data(args)
+        split = leave_one_out(dataset.interactions, config.data.min_interactions)
+        known = vocabulary.is_item(vocabulary.model_indices(split.item_vocab))
+
+        def evaluate():
+            return Evaluator(split, args.stage).evaluate(catalogue_scorer(model, vocabulary, split))
+
         source = f"run {path} (in-memory model)"
     else:
-        from tfrec_attn.evaluation.saved_model import evaluate_saved_model
+        from tfrec_attn.evaluation.saved_model import (
+            evaluate_saved_model,
+            known_items,
+            load_saved_model,
+            resolve_saved_model,
+        )
 
+        try:
+            path = resolve_saved_model(path)
+        except FileNotFoundError as error:
+            raise CLIError(f"{error}; give a run directory (with config.yaml) or an export") from None
         args.dataset = args.dataset or "ml-100k"
-        split = leave_one_out(load_data(args).interactions)
-        metrics = evaluate_saved_model(path, split, args.stage)
-        source = f"SavedModel {metrics['saved_model']} through serving_default"
+        dataset = load_data(args)
+        split = leave_one_out(dataset.interactions)
+        path, loaded = load_saved_model(path)
+        known = known_items(loaded, split.item_vocab)  # None: no `rank` signature to ask
+
+        def evaluate():
+            return evaluate_saved_model(path, split, args.stage, loaded=loaded)
+
+        source = f"SavedModel {path} through serving_default"
+    if known is not None:
+        from tfrec_attn.evaluation.saved_model import vocabulary_coverage
+
+        coverage = vocabulary_coverage(known, split, args.stage)
+        data = args.interactions or dataset.source or dataset.name
+        if coverage.mismatch:
+            raise CLIError(f"{path}: {coverage.describe()}. The data ({data}) probably does not match "
+                           "the model: evaluate it on the data it was trained on")
+        if coverage.unknown_targets or coverage.unknown_histories:
+            print(f"warning: {path}: {coverage.describe()}. The model cannot recommend an item it does not "
+                  "know, so those targets score (almost) nothing", file=sys.stderr)
+    metrics = evaluate()
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -216,6 +247,20 @@ def cmd_export(args) -> int:
                             k=args.k or config.export.k, index=args.index or config.export.index,
                             version=args.version)
     print(path)
+    return 0
+
+
+def cmd_index_add_items(args) -> int:
+    import time
+
+    from tfrec_attn.data.csv_reader import read_items_csv
+    from tfrec_attn.export.catalogue import add_items
+
+    start = time.perf_counter()
+    items = read_items_csv(args.items)
+    path = add_items(args.export_base, items, model_name=args.model_name)
+    print(f"{path}: {len(items)} new items indexed in {time.perf_counter() - start:.1f} s "
+          "(a running server picks the version up when it polls)")
     return 0
 
 
@@ -248,20 +293,68 @@ def cmd_serve(args) -> int:
 
         batching = read_batching_parameters(args.batching_parameters_file) \
             if args.batching_parameters_file else BatchingOptions()
+    from tfrec_attn.serving import RequestLimits, RestOptions
+
+    try:
+        limits = RequestLimits(args.max_batch_rows, args.max_history_length)
+        rest_options = RestOptions(max_body_bytes=args.rest_max_body_bytes)
+    except ValueError as error:  # name the flag, not the dataclass field
+        message = str(error).replace("RequestLimits.", "--").replace("RestOptions.max_body_bytes", "--rest_max_body_bytes")
+        raise CLIError(message) from None
     return serve(config, args.port, host=args.host, poll_wait_seconds=args.file_system_poll_wait_seconds,
-                 batching=batching, rest_port=args.rest_api_port, max_workers=args.grpc_max_threads)
+                 batching=batching, rest_port=args.rest_api_port, max_workers=args.grpc_max_threads,
+                 limits=limits, rest_options=rest_options)
 
 
 def cmd_query(args) -> int:
-    from tfrec_attn.serving.client import RecommenderClient
+    from tfrec_attn.serving.client import RecommenderClient, ServingError
 
-    history = [h for h in args.history.split(",") if h] if args.history else []
+    if args.k < 1:
+        raise CLIError(f"-k {args.k}: must be >= 1")
+    history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
     with RecommenderClient(args.server, model_name=args.model_name, timeout=args.timeout) as client:
         if args.metadata:
             print(json.dumps(client.metadata(), indent=2))
             return 0
-        for rank, (item, score) in enumerate(client.recommend(history, k=args.k), start=1):
+        ranked = client.recommend(history, k=args.k)
+        for rank, (item, score) in enumerate(ranked, start=1):
             print(f"{rank:>3}  {item:<12} {score:9.4f}")
+        notes = []
+        if len(ranked) < args.k:
+            # The export's K is the static width of serving_default's outputs.
+            try:
+                shape = client.metadata()["signatures"]["serving_default"]["outputs"]["item_ids"]["shape"]
+                export_k = shape[1] if len(shape) == 2 and shape[1] > 0 else None
+            except (ServingError, KeyError):
+                export_k = None
+            if export_k is not None and args.k > export_k:
+                notes.append(f"-k {args.k}: the model returns at most {export_k} items (the export's K), so "
+                             f"{len(ranked)} are listed; for more, export with a larger K: `tfrec-attn export "
+                             f"RUN_DIR --k {args.k}` or train with --set export.k={args.k}")
+            else:
+                notes.append(f"-k {args.k}: the model returned {len(ranked)} items (it never returns the "
+                             "history's items, nor more items than its catalogue holds)")
+        # Which history ids does the model know? The `rank` signature scores unknown ids -inf.
+        unknown = []
+        if history:
+            try:
+                unknown = [item for item, score in client.rank(history, history) if score == float("-inf")]
+            except ServingError as error:
+                notes.append(f"could not check the history ids against the model ({error})")
+        zeros = bool(ranked) and all(score == 0.0 for _, score in ranked)
+        answer = ("every item scores 0 (the user vector is zero), so the list is the first items of the "
+                  "model's vocabulary in its order, not a recommendation" if zeros else
+                  "the scores are the model's per-item bias alone (model.item_bias), nothing about this user")
+        if history and unknown and len(set(unknown)) == len(set(history)):
+            notes.append(f"none of the history ids ({', '.join(dict.fromkeys(unknown))}) is known to the model, "
+                         f"so this is its answer for an empty history: {answer}")
+        elif unknown:
+            notes.append(f"{len(set(unknown))} of {len(set(history))} history ids are unknown to the model and were "
+                         f"ignored: {', '.join(dict.fromkeys(unknown))}")
+        elif not history:
+            notes.append(f"no --history: this is the model's answer for an empty history: {answer}")
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -355,6 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_run, dataset=None)
 
+    index = sub.add_parser("index", help="change an exported model's item index without retraining")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("add-items", help="publish the next version of an export with new items, embedded "
+                                               "from their text (cold start; text/hybrid item towers)")
+    p.add_argument("export_base", help="the export base path, e.g. runs/main/export")
+    p.add_argument("--items", required=True,
+                   help="CSV with item_id,title[,text][,genres] (header required); ids must be new")
+    p.add_argument("--model-name", default="retrieval", help="model directory under EXPORT_BASE (default retrieval)")
+    p.set_defaults(func=cmd_index_add_items)
+
     p = sub.add_parser("serve", help="TF-Serving-compatible gRPC model server (flags as in TF Serving)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
     p.add_argument("--host", default="0.0.0.0")
@@ -370,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="ops run concurrently (0 = TensorFlow's default)")
     p.add_argument("--grpc_max_threads", type=int, default=32, help="gRPC request handler threads")
+    p.add_argument("--max_batch_rows", type=int, default=1024,
+                   help="rows per Predict request, gRPC and REST (INVALID_ARGUMENT beyond; default 1024)")
+    p.add_argument("--max_history_length", type=int, default=10_000,
+                   help="items per row of any input (INVALID_ARGUMENT beyond; default 10000)")
+    p.add_argument("--rest_max_body_bytes", type=int, default=16 << 20,
+                   help="largest REST request body (413 beyond; default 16 MiB)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("query", help="ask a running server for recommendations")
@@ -391,12 +500,14 @@ def known_errors() -> tuple:
         DataFormatError,
         DataNotFoundError,
     )
+    from tfrec_attn.export.catalogue import AddItemsError
     from tfrec_attn.serving.client import ServingError
+    from tfrec_attn.text.pretrained import PretrainedModelError
     from tfrec_attn.training.cluster import ClusterError
     from tfrec_attn.training.config import ConfigError
 
     return (CLIError, ConfigError, ClusterError, DataFormatError, DataFileError, DataNotFoundError,
-            ChecksumError, ServingError)
+            ChecksumError, ServingError, AddItemsError, PretrainedModelError)
 
 
 def _check_paths(args) -> None:

@@ -12,6 +12,7 @@ import time
 PACKAGES = ("tfrec_attn", "tensorflow", "tf-keras", "tensorflow-recommenders", "tensorflow-text",
             "tensorflow-serving-api", "scann", "transformers", "implicit", "numpy", "grpcio")
 COLUMNS = ("HR@10", "NDCG@10", "HR@50", "MRR")
+COLD_COLUMNS = [(part, metric) for part in ("cold", "warm") for metric in ("HR@10", "NDCG@10", "HR@50")]
 
 
 def versions() -> dict[str, str]:
@@ -45,6 +46,29 @@ def _metric_rows(summary):
     return rows
 
 
+def _cold_rows(cold):
+    return [[name] + [f"{r[p][m]:.4f}" for p, m in COLD_COLUMNS] + [f"{r.get('seconds', 0):.0f}" if "seconds" in r else "–"]
+            for name, r in cold["rows"].items()]
+
+
+def _cold_text(cold) -> tuple[str, str]:
+    s = cold["split"]
+    intro = (f"Cold items: the {s['cold_items']} distinct test targets of a seeded 20% of the evaluated users; "
+             f"every interaction with them ({s['removed_interactions']:,}) was removed from training, validation "
+             f"and histories, so the models know them only by their text. Cold: the {s['cold_users']} test "
+             f"events whose target is cold (ranked over the whole catalogue); warm: the other "
+             f"{s['warm_users']} users. Each tower trained within the stage's time budget.")
+    new = cold.get("new_item")
+    outro = ""
+    if new:
+        nearest = "; ".join(f"{n['title']} ({n['cosine']:.2f})" for n in new["nearest"])
+        outro = (f"New item **{new['text']}** (id {new['item_id']}), added with `tfrec-attn index add-items` as "
+                 f"version {new['version']} of the running server ({new['seconds_to_served']:.1f} s, no "
+                 f"retraining). Nearest catalogue items: {nearest}. It is now in the top 10 of "
+                 f"{len(new['users_reached'])} of {new['users_asked']} test users asked over gRPC.")
+    return intro, outro
+
+
 def _markdown(summary, images) -> str:
     d = summary["dataset"]
     lines = [f"# tfrec_attn report — {d['dataset']}", "",
@@ -63,6 +87,17 @@ def _markdown(summary, images) -> str:
                         ("Interactions per user", "lengths")):
         if images.get(name):
             lines += [f"## {title}", "", f"![{title}]({os.path.basename(images[name])})", ""]
+    cold = summary.get("cold_start")
+    if cold:
+        intro, outro = _cold_text(cold)
+        lines += ["## Cold start: items known only by their text", "", intro, "",
+                  "| model | " + " | ".join(f"{p} {m}" for p, m in COLD_COLUMNS) + " | training s |",
+                  "|---" * (len(COLD_COLUMNS) + 2) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _cold_rows(cold)]
+        lines += ["", outro, ""]
+        for r in (cold.get("new_item") or {}).get("users_reached", [])[:5]:
+            lines.append(f"- user {r['user_id']}: rank {r['rank']}; recently watched {'; '.join(r['recent'])}")
+        lines.append("")
     lines += ["## Sample recommendations (through the gRPC server)", ""]
     for sample in summary["samples"]:
         lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; held-out next item: "
@@ -107,8 +142,20 @@ def _html(summary, images) -> str:
         + "<th>training s</th></tr>" + rows + "</table>",
         "<h2>Training curves</h2>" + img(images.get("curves")),
         "<h2>Attention heatmap (one user)</h2>" + img(images.get("attention")),
-        "<h2>Sample recommendations (through the gRPC server)</h2>",
     ]
+    cold = summary.get("cold_start")
+    if cold:
+        intro, outro = _cold_text(cold)
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _cold_rows(cold))
+        parts += ["<h2>Cold start: items known only by their text</h2>", f"<p>{e(intro)}</p>",
+                  "<table class='num'><tr><th>model</th>" + "".join(f"<th>{p} {m}</th>" for p, m in COLD_COLUMNS)
+                  + "<th>training s</th></tr>" + body + "</table>",
+                  f"<p>{e(outro).replace('**', '')}</p>"]
+        reached = (cold.get("new_item") or {}).get("users_reached", [])[:5]
+        if reached:
+            parts.append("<ul>" + "".join(f"<li>user {e(r['user_id'])}: rank {r['rank']}; recently watched "
+                                          f"{e('; '.join(r['recent']))}</li>" for r in reached) + "</ul>")
+    parts.append("<h2>Sample recommendations (through the gRPC server)</h2>")
     for sample in summary["samples"]:
         parts.append(f"<h3>User {e(sample['user_id'])}</h3><p>{len(sample['history'])} items watched; "
                      f"held-out next item: {e(sample['test_target'])}</p>"

@@ -31,6 +31,29 @@ class QuickConfig:
 
 
 @dataclasses.dataclass
+class NewItemConfig:
+    """An item that is not in the data, added to the running server by its text."""
+
+    item_id: str = "new-1"
+    title: str = "Star Wars: Episode I - The Phantom Menace (1999)"
+    genres: list[str] = dataclasses.field(default_factory=lambda: ["Action", "Adventure", "Fantasy", "Sci-Fi"])
+    description: str = ""
+
+
+@dataclasses.dataclass
+class ColdStartConfig:
+    """The cold-start stage (text and hybrid item towers): the protocol's table
+    (:mod:`tfrec_attn.evaluation.cold_start`) and a new item added to the running server."""
+
+    enabled: bool = True
+    fraction: float = 0.2  # of evaluated users whose test targets become cold items
+    time_budget_seconds: float = 90.0  # per cold-split training (the item tower and id-only)
+    compare_id: bool = True  # also train the id-only tower on the cold split (cold ids are OOV)
+    new_item: NewItemConfig = dataclasses.field(default_factory=NewItemConfig)
+    users_to_scan: int = 300  # test users asked over gRPC whether the new item is now in their top k
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
 
@@ -38,6 +61,7 @@ class PipelineConfig:
     baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
     sample_users: int = 3  # users whose recommendations are queried and shown
     k: int = 10  # recommendations shown per user
+    cold_start: ColdStartConfig = dataclasses.field(default_factory=ColdStartConfig)
     quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
 
     def validate(self, where=lambda path: path) -> None:
@@ -48,6 +72,10 @@ class PipelineConfig:
         if self.sample_users < 1 or self.k < 1 or self.quick.max_users < 10:
             raise ConfigError(f"{where('sample_users')}: sample_users, k must be >= 1 and "
                               "quick.max_users >= 10")
+        if not 0 < self.cold_start.fraction <= 1:
+            raise ConfigError(f"{where('cold_start.fraction')}: cold_start.fraction must be in (0, 1]")
+        if self.cold_start.time_budget_seconds <= 0:
+            raise ConfigError(f"{where('cold_start.time_budget_seconds')}: must be > 0")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
@@ -93,11 +121,12 @@ def subset_users(dataset, max_users: int, seed: int):
     return dataset.subset_users(rng.choice(users, size=max_users, replace=False))
 
 
-def start_server(model_base_path: str, model_name: str):
+def start_server(model_base_path: str, model_name: str, poll_seconds: float = 0):
+    """``poll_seconds``: 0 loads the versions once (TF Serving's meaning); > 0 polls for new ones."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
          "--model_name", model_name, "--model_base_path", model_base_path,
-         "--file_system_poll_wait_seconds", "0"],
+         "--file_system_poll_wait_seconds", str(poll_seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -125,8 +154,9 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     from tfrec_attn.evaluation import Evaluator, format_table
 
     os.makedirs(output_dir, exist_ok=True)
-    stages = Stages(7)
     retrieval_config = config.retrieval
+    cold_stage = config.cold_start.enabled and retrieval_config.model.item_tower.type != "id"
+    stages = Stages(8 if cold_stage else 7)
     save_config(retrieval_config, os.path.join(output_dir, "retrieval_config.yaml"))
     with open(os.path.join(output_dir, "pipeline_config.yaml"), "w") as handle:
         handle.write(config.to_yaml())
@@ -152,7 +182,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         print(f"{name}: NDCG@10 {results[name]['NDCG@10']:.4f}  ({timings[name]:.1f}s)", flush=True)
 
     # 3. retrieval --------------------------------------------------------------------
-    stages("train retrieval (transformer two-tower)")
+    stages(f"train retrieval (transformer user tower, {retrieval_config.model.item_tower.type} item tower)")
     from tfrec_attn.training.retrieval import train_retrieval
 
     run_dir = os.path.join(output_dir, "retrieval")
@@ -164,6 +194,17 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     stages("evaluate (test split, full ranking)")
     table = format_table(results)
     print(table)
+
+    # 4b. cold start (text and hybrid item towers) -------------------------------------
+    cold_start = None
+    if cold_stage:
+        stages("cold start: items known only by their text (cold-start protocol)")
+        from tfrec_attn.app.cold_start import cold_start_table
+
+        budget = min(config.cold_start.time_budget_seconds, 20.0) if quick else config.cold_start.time_budget_seconds
+        cold_start = cold_start_table(dataset, split, retrieval_config,
+                                      dataclasses.replace(config.cold_start, time_budget_seconds=budget), output_dir,
+                                      verbose=0)
 
     # 5. export -----------------------------------------------------------------------
     stages("export versioned SavedModels")
@@ -179,7 +220,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     stages("serve (local gRPC server) and query through the client")
     from tfrec_attn.serving.client import RecommenderClient
 
-    proc, target = start_server(os.path.join(export_base, model_name), model_name)
+    proc, target = start_server(os.path.join(export_base, model_name), model_name, 0.5 if cold_stage else 0)
     samples = []
     try:
         print(f"server up at {target} (pid {proc.pid})")
@@ -199,6 +240,12 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                                      for h, w in why[item]]}
                                         for item, score in recs],
                 })
+            if cold_stage:
+                from tfrec_attn.app.cold_start import new_item_demo
+
+                cold_start["new_item"] = new_item_demo(
+                    client, export_base, model_name, config.cold_start.new_item, trained, split, dataset, config.k,
+                    config.cold_start.users_to_scan, retrieval_config.seed)
     finally:
         code = stop_server(proc)
     print_samples(samples, dataset)
@@ -219,6 +266,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         "best_epoch": trained.metrics["best_epoch"], "epochs": trained.metrics["epochs"],
         "export": exported, "samples": samples, "stage_seconds": stages.times,
         "total_seconds": stages.elapsed, "server_exit_code": code, "server_pid": proc.pid,
+        "item_tower": retrieval_config.model.item_tower.type, "cold_start": cold_start,
     }
     with open(os.path.join(output_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)

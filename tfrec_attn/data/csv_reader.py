@@ -4,6 +4,12 @@ Interactions: a CSV with a header naming ``user_id,item_id,timestamp`` and
 optionally ``rating`` (any column order, extra columns ignored). Items (optional):
 a CSV with ``item_id,title`` and optionally ``text`` and ``genres``
 (``|``-separated).
+
+Both are read as CSV (RFC 4180 quoting). In the items file a quoted ``text`` value may
+span lines (a multi-line description is one record, numbered by its first line); a line
+break in any other value of it is a bad record. In the interactions file no value may
+span lines: a quote left open at the end of a line makes that line a bad line
+(``FILE:LINE: field 'NAME': unclosed quote ...``), never a record cut at the line break.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from tfrec_attn.data.errors import DataFileError, DataFormatError
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id", "title")
+MULTILINE_COLUMNS = ("text",)  # free text: a quoted value may span lines (CSV allows it)
 
 
 def _column_index(path, header: list[str], required, optional) -> dict[str, int]:
@@ -29,19 +36,31 @@ def _column_index(path, header: list[str], required, optional) -> dict[str, int]
     return {name: index[name] for name in (*required, *optional) if name in index}
 
 
-def _rows(path, required, optional):
-    """Yields ``(line, fields, columns)`` of a headered CSV whose rows reach every named column."""
+def _rows(path, required, optional, policy, *, multiline: bool = False):
+    """Yields ``(line, end_line, fields, columns)`` of a headered CSV; ``fields`` is a
+    :class:`DataFormatError` for a record that does not reach every named column.
+
+    ``multiline``: quoted values may span lines (free-text columns); otherwise a quote
+    left open at the end of a line is a bad line (reported through ``policy``).
+    """
     header = readers.read_header(path)
     cols = _column_index(path, header, required, optional)
     width = max(cols.values()) + 1
-    for line, fields in readers.iter_records(path, sep=",", quoted=True, skip_header=True):
+    if multiline:
+        records = readers.iter_csv_records(path, sep=",", skip_header=True, names=header, policy=policy)
+    else:
+        records = ((line, line, fields) for line, fields in
+                   readers.iter_records(path, sep=",", quoted=True, skip_header=True, names=header,
+                                        policy=policy))
+    for line, end, fields in records:
         if len(fields) < width or len(fields) > len(header):
             field = header[len(fields)] if len(fields) < width else "<line>"
+            span = f" in the record on lines {line}-{end} (a quoted value spans line breaks)" if end > line else ""
             error = DataFormatError(path, line, field,
-                                    f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}")
-            yield line, error, cols
+                                    f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}{span}")
+            yield line, end, error, cols
         else:
-            yield line, fields, cols
+            yield line, end, fields, cols
 
 
 def read_interactions_csv(path, *, on_bad_line: str = "error", policy=None) -> Interactions:
@@ -49,7 +68,7 @@ def read_interactions_csv(path, *, on_bad_line: str = "error", policy=None) -> I
     path = os.fspath(path)
     policy = policy or readers.BadLinePolicy(on_bad_line)
     users, items, times, ratings = [], [], [], []
-    for line, fields, cols in _rows(path, INTERACTION_COLUMNS, ("rating",)):
+    for line, _, fields, cols in _rows(path, INTERACTION_COLUMNS, ("rating",), policy):
         try:
             if isinstance(fields, DataFormatError):
                 raise fields
@@ -76,10 +95,16 @@ def read_items_csv(path, *, on_bad_line: str = "error", policy=None) -> dict[str
     path = os.fspath(path)
     policy = policy or readers.BadLinePolicy(on_bad_line)
     items: dict[str, Item] = {}
-    for line, fields, cols in _rows(path, ITEM_COLUMNS, ("text", "genres")):
+    for line, end, fields, cols in _rows(path, ITEM_COLUMNS, ("text", "genres"), policy, multiline=True):
         try:
             if isinstance(fields, DataFormatError):
                 raise fields
+            for name, column in cols.items():
+                if name not in MULTILINE_COLUMNS and ("\n" in fields[column] or "\r" in fields[column]):
+                    raise DataFormatError(
+                        path, line, name, f"contains a line break (its quoted value runs from line {line} to "
+                        f"{end}); only {', '.join(repr(c) for c in MULTILINE_COLUMNS)} may span lines",
+                        readers.excerpt(fields[column]))
             item_id = readers.parse_id(path, line, "item_id", fields[cols["item_id"]])
             if item_id in items:
                 raise DataFormatError(path, line, "item_id", "duplicate item id", item_id)

@@ -133,7 +133,7 @@ def _read_movies(path, sep, encoding, csv_format, policy) -> dict[str, Item]:
         return items
     names = ("item_id", "title", "genres")
     for line, fields in readers.iter_records(path, sep=sep, encoding=encoding, quoted=csv_format,
-                                             skip_header=csv_format):
+                                             skip_header=csv_format, names=names, policy=policy):
         try:
             readers.check_field_count(path, line, fields, names)
             item_id = readers.parse_id(path, line, "item_id", fields[0])

@@ -69,6 +69,59 @@ def decode_line(raw: bytes, encoding: str) -> str:
         return raw.decode("latin-1")
 
 
+def _decoded_lines(path, handle, encoding: str, bar, skip_header: bool):
+    """Yields ``(line_number, text)`` of each line, decoded, line ending kept (CRLF -> LF)."""
+    for line_number, raw in enumerate(handle, start=1):
+        bar.update(len(raw))
+        if line_number == 1 and skip_header:
+            continue
+        try:
+            line = decode_line(raw, encoding)
+        except UnicodeDecodeError as error:
+            raise DataFormatError(path, line_number, "<line>",
+                                  f"not valid {encoding.upper()} (byte 0x{raw[error.start]:02x} at column "
+                                  f"{error.start + 1}); save the file as {encoding.upper()}") from None
+        if line_number == 1:
+            line = line.removeprefix(BOM)
+        if line.endswith("\r\n"):
+            line = line[:-2] + "\n"
+        yield line_number, line
+
+
+def _field_name(names, index: int) -> str:
+    return names[index] if names and 0 <= index < len(names) else "<line>"
+
+
+def excerpt(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for an error message."""
+    text = text.rstrip("\n")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _report(policy, error: DataFormatError) -> None:
+    if policy is None:
+        raise error
+    policy.handle(error)
+
+
+def _parse_quoted_line(path, line_number: int, line: str, sep: str, names, policy):
+    """One line as CSV fields, or None (reported) when a quote opened on it does not close on it."""
+    # A second, empty line after it: a record that needs it has an unclosed quote.
+    reader = csv.reader(iter((line + "\n", "\n")), delimiter=sep)
+    try:
+        fields = next(reader)
+    except csv.Error as error:
+        _report(policy, DataFormatError(path, line_number, "<line>", f"not valid CSV: {error}", excerpt(line)))
+        return None
+    if reader.line_num > 1:
+        _report(policy, DataFormatError(
+            path, line_number, _field_name(names, len(fields) - 1),
+            "unclosed quote: a quoted value opened on this line does not close on it "
+            "(values in this file may not span lines)", excerpt(line)))
+        return None
+    return fields
+
+
 def iter_records(
     path: str | os.PathLike,
     *,
@@ -76,39 +129,94 @@ def iter_records(
     encoding: str = "utf-8",
     quoted: bool = False,
     skip_header: bool = False,
+    names: Sequence[str] | None = None,
+    policy: BadLinePolicy | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
     """Yields ``(line_number, fields)`` for each non-empty line (1-based line numbers).
+
+    One record per line: with ``quoted``, a quote that does not close on its own line is
+    a bad line (reported through ``policy``; raised without one), never a record cut at
+    the line break. :func:`iter_csv_records` reads quoted values that span lines.
 
     Args:
         sep: str. Field separator; may be several characters (``"::"``) unless ``quoted``.
         encoding: str. A codec, or ``"auto"``: UTF-8 per line, latin-1 where that fails.
         quoted: bool. Parse CSV quoting (titles with commas in ``movies.csv``).
         skip_header: bool. The first line is a header.
+        names: sequence of str. Column names, to name the field of an unclosed quote.
+        policy: BadLinePolicy. Where lines that are not valid CSV go (default: raise).
     """
     path = check_file(path)
     size = os.path.getsize(path)
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
                disable=size < _PROGRESS_BYTES, leave=False)
     with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            bar.update(len(raw))
-            if line_number == 1 and skip_header:
-                continue
-            try:
-                line = decode_line(raw, encoding).rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                raise DataFormatError(path, line_number, "<line>",
-                                      f"not valid {encoding.upper()} (byte 0x{raw[error.start]:02x} at column "
-                                      f"{error.start + 1}); save the file as {encoding.upper()}") from None
-            if line_number == 1:
-                line = line.removeprefix(BOM)
+        for line_number, line in _decoded_lines(path, handle, encoding, bar, skip_header):
+            line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             if quoted:
-                fields = next(csv.reader(io.StringIO(line), delimiter=sep))
+                fields = _parse_quoted_line(path, line_number, line, sep, names, policy)
+                if fields is None:
+                    continue
             else:
                 fields = line.split(sep)
             yield line_number, fields
+    bar.close()
+
+
+def iter_csv_records(
+    path: str | os.PathLike,
+    *,
+    sep: str = ",",
+    encoding: str = "utf-8",
+    skip_header: bool = True,
+    names: Sequence[str] | None = None,
+    policy: BadLinePolicy | None = None,
+) -> Iterator[tuple[int, int, list[str]]]:
+    """Yields ``(first_line, last_line, fields)`` per CSV record: quoted values may span lines.
+
+    For files with free-text columns (a multi-line description is legitimate CSV). Blank
+    lines are skipped. A quote still open at the end of the file is a bad record
+    (reported through ``policy``, raised without one) naming the line it opened on.
+    """
+    path = check_file(path)
+    size = os.path.getsize(path)
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
+               disable=size < _PROGRESS_BYTES, leave=False)
+    state = {"line": 1 if skip_header else 0, "text": "", "eof": False}
+
+    def lines():
+        for line_number, line in _decoded_lines(path, handle, encoding, bar, skip_header):
+            state["line"], state["text"] = line_number, line
+            yield line
+        state["line"] += 1  # the sentinel: a record that reads it had an unclosed quote
+        state["text"], state["eof"] = "", True
+        yield ""
+
+    with open(path, "rb") as handle:
+        reader = csv.reader(lines(), delimiter=sep)
+        last = state["line"]
+        while True:
+            first = last + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                raise DataFormatError(path, first, "<line>", f"not valid CSV: {error}") from None
+            last = state["line"]
+            if state["eof"]:
+                if first == last:  # the sentinel alone: the file ended between records
+                    break
+                _report(policy, DataFormatError(
+                    path, first, _field_name(names, len(fields) - 1),
+                    f"unclosed quote: the quoted value runs from this line to the end of the file "
+                    f"(line {last - 1})"))
+                break
+            if first == last and not state["text"].strip():
+                continue
+            yield first, last, fields
     bar.close()
 
 

@@ -96,6 +96,13 @@ class LeaveOneOutSplit:
         flat = np.concatenate(train) if train else np.zeros(0, np.int64)
         return np.bincount(flat, minlength=self.num_items)
 
+    def training_items(self, include_validation: bool = True) -> np.ndarray:
+        """Catalogue indices (catalogue order) of the items that occur in the training part:
+        the items a model trained on this split knows by id (its vocabulary)."""
+        counts = np.bincount(np.concatenate(self.train_sequences(include_validation) or [np.zeros(0, np.int64)]),
+                             minlength=self.num_items)
+        return np.flatnonzero(counts > 0)
+
     def counts(self) -> dict:
         train_rows = sum(len(s) for s in self.train_sequences())
         return {

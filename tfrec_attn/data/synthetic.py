@@ -59,3 +59,34 @@ def popularity_sequences(num_items: int, num_users: int, mean_len: int = 50, zip
     interactions = Interactions.from_rows(list(user_ids), list(item_ids), 1_000_000 + steps * 60,
                                           np.full(total, np.nan))
     return Dataset("popularity", interactions, catalogue, source="synthetic")
+
+
+TOPIC_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "black", "white")
+NAME_WORDS = ("cat", "dog", "horse", "bird", "fish", "lion", "tiger", "bear", "wolf", "fox",
+              "mouse", "snake")
+
+
+def topic_sequences(num_topics: int = 6, items_per_topic: int = 10, num_users: int = 400, min_len: int = 5,
+                    max_len: int = 12, seed: int = 0) -> Dataset:
+    """Items in topics whose *text* carries the successor pattern (cold-start tests).
+
+    Item ``t:j`` has the text ``"<topic word t> <name word j>"``; a user's next item is a
+    random item of the next topic (t + 1 mod num_topics). A model that reads the text can
+    recommend an item it has never seen (its topic word says where it belongs); an id
+    model cannot.
+    """
+    if num_topics > len(TOPIC_WORDS) or items_per_topic > len(NAME_WORDS):
+        raise ValueError(f"at most {len(TOPIC_WORDS)} topics of {len(NAME_WORDS)} items")
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for user in range(num_users):
+        topic = int(rng.integers(num_topics))
+        for step in range(int(rng.integers(min_len, max_len + 1))):
+            users.append(f"u{user}")
+            items.append(f"t{topic}i{int(rng.integers(items_per_topic))}")
+            times.append(1_000_000 + step * 60)
+            topic = (topic + 1) % num_topics
+    catalogue = {f"t{t}i{j}": Item(f"t{t}i{j}", f"{TOPIC_WORDS[t]} {NAME_WORDS[j]}")
+                 for t in range(num_topics) for j in range(items_per_topic)}
+    interactions = Interactions.from_rows(users, items, times, np.full(len(users), np.nan))
+    return Dataset("topics", interactions, catalogue, source="synthetic")

@@ -116,7 +116,7 @@ def write_sequence_files(split, output_dir: str, *, num_shards: int = 8,
 
     vocabulary_path = os.path.join(output_dir, VOCABULARY)
     os.makedirs(os.path.dirname(vocabulary_path), exist_ok=True)
-    _replace_atomically(vocabulary_path, ItemVocabulary(split.item_vocab).save)
+    _replace_atomically(vocabulary_path, ItemVocabulary(split.item_vocab[split.training_items()]).save)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -170,6 +170,8 @@ class Evaluator:
         ks: tuple of int. Cut-offs for HR/NDCG.
         num_negatives: int. Negatives per user for the sampled table (0 to skip).
         seed: int. Seed of the negative sampler.
+        users: optional int array. Evaluate only these users (a subset of
+            ``split.evaluated``, e.g. the cold-start protocol's cold or warm users).
 
     Example:
         >>> evaluator = Evaluator(split, "test")
@@ -177,13 +179,20 @@ class Evaluator:
     """
 
     def __init__(self, split: LeaveOneOutSplit, stage: str, ks=DEFAULT_KS,
-                 num_negatives: int = 100, seed: int = 2024):
+                 num_negatives: int = 100, seed: int = 2024, users=None):
         self.split = split
         self.stage = stage
         self.ks = tuple(ks)
         self.users = split.evaluated
         self.histories = split.inputs(stage)
         self.targets = split.targets(stage)
+        if users is not None:
+            keep = np.isin(self.users, users)
+            if keep.sum() != len(np.unique(users)):
+                raise ValueError("users must be a subset of split.evaluated")
+            self.users = self.users[keep]
+            self.histories = [h for h, k in zip(self.histories, keep) if k]
+            self.targets = self.targets[keep]
         self.num_negatives = num_negatives
         self._negatives = None
         self._seed = seed

@@ -2,16 +2,77 @@
 
 What users get is what is measured: raw string histories in, ranked string ids out,
 ranked with :meth:`tfrec_attn.evaluation.Evaluator.evaluate_topk`.
+
+Before scoring, :func:`vocabulary_coverage` says how much of the evaluated data the model
+knows: a model asked about ids outside its vocabulary ranks none of them (an unknown
+target is a guaranteed miss, an unknown history is read as an empty one), so data that
+does not match the model would otherwise just score 0 without a word.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
 from tfrec_attn.data.sequences import history_batch
 from tfrec_attn.evaluation.protocol import Evaluator
+
+# Below this fraction of known test targets the data is taken for other data than the model's.
+MIN_KNOWN_TARGETS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """How much of one stage's evaluation data a model knows.
+
+    Attributes:
+        stage: str. ``validation`` or ``test``.
+        users: int. Evaluated users (= targets).
+        unknown_targets: int. Targets whose item id is not in the model's vocabulary.
+        unknown_histories: int. Histories holding no id the model knows (it answers them
+            as it answers an empty history).
+        catalogue: int. Items in the data.
+        unknown_items: int. Of those, ids the model does not know.
+        examples: tuple of str. A few unknown target ids.
+    """
+
+    stage: str
+    users: int
+    unknown_targets: int
+    unknown_histories: int
+    catalogue: int
+    unknown_items: int
+    examples: tuple = ()
+
+    @property
+    def mismatch(self) -> bool:
+        """True when too few targets are known for the metrics to mean anything."""
+        return self.users > 0 and self.users - self.unknown_targets < MIN_KNOWN_TARGETS * self.users
+
+    def describe(self) -> str:
+        """One sentence: what the model does not know (for an ``error:``/``warning:`` line)."""
+        share = self.unknown_targets / self.users if self.users else 0.0
+        parts = [f"{self.unknown_targets:,} of {self.users:,} {self.stage} targets ({share:.0%}) are item ids "
+                 "the model does not know"
+                 + (f" (e.g. {', '.join(repr(e) for e in self.examples)})" if self.examples else "")]
+        if self.unknown_histories:
+            parts.append(f"{self.unknown_histories:,} {self.stage} histories hold no id it knows (it answers "
+                         "them as empty histories)")
+        parts.append(f"{self.unknown_items:,} of the data's {self.catalogue:,} items are outside its vocabulary")
+        return "; ".join(parts)
+
+
+def vocabulary_coverage(known: np.ndarray, split, stage: str) -> Coverage:
+    """:class:`Coverage` from ``known`` (bool [split.num_items]: the model knows that item)."""
+    known = np.asarray(known, bool)
+    targets = split.targets(stage)
+    unknown = ~known[targets]
+    empty = sum(1 for h in split.inputs(stage) if len(h) and not known[np.asarray(h, np.int64)].any())
+    examples = tuple(dict.fromkeys(str(split.item_vocab[t]) for t in targets[unknown]))[:3]
+    return Coverage(stage, len(targets), int(unknown.sum()), int(empty), len(known), int((~known).sum()),
+                    examples)
 
 
 def resolve_saved_model(path: str) -> str:
@@ -28,11 +89,40 @@ def resolve_saved_model(path: str) -> str:
                             "integer versions holding one")
 
 
-def evaluate_saved_model(path: str, split, stage: str = "test", batch_size: int = 256) -> dict:
+def load_saved_model(path: str):
+    """``(version directory, loaded SavedModel)`` of a SavedModel or TF Serving model dir."""
     import tensorflow as tf
 
     path = resolve_saved_model(path)
-    loaded = tf.saved_model.load(path)
+    return path, tf.saved_model.load(path)
+
+
+def known_items(loaded, item_ids, chunk: int = 8192) -> np.ndarray | None:
+    """Which raw ``item_ids`` an exported retrieval model knows (bool array).
+
+    Asks the ``rank`` signature, which scores ids outside the model's vocabulary -inf.
+    None when the SavedModel has no ``rank`` signature (not one of our exports).
+    """
+    import tensorflow as tf
+
+    if "rank" not in loaded.signatures:
+        return None
+    rank = loaded.signatures["rank"]
+    ids = np.asarray([str(i) for i in item_ids], dtype=object)
+    out = np.zeros(len(ids), bool)
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        scores = rank(history=tf.constant([[""]]), candidates=tf.constant(part[np.newaxis, :]))["scores"]
+        out[start:start + len(part)] = ~np.isneginf(scores.numpy()[0])
+    return out
+
+
+def evaluate_saved_model(path: str, split, stage: str = "test", batch_size: int = 256, loaded=None) -> dict:
+    """Full-ranking metrics of an export (``loaded``: the already loaded ``path``, optional)."""
+    import tensorflow as tf
+
+    if loaded is None:
+        path, loaded = load_saved_model(path)
     signature = loaded.signatures["serving_default"]
     position = {item: i for i, item in enumerate(split.item_vocab)}
     evaluator = Evaluator(split, stage)

@@ -42,12 +42,14 @@ def write_warmup_requests(path: str, model_name: str, requests: list[tuple[str, 
 
 def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, model_name: str,
                         version: int | None = None, options: tf.saved_model.SaveOptions | None = None,
-                        warmup: list | None = None) -> str:
+                        warmup: list | None = None, assets_extra_from: str | None = None) -> str:
     """Writes ``base_path/model_name/<version>/`` atomically and returns it.
 
     The SavedModel is written to a hidden temporary directory beside the target and then
     renamed into place, so a server polling ``base_path/model_name`` never sees a
     half-written version (TF Serving ignores non-integer directory names).
+    ``assets_extra_from``: a version directory whose ``assets.extra`` (warmup requests)
+    the new version reuses.
     """
     model_dir = os.path.join(base_path, model_name)
     os.makedirs(model_dir, exist_ok=True)
@@ -60,6 +62,8 @@ def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, mod
         tf.saved_model.save(module, tmp, signatures=signatures, options=options)
         if warmup:
             write_warmup_requests(tmp, model_name, warmup)
+        if assets_extra_from and os.path.isdir(os.path.join(assets_extra_from, "assets.extra")):
+            shutil.copytree(os.path.join(assets_extra_from, "assets.extra"), os.path.join(tmp, "assets.extra"))
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a server may run as another user
         os.rename(tmp, target)
     except BaseException:
@@ -90,6 +94,8 @@ def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8)) -
             history = np.resize(ids, batch * length).reshape(batch, length).astype(object)
             requests.append(("serving_default", {"history": history}))
     candidates = np.resize(ids, 8 * 20).reshape(8, 20).astype(object)
+    requests.append(("embed_items", {"item_ids": np.resize(ids, 8).astype(object),
+                                     "item_texts": np.array(["warmup text"] * 8, dtype=object)}))
     requests.append(("rank", {"history": np.resize(ids, 8 * 50).reshape(8, 50).astype(object),
                               "candidates": candidates}))
     return requests

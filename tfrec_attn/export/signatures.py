@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from tfrec_attn.features.vocab import ItemVocabulary, is_item, table_rows
 
 HISTORY_SPEC = tf.TensorSpec([None, None], tf.string, name="history")
 CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.string, name="candidates")
+ITEM_IDS_SPEC = tf.TensorSpec([None], tf.string, name="item_ids")
+ITEM_TEXTS_SPEC = tf.TensorSpec([None], tf.string, name="item_texts")
 
 
 class RetrievalServingModule(tf.Module):
@@ -32,22 +36,45 @@ class RetrievalServingModule(tf.Module):
     ``model.item_bias``: a last coordinate of 1 that meets each candidate's bias), for
     serving stacks that bring their own nearest-neighbour index.
 
+    Signature ``embed_items``: ``item_ids`` tf.string [n] + ``item_texts`` tf.string [n] ->
+    ``embeddings`` float32 [n, d] (d + 1 with ``model.item_bias``): candidate vectors in
+    the space ``user_embedding`` scores against. With a text or hybrid item tower the
+    text is tokenized and encoded inside the graph, so an id the model has never seen
+    gets its vector from its text alone (cold start; ``tfrec-attn index add-items``);
+    an id tower ignores the text (unknown ids get the OOV vector).
+
     Args:
         model: SequentialRetrievalModel (trained).
         vocabulary: ItemVocabulary. Embedded in the graph (no sidecar files).
         k: int. Results per query.
         index: str. ``brute_force`` (stock TF ops only) or ``scann``.
+        text_encoder: TextEncoder or None. The frozen encoder of a text/hybrid item tower
+            (default: rebuilt from the tower's config).
     """
 
     def __init__(self, model, vocabulary: ItemVocabulary, k: int = 100, index: str = "brute_force",
-                 **index_options):
+                 text_encoder=None, **index_options):
         super().__init__(name="retrieval")
         from tfrec_attn.export.index import build_index
 
         self.model = model
+        self._encode_texts = None
+        if getattr(model.item_tower, "text_dim", 0):
+            encoder = text_encoder or model.item_tower.text_encoder()
+            # Track the encoder's weights and tokenizer (vocab.txt asset) but not the Keras
+            # model: saving a Keras BERT traces every layer's call (a minute on 2 cores).
+            self.text_encoder_weights = list(encoder.weights)
+            self.tokenizer = encoder.tokenization.tokenizer
+            self._encode_texts = functools.partial(encoder, training=False)
         self.k = int(k)
         self.index_kind = index
         self.lookup = vocabulary.lookup_layer()
+        # The ids the index holds (``tfrec-attn index add-items`` checks new ids against it).
+        self.catalogue_ids = tf.Variable(list(vocabulary.item_ids), trainable=False, dtype=tf.string,
+                                         name="catalogue_ids")
+        # id | text | hybrid: whether embed_items can place an unseen item (add-items checks it).
+        self.item_tower_type = tf.Variable(getattr(model.item_tower, "kind", "id"), trainable=False,
+                                           dtype=tf.string, name="item_tower_type")
         candidates = tf.cast(model.item_embeddings(), tf.float32)
         self.index = build_index(index, candidates, tf.constant(list(vocabulary.item_ids)), self.k,
                                  **index_options)
@@ -95,8 +122,18 @@ class RetrievalServingModule(tf.Module):
         contributions = tf.math.divide_no_nan(raw, total) * tf.cast(known, tf.float32)[..., tf.newaxis]
         return {"attention": attention, "contributions": contributions}
 
+    @tf.function(input_signature=[ITEM_IDS_SPEC, ITEM_TEXTS_SPEC])
+    def embed_items(self, item_ids, item_texts):
+        ids = self.lookup(item_ids)
+        if self._encode_texts is None:
+            vectors = self.model.candidate_vectors(ids)
+        else:
+            vectors = self.model.text_item_vectors(ids, self._encode_texts(item_texts))
+        return {"embeddings": tf.cast(vectors, tf.float32)}
+
     def signatures(self) -> dict:
         return {
+            "embed_items": self.embed_items.get_concrete_function(),
             "serving_default": self.serving_default.get_concrete_function(),
             "rank": self.rank.get_concrete_function(),
             "explain": self.explain.get_concrete_function(),

@@ -1,21 +1,47 @@
 """Item towers: map model item indices to embeddings.
 
-Every item tower exposes the same two calls, so the user tower, the losses and the
+Every item tower exposes the same calls, so the user tower, the losses and the
 retrieval index never need to know what is inside:
 
-* ``tower(indices)`` -> embeddings ``[..., embedding_dim]`` (used for history items and labels),
-* ``tower.all_embeddings()`` -> ``[num_indices, embedding_dim]`` (the candidate table).
+* ``tower(indices)`` -> embeddings ``[..., embedding_dim]`` (history items and labels),
+* ``tower.all_embeddings()`` -> ``[num_indices, embedding_dim]`` (the candidate table),
+* ``tower.embed_text_features(indices, features)`` -> embeddings of items given their
+  text-encoder features ``[..., text_dim]``: how an item the model has never seen
+  (index 1, OOV) gets an embedding from its text alone. The id tower ignores the text
+  (every unknown item is the OOV embedding).
 
-The BERT text tower will fuse a text embedding into the same interface.
+Types (``model.item_tower.type``):
+
+* ``id``: collaborative, one learned embedding per item;
+* ``text``: content only, the item is a projection of its text encoding;
+* ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
+  ``gated`` sum, or ``concat_mlp``). Items never seen in training read the OOV id row,
+  and ``id_dropout`` replaces the id of training items by OOV at that rate, so the OOV
+  row learns to stand for "known by its text only" and the tower learns to place items
+  from their text alone (DropoutNet).
+
+The text towers read the catalogue's text features from a non-trainable table filled
+once from the frozen encoder (:mod:`tfrec_attn.text.features`), the fast path: the
+encoder runs once per item, not once per step. With ``trainable_layers > 0`` the tower
+instead holds the encoder and the catalogue's texts and encodes the distinct items of
+each batch, fine-tuning the encoder's last layers (its own optimizer and learning rate:
+:meth:`~tfrec_attn.models.base.RecommenderModel.optimizer_groups`).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 from tfrec_attn.layers.attention import register
 
-ITEM_TOWER_TYPES = ("id",)  # the text and hybrid towers join here
+ITEM_TOWER_TYPES = ("id", "text", "hybrid")
+FUSION_TYPES = ("sum", "gated", "concat_mlp")
+PROJECTION_TYPES = ("linear", "mlp")
+
+
+def _embedding_init():
+    return tf.keras.initializers.TruncatedNormal(stddev=0.02)
 
 
 @register
@@ -27,15 +53,20 @@ class IdItemTower(tf.keras.layers.Layer):
         embedding_dim: int.
     """
 
+    text_dim = 0
+
     def __init__(self, num_indices: int, embedding_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.num_indices = num_indices
         self.embedding_dim = embedding_dim
         self.embedding = tf.keras.layers.Embedding(
-            num_indices, embedding_dim, name="item_id_embedding",
-            embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
+            num_indices, embedding_dim, name="item_id_embedding", embeddings_initializer=_embedding_init())
 
     def call(self, indices):
+        return self.embedding(indices)
+
+    def embed_text_features(self, indices, features):
+        del features  # an id tower knows items by id only
         return self.embedding(indices)
 
     def all_embeddings(self):
@@ -47,8 +78,157 @@ class IdItemTower(tf.keras.layers.Layer):
         return {**super().get_config(), "num_indices": self.num_indices, "embedding_dim": self.embedding_dim}
 
 
-def build_item_tower(kind: str, num_indices: int, embedding_dim: int):
-    """The item tower named by ``model.item_tower.type`` (one of :data:`ITEM_TOWER_TYPES`)."""
+@register
+class TextItemTower(tf.keras.layers.Layer):
+    """Items from their text encoding (``kind="text"``), fused with an id embedding
+    (``kind="hybrid"``).
+
+    Args:
+        num_indices: int. Vocabulary size including padding and OOV.
+        embedding_dim: int.
+        text_dim: int. Width of the text encoder's features (384 for MiniLM).
+        kind: str. ``text`` or ``hybrid``.
+        fusion: str. Hybrid only: ``sum``, ``gated`` or ``concat_mlp``.
+        projection: str. Text features -> embedding: ``linear`` or ``mlp`` (2 layers).
+        id_dropout: float. Hybrid only: rate at which training drops an item's id part.
+        seed: int. Of the id dropout.
+        encoder, max_tokens, pooling: the text encoder that produced ``text_dim`` features
+            (a Hugging Face name or directory; :meth:`text_encoder` rebuilds it for exports
+            that embed new items from their text).
+        trainable_layers: int. 0: frozen encoder, cached features (fast path). N > 0:
+            fine-tune the encoder's last N transformer layers (texts via :meth:`set_texts`).
+        encoder_learning_rate: float. The fine-tuned layers' learning rate.
+    """
+
+    def __init__(self, num_indices: int, embedding_dim: int, text_dim: int, kind: str = "text",
+                 fusion: str = "sum", projection: str = "linear", id_dropout: float = 0.0, seed: int = 0,
+                 encoder: str = "", max_tokens: int = 64, pooling: str = "mean", trainable_layers: int = 0,
+                 encoder_learning_rate: float = 1e-4, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("text", "hybrid"):
+            raise ValueError(f"kind must be text or hybrid, got {kind!r}")
+        if fusion not in FUSION_TYPES:
+            raise ValueError(f"fusion must be one of {', '.join(FUSION_TYPES)}, got {fusion!r}")
+        if projection not in PROJECTION_TYPES:
+            raise ValueError(f"projection must be one of {', '.join(PROJECTION_TYPES)}, got {projection!r}")
+        self.num_indices = num_indices
+        self.embedding_dim = embedding_dim
+        self.text_dim = text_dim
+        self.kind = kind
+        self.fusion = fusion
+        self.projection = projection
+        self.id_dropout = id_dropout
+        self.seed = seed
+        self.encoder = encoder
+        self.max_tokens = max_tokens
+        self.pooling = pooling
+        self.trainable_layers = trainable_layers
+        self.encoder_learning_rate = encoder_learning_rate
+        self.encoder_model = None
+        if trainable_layers:
+            from tfrec_attn.layers.text_encoder import TextEncoder
+            from tfrec_attn.text.pretrained import resolve_model_dir
+
+            self.encoder_model = TextEncoder(resolve_model_dir(encoder), max_tokens, pooling,
+                                             trainable_layers=trainable_layers, name="text_encoder")
+            self.texts = tf.Variable(tf.fill([num_indices], ""), trainable=False, name="catalogue_texts")
+        self.text_table = self.add_weight(name="text_features", shape=(num_indices, text_dim),
+                                          initializer="zeros", trainable=False)
+        layers = [tf.keras.layers.Dense(embedding_dim, name="text_projection")]
+        if projection == "mlp":
+            layers = [tf.keras.layers.Dense(2 * embedding_dim, activation="gelu", name="text_hidden")] + layers
+        self.project = tf.keras.Sequential(layers, name="text_mlp")
+        self.project.build((None, text_dim))
+        self.id_embedding = None
+        if kind == "hybrid":
+            self.id_embedding = tf.keras.layers.Embedding(
+                num_indices, embedding_dim, name="item_id_embedding", embeddings_initializer=_embedding_init())
+            self.id_embedding.build((None,))
+            if fusion == "gated":
+                self.gate = tf.keras.layers.Dense(embedding_dim, activation="sigmoid", name="gate")
+                self.gate.build((None, 2 * embedding_dim))
+            elif fusion == "concat_mlp":
+                self.fuse = tf.keras.Sequential([
+                    tf.keras.layers.Dense(2 * embedding_dim, activation="gelu", name="fuse_hidden"),
+                    tf.keras.layers.Dense(embedding_dim, name="fuse_out")], name="fuse")
+                self.fuse.build((None, 2 * embedding_dim))
+
+    def set_text_features(self, features) -> None:
+        """Fills the catalogue's text features ([num_indices, text_dim]; rows 0/1 unused)."""
+        self.text_table.assign(tf.cast(features, self.text_table.dtype))
+
+    def set_texts(self, texts) -> None:
+        """Fine-tuning: the catalogue's texts in model-index order ([num_indices] str)."""
+        self.texts.assign(tf.constant(list(texts)))
+
+    def text_features(self, indices, training=None):
+        """Encoder features [..., text_dim] of item indices: the cached table, or (fine-tuning)
+        the encoder over each distinct item of the batch."""
+        if self.encoder_model is None:
+            return tf.gather(self.text_table, indices)
+        unique, position = tf.unique(tf.reshape(indices, [-1]))
+        vectors = self.encoder_model(tf.gather(self.texts, unique), training=training)
+        return tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(indices), [self.text_dim]], 0))
+
+    def call(self, indices, training=None):
+        if not indices.dtype.is_integer:  # Keras builds layers on float placeholders
+            indices = tf.cast(indices, tf.int64)
+        return self.embed_text_features(indices, self.text_features(indices, training), training=training)
+
+    def embed_text_features(self, indices, features, training=None):
+        text = self.project(tf.cast(features, self.compute_dtype))
+        if self.id_embedding is None:
+            return text
+        # Unknown items, and training items whose id is dropped, read the OOV row: a learned
+        # "item known by its text only" embedding (a mask token), so text-only items land
+        # where the model expects items, not at a smaller norm.
+        if training and self.id_dropout > 0:
+            drop = tf.random.uniform(tf.shape(indices), seed=self.seed) < self.id_dropout
+            indices = tf.where(drop & (indices >= FIRST_ITEM_INDEX), tf.ones_like(indices), indices)
+        ids = self.id_embedding(indices)
+        if self.fusion == "sum":
+            return ids + text
+        both = tf.concat([ids, text], axis=-1)
+        if self.fusion == "gated":
+            gate = self.gate(both)
+            return gate * ids + (1.0 - gate) * text
+        return self.fuse(both)
+
+    def all_embeddings(self):
+        return self(tf.range(self.num_indices), training=False)
+
+    def text_encoder(self):
+        """The :class:`~tfrec_attn.layers.text_encoder.TextEncoder` whose features this tower
+        reads (in-graph tokenization; for exports that embed new items): the fine-tuned one,
+        or the frozen pretrained one."""
+        if self.encoder_model is not None:
+            return self.encoder_model
+        from tfrec_attn.layers.text_encoder import TextEncoder
+        from tfrec_attn.text.pretrained import resolve_model_dir
+
+        encoder = TextEncoder(resolve_model_dir(self.encoder), self.max_tokens, self.pooling, name="text_encoder")
+        if encoder.hidden_size != self.text_dim:
+            raise ValueError(f"encoder {self.encoder!r} gives {encoder.hidden_size} features; this tower was "
+                             f"trained on {self.text_dim}")
+        return encoder
+
+    def get_config(self):
+        return {**super().get_config(), "num_indices": self.num_indices, "embedding_dim": self.embedding_dim,
+                "text_dim": self.text_dim, "kind": self.kind, "fusion": self.fusion,
+                "projection": self.projection, "id_dropout": self.id_dropout, "seed": self.seed,
+                "encoder": self.encoder, "max_tokens": self.max_tokens, "pooling": self.pooling,
+                "trainable_layers": self.trainable_layers, "encoder_learning_rate": self.encoder_learning_rate}
+
+
+def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: int = 0, seed: int = 0):
+    """The item tower of ``model.item_tower`` (an :class:`ItemTowerConfig`, or just its type)."""
+    kind = config if isinstance(config, str) else config.type
     if kind == "id":
         return IdItemTower(num_indices, embedding_dim, name="item_tower")
+    if kind in ("text", "hybrid"):
+        if not text_dim:
+            raise ValueError(f"model.item_tower.type={kind} needs the text encoder's feature width")
+        return TextItemTower(num_indices, embedding_dim, text_dim, kind, config.fusion, config.projection,
+                             config.id_dropout, seed, config.encoder, config.max_tokens, config.pooling,
+                             config.trainable_layers, config.encoder_learning_rate, name="item_tower")
     raise ValueError(f"model.item_tower.type must be one of {', '.join(ITEM_TOWER_TYPES)}, got {kind!r}")

@@ -33,17 +33,33 @@ class RecommenderModel(tfrs.Model):
             return loss
         return loss + tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, loss.dtype) for x in self.losses]))
 
+    def optimizer_groups(self):
+        """(optimizer, variables) pairs; by default the compiled optimizer for everything.
+        A model with parts that train at their own rate (a fine-tuned text encoder) returns
+        one pair per part; every optimizer must be a model attribute (checkpointed)."""
+        return [(self.optimizer, self.trainable_variables)]
+
     def train_step(self, inputs):
+        groups = self.optimizer_groups()
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             total = self._total_loss(loss)
-        gradients = self.optimizer.compute_gradients(total, self.trainable_variables, tape=tape)
-        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # TF's collective gather of sparse (IndexedSlices) gradients needs the same number
-            # of rows on every worker, which batches of different lengths do not have: reduce
-            # embedding gradients dense across workers (fine up to ~10^6 rows; docs/distributed.md).
-            gradients = [(_dense(g, v) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in gradients]
-        self.optimizer.apply_gradients(gradients)
+        if len(groups) == 1:
+            optimizer, variables = groups[0]
+            per_group = [optimizer.compute_gradients(total, variables, tape=tape)]
+        else:
+            flat = [v for _, variables in groups for v in variables]
+            gradients, start, per_group = tape.gradient(total, flat), 0, []
+            for _, variables in groups:
+                per_group.append(list(zip(gradients[start:start + len(variables)], variables)))
+                start += len(variables)
+        for (optimizer, _), gradients in zip(groups, per_group):
+            if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                # TF's collective gather of sparse (IndexedSlices) gradients needs the same number
+                # of rows on every worker, which batches of different lengths do not have: reduce
+                # embedding gradients dense across workers (fine up to ~10^6 rows; docs/distributed.md).
+                gradients = [(_dense(g, v) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in gradients]
+            optimizer.apply_gradients(gradients)
         return {"loss": loss}
 
     def test_step(self, inputs):

@@ -9,6 +9,8 @@ next item at every position with the configured softmax task (:mod:`tfrec_attn.t
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
@@ -78,7 +80,17 @@ class SequentialRetrievalModel(RecommenderModel):
             self.num_indices, 1, embeddings_initializer="zeros", name="item_bias") if item_bias else None
         if self.item_bias is not None:
             self.item_bias.build((None,))  # its weight must exist before the optimizer is built
-        self.candidates = Candidates(embed=self.candidate_vectors, table=self._candidate_table)
+        # A fine-tuned text encoder trains with its own optimizer and learning rate.
+        encoder = getattr(self.item_tower, "encoder_model", None)
+        self.encoder_optimizer = tf.keras.optimizers.Adam(self.item_tower.encoder_learning_rate) \
+            if encoder is not None else None
+
+    def optimizer_groups(self):
+        if self.encoder_optimizer is None:
+            return super().optimizer_groups()
+        encoder = {id(v) for v in self.item_tower.encoder_model.trainable_variables}
+        rest = [v for v in self.trainable_variables if id(v) not in encoder]
+        return [(self.optimizer, rest), (self.encoder_optimizer, self.item_tower.encoder_model.trainable_variables)]
 
     def get_config(self):
         serialize = tf.keras.utils.serialize_keras_object
@@ -104,7 +116,7 @@ class SequentialRetrievalModel(RecommenderModel):
         """User tower outputs (``sequence`` [b, L, d], ``attention``) of a compact,
         right-padded ``history`` [b, L]."""
         mask = history >= FIRST_ITEM_INDEX
-        embeddings = self.item_tower(history)
+        embeddings = self.item_tower(history, training=training)
         if self.input_scale != 1.0:
             embeddings = embeddings * self.input_scale
         return self.user_tower({"embeddings": embeddings, "padding_mask": mask}, training=training)
@@ -115,12 +127,25 @@ class SequentialRetrievalModel(RecommenderModel):
             return user
         return tf.concat([user, tf.ones_like(user[..., :1])], axis=-1)
 
-    def candidate_vectors(self, indices):
+    def candidate_vectors(self, indices, training=False):
         """Candidate vectors of item indices: the item embedding (+ its bias as a last coordinate)."""
-        vectors = self.item_tower(indices)
+        vectors = self.item_tower(indices, training=training)
         if self.item_bias is None:
             return vectors
         return tf.concat([vectors, tf.cast(self.item_bias(indices), vectors.dtype)], axis=-1)
+
+    def text_item_vectors(self, indices, text_features):
+        """Candidate vectors of items given by index and text-encoder features [n, text_dim]:
+        an unknown item (index 1, OOV) gets its vector from its text alone (the id tower
+        ignores the text: every unknown item is OOV)."""
+        vectors = self.item_tower.embed_text_features(indices, text_features)
+        if self.item_bias is None:
+            return vectors
+        return tf.concat([vectors, tf.cast(self.item_bias(indices), vectors.dtype)], axis=-1)
+
+    def new_item_vectors(self, text_features):
+        """Candidate vectors of items the model has never seen, from their text features."""
+        return self.text_item_vectors(tf.ones(tf.shape(text_features)[:1], tf.int64), text_features)
 
     def _candidate_table(self):
         table = self.item_tower.all_embeddings()
@@ -165,10 +190,14 @@ class SequentialRetrievalModel(RecommenderModel):
         return self._candidate_table()[FIRST_ITEM_INDEX:]
 
     @tf.function(reduce_retracing=True)
-    def score_items(self, history):
-        """Dot-product scores [b, num_indices - 2] over the catalogue."""
+    def score_items(self, history, extra_vectors=None):
+        """Dot-product scores [b, num_indices - 2] over the catalogue (then [b, n] over
+        ``extra_vectors`` [n, d], candidates outside the vocabulary, when given)."""
         user = tf.cast(self(history), tf.float32)
-        return tf.matmul(user, tf.cast(self.item_embeddings(), tf.float32), transpose_b=True)
+        table = tf.cast(self.item_embeddings(), tf.float32)
+        if extra_vectors is not None:
+            table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)
+        return tf.matmul(user, table, transpose_b=True)
 
     # -- training -----------------------------------------------------------------------
     def compute_loss(self, inputs, training=False):
@@ -185,18 +214,23 @@ class SequentialRetrievalModel(RecommenderModel):
             weights = tf.ones(tf.shape(labels))
         weights = weights * tf.cast(valid, tf.float32)
         step = self.optimizer.iterations if self.optimizer is not None else None
+        candidates = Candidates(embed=functools.partial(self.candidate_vectors, training=training),
+                                table=self._candidate_table)
         dim = tf.shape(output)[-1]
         if self.static_shapes:
-            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), self.candidates,
+            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,
                              weights=tf.reshape(weights, [-1]), step=step)
-        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), self.candidates,
+        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates,
                          weights=tf.boolean_mask(weights, valid), step=step)
 
 
 def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_counts=None,
-                          seed: int = 0, static_shapes: bool = False) -> SequentialRetrievalModel:
+                          seed: int = 0, static_shapes: bool = False, text_features=None) -> SequentialRetrievalModel:
     """The retrieval model described by the run config's ``model`` and ``loss`` sections,
-    with all weights created (call inside ``strategy.scope()`` to distribute them)."""
+    with all weights created (call inside ``strategy.scope()`` to distribute them).
+
+    ``text_features``: float [num_indices, text_dim], the catalogue's text encodings (text
+    and hybrid item towers; :func:`tfrec_attn.text.features.text_features`)."""
     from tfrec_attn.layers.item_tower import build_item_tower
     from tfrec_attn.layers.user_tower import UserTower
     from tfrec_attn.tasks import build_task
@@ -210,7 +244,10 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
     if item_counts is not None and hasattr(task, "set_item_counts"):
         task.set_item_counts(item_counts)
     model = SequentialRetrievalModel(
-        build_item_tower(m.item_tower.type, num_indices, m.embedding_dim), user_tower, task,
+        build_item_tower(m.item_tower, num_indices, m.embedding_dim, seed=seed,
+                         text_dim=0 if text_features is None else int(text_features.shape[1])), user_tower, task,
         scale_embeddings=m.scale_embeddings, item_bias=m.item_bias,
         future_weight=loss_config.future_weight, static_shapes=static_shapes, name="retrieval")
+    if text_features is not None and hasattr(model.item_tower, "set_text_features"):
+        model.item_tower.set_text_features(text_features)
     return model.build_weights()

@@ -5,6 +5,8 @@ against it, and the same exports run unchanged on the ``tensorflow/serving`` ima
 """
 
 from tfrec_attn.serving.manager import ModelManager
+from tfrec_attn.serving.rest import RestOptions
+from tfrec_attn.serving.servable import RequestLimits
 from tfrec_attn.serving.server import ModelServer, serve
 
-__all__ = ["ModelManager", "ModelServer", "serve"]
+__all__ = ["ModelManager", "ModelServer", "RequestLimits", "RestOptions", "serve"]

@@ -20,9 +20,13 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfrec_attn.training.config import ConfigError
 
-class ServingConfigError(ValueError):
-    """A serving config file does not parse or names something impossible."""
+
+class ServingConfigError(ConfigError):
+    """A serving config file does not parse or names something impossible, or a model's base
+    path has nothing to serve. A ``ConfigError`` (so a ``ValueError``): the CLI prints it as
+    one ``error: ...`` line and exits with 2."""
 
 
 def _declare_messages():

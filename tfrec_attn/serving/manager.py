@@ -7,8 +7,14 @@
   only then do they take traffic. Versions leaving the policy stop taking new requests
   and are unloaded once their in-flight requests finish.
 * A version that fails to load (or to warm up) is logged and reported by
-  ``GetModelStatus`` with its error; the versions already serving keep serving. It is
-  retried only if its directory changes.
+  ``GetModelStatus`` (state END, error code UNKNOWN, the error's first line); the
+  versions already serving keep serving. Under a ``latest`` policy the next older version
+  that loads takes its place, at start-up as while running, so a broken newest export is
+  never an outage. A refused version is retried when any file under it changes (size,
+  mtime or name), e.g. when it is repaired in place.
+* At start-up every model must have a base path that exists, holds version directories,
+  and has at least one version that loads; otherwise ``start`` raises
+  ``ServingConfigError`` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import threading
 
+from tfrec_attn.serving.config import ServingConfigError
 from tfrec_attn.serving.servable import LoadedVersion
 
 logger = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ class ManagedModel:
         self.labels = dict(model_config.version_labels)
         self.available: dict[int, LoadedVersion] = {}
         self.status: dict[int, VersionStatus] = {}
-        self.failed: dict[int, float] = {}
+        self.failed: dict[int, tuple] = {}  # version -> fingerprint of the refused directory
 
     def on_disk(self) -> dict[int, str]:
         if not os.path.isdir(self.base_path):
@@ -57,7 +64,9 @@ class ManagedModel:
                 out[int(entry)] = path
         return out
 
-    def wanted(self, on_disk: dict[int, str]) -> list[int]:
+    def wanted(self, on_disk: dict[int, str], refused=frozenset()) -> list[int]:
+        """The versions the policy serves; ``latest`` skips ``refused`` ones (the next older
+        version that loads takes their place)."""
         kind = self.policy.WhichOneof("policy_choice")
         versions = sorted(on_disk)
         if kind == "all":
@@ -65,7 +74,23 @@ class ManagedModel:
         if kind == "specific":
             return [v for v in versions if v in set(self.policy.specific.versions)]
         n = self.policy.latest.num_versions if kind == "latest" and self.policy.latest.num_versions else 1
-        return versions[-n:]
+        return [v for v in versions if v not in refused][-n:]
+
+
+def fingerprint(path: str) -> tuple:
+    """(relative name, size, mtime) of every file under a version directory: changes when
+    the version is rewritten in place, which the directory's own mtime does not show."""
+    entries = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            try:
+                info = os.stat(full)
+            except OSError:  # removed while we looked: the next poll sees the new state
+                continue
+            entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+    return tuple(entries)
 
 
 class ModelManager:
@@ -89,7 +114,23 @@ class ModelManager:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> ModelManager:
+        """Loads every model's versions; raises ``ServingConfigError`` when a model has no
+        base path, no version directory, or no version that loads."""
+        for model in self.models.values():
+            if not os.path.isdir(model.base_path):
+                raise ServingConfigError(f"model '{model.name}': base path {model.base_path} "
+                                         f"{'is not a directory' if os.path.exists(model.base_path) else 'does not exist'}")
+            if not model.on_disk():
+                raise ServingConfigError(f"model '{model.name}': base path {model.base_path} has no "
+                                         "version directories (expected <base_path>/<integer "
+                                         "version>/saved_model.pb)")
         self.poll_once()
+        for model in self.models.values():
+            if not model.available:
+                refused = "; ".join(f"version {v}: {s.error_message}" for v, s in sorted(model.status.items())
+                                    if s.error_message)
+                raise ServingConfigError(f"model '{model.name}': no version under {model.base_path} "
+                                         f"loads ({refused or 'none wanted by its version policy'})")
         if self.poll_wait_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="model-poller", daemon=True)
             self._thread.start()
@@ -110,14 +151,16 @@ class ModelManager:
     def poll_once(self) -> None:
         for model in list(self.models.values()):
             on_disk = model.on_disk()
-            wanted = model.wanted(on_disk)
-            for version in wanted:
-                if version in model.available:
-                    continue
-                mtime = os.path.getmtime(on_disk[version])
-                if model.failed.get(version) == mtime:
-                    continue
-                self._load(model, version, on_disk[version], mtime)
+            refused = {v for v, print_ in model.failed.items()
+                       if v in on_disk and fingerprint(on_disk[v]) == print_}
+            while True:  # a refused version makes room for the next older one
+                wanted = model.wanted(on_disk, refused)
+                pending = [v for v in wanted if v not in model.available and v not in refused]
+                if not pending:
+                    break
+                for version in pending:
+                    if not self._load(model, version, on_disk[version]):
+                        refused.add(version)
             # Retire versions no longer wanted, but never the last one that works.
             keep = set(wanted) & set(model.available)
             if keep:
@@ -126,7 +169,9 @@ class ModelManager:
         for listener in self.listeners:
             listener(self)
 
-    def _load(self, model: ManagedModel, version: int, path: str, mtime: float) -> None:
+    def _load(self, model: ManagedModel, version: int, path: str) -> bool:
+        """Loads and warms up one version; on failure records it as refused. Returns success."""
+        print_ = fingerprint(path)  # before loading: a rewrite during the load is seen later
         with self._lock:
             model.status[version] = VersionStatus(LOADING)
         try:
@@ -136,15 +181,16 @@ class ModelManager:
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
             logger.error("model %s version %d at %s failed to load: %s", model.name, version, path, message)
             with self._lock:
-                model.failed[version] = mtime
+                model.failed[version] = print_
                 model.status[version] = VersionStatus(END, 2, message)  # UNKNOWN
-            return
+            return False
         with self._lock:
             model.available[version] = loaded
             model.status[version] = VersionStatus(AVAILABLE)
             model.failed.pop(version, None)
         logger.info("model %s version %d is AVAILABLE (%d warmup requests)", model.name, version,
                     warmed or 0)
+        return True
 
     def _retire(self, model: ManagedModel, version: int) -> None:
         with self._lock:

@@ -2,8 +2,10 @@
 
 Status codes follow TF Serving: unknown model/version/label -> NOT_FOUND; a malformed
 request (missing/extra input, wrong dtype/rank/shape/size, undecodable tensor, unknown
-signature or output filter) -> INVALID_ARGUMENT naming the request field; a full batch
-queue -> UNAVAILABLE. No request can take the server down.
+signature or output filter) or one over the server's ``RequestLimits`` (rows, items per
+row) -> INVALID_ARGUMENT naming the request field or limit; a full batch queue ->
+UNAVAILABLE. No request can take the server down. The request path itself is shared
+with the REST API (``tfrec_attn.serving.predict``).
 """
 
 from __future__ import annotations
@@ -22,67 +24,38 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
-from tfrec_attn.serving.batching import Batcher, QueueFull
+from tfrec_attn.serving.batching import Batcher
 from tfrec_attn.serving.config import BatchingOptions
 from tfrec_attn.serving.manager import ModelManager, ModelNotFound
-from tfrec_attn.serving.servable import LoadedVersion, RequestError
+from tfrec_attn.serving.predict import call, predict
+from tfrec_attn.serving.servable import RequestLimits
+
+__all__ = ["ModelServer", "predict", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 
-def predict(version: LoadedVersion, request, batcher: Batcher | None = None):
-    """Runs a ``PredictRequest`` on a loaded version; raises RequestError when malformed."""
-    signature = version.signature(request.model_spec.signature_name)
-    arrays = version.parse_inputs(signature, request.inputs)
-    wanted = list(request.output_filter)
-    unknown = [name for name in wanted if name not in version.outputs[signature]]
-    if unknown:
-        raise RequestError(f"output_filter: '{unknown[0]}' is not an output of signature '{signature}' "
-                           f"(outputs: {sorted(version.outputs[signature])})")
-    outputs = batcher.submit(version, signature, arrays) if batcher else version.run(signature, arrays)
-    response = predict_pb2.PredictResponse()
-    response.model_spec.name = version.name
-    response.model_spec.version.value = version.version
-    response.model_spec.signature_name = signature
-    for name, value in outputs.items():
-        if not wanted or name in wanted:
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-    return response
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, batcher: Batcher | None = None):
+    def __init__(self, manager: ModelManager, batcher: Batcher | None = None,
+                 limits: RequestLimits | None = None):
         self.manager = manager
         self.batcher = batcher
+        self.limits = limits or RequestLimits()
 
     def _with_version(self, request, context, work):
         """Runs ``work(version)``; maps failures to status codes (abort outside ``try``)."""
-        try:
-            version = self.manager.acquire(request.model_spec)
-        except ModelNotFound as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        code = message = None
-        try:
-            return work(version)
-        except RequestError as error:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
-        except QueueFull as error:
-            code, message = grpc.StatusCode.UNAVAILABLE, str(error)
-        except Exception as error:  # never let a request take the server down
-            logger.exception("request to %s failed", request.model_spec.name)
-            code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"[:1000]
-        finally:
-            version.release()
-        context.abort(code, message)
+        result, code, message = call(self.manager, request.model_spec, work)
+        if code != grpc.StatusCode.OK:
+            context.abort(code, message)
+        return result
 
     def Predict(self, request, context):
-        return self._with_version(request, context, lambda v: predict(v, request, self.batcher))
+        return self._with_version(request, context, lambda v: predict(v, request, self.batcher, self.limits))
 
     def GetModelMetadata(self, request, context):
         fields = list(request.metadata_field)
@@ -156,11 +129,17 @@ class ModelServer:
         max_workers: int. gRPC handler threads.
         max_message_bytes: int. Largest request/response accepted.
         rest_port: int or None. Also serve TF Serving's REST API there (0 = any free port).
+        limits: RequestLimits or None (the defaults). Bounds on one Predict request's rows and
+            items per row, for gRPC and REST alike.
+        rest_options: RestOptions or None (the defaults). REST body size, idle keep-alive
+            timeout, concurrent connections.
     """
 
     def __init__(self, config, port: int = 8500, host: str = "0.0.0.0", poll_wait_seconds: float = 1.0,
                  batching: BatchingOptions | None = None, max_workers: int = 32,
-                 max_message_bytes: int = 64 << 20, rest_port: int | None = None):
+                 max_message_bytes: int = 64 << 20, rest_port: int | None = None,
+                 limits: RequestLimits | None = None, rest_options=None):
+        self.limits = limits or RequestLimits()
         self.batcher = Batcher(batching, lambda v, s, a: v.run(s, a)) if batching else None
         self.manager = ModelManager(config, poll_wait_seconds, warmup=lambda v, r: predict(v, r))
         self.health = health.HealthServicer()
@@ -170,23 +149,12 @@ class ModelServer:
                    ("grpc.so_reuseport", 0)]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager, self.batcher), self.server)
+            PredictionServicer(self.manager, self.batcher, self.limits), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind {host}:{port}")
-        self.host = host
+        self.host, self._port, self._rest_port, self._rest_options = host, port, rest_port, rest_options
+        self.port = None  # bound by start(), once the models are loaded (as TF Serving does)
         self.rest = None
-        if rest_port is not None:
-            from tfrec_attn.serving.rest import RestServer
-
-            def run(version, signature, arrays):
-                if self.batcher:
-                    return self.batcher.submit(version, signature, arrays)
-                return version.run(signature, arrays)
-
-            self.rest = RestServer(self.manager, run, rest_port, host)
 
     def _update_health(self, manager):
         state = health_pb2.HealthCheckResponse.SERVING if manager.all_available() \
@@ -195,7 +163,23 @@ class ModelServer:
             self.health.set(service, state)
 
     def start(self) -> ModelServer:
-        self.manager.start()
+        """Loads the models, then binds and opens the ports. Raises ``ServingConfigError``
+        (nothing bound) when a model has nothing to serve, OSError when a port is taken."""
+        try:
+            self.manager.start()
+        except BaseException:
+            self.manager.stop()
+            if self.batcher:
+                self.batcher.close()
+            raise
+        self.port = self.server.add_insecure_port(f"{self.host}:{self._port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.host}:{self._port}")
+        if self._rest_port is not None:
+            from tfrec_attn.serving.rest import RestServer
+
+            self.rest = RestServer(self.manager, lambda v, r: predict(v, r, self.batcher, self.limits),
+                                   self._rest_port, self.host, self.limits, self._rest_options)
         self.server.start()
         if self.rest:
             self.rest.start()
@@ -216,14 +200,22 @@ class ModelServer:
 
 def serve(config, port: int, *, host: str = "0.0.0.0", poll_wait_seconds: float = 1.0,
           batching: BatchingOptions | None = None, rest_port: int = 0, ready_message: bool = True,
-          max_workers: int = 32) -> int:
+          max_workers: int = 32, limits: RequestLimits | None = None, rest_options=None) -> int:
     """Runs until SIGTERM/SIGINT; prints ``listening on HOST:PORT`` once models are loaded.
 
-    ``rest_port`` 0 disables REST (as in TF Serving).
+    ``rest_port`` 0 disables REST (as in TF Serving). ``limits`` / ``rest_options``: None
+    takes the defaults of ``RequestLimits`` / ``RestOptions``. Raises ``ServingConfigError``
+    when a model's base path is missing, empty or has no version that loads.
     """
     server = ModelServer(config, port, host, poll_wait_seconds, batching, max_workers=max_workers,
-                         rest_port=rest_port or None).start()
-    models = ", ".join(f"{n} (versions {sorted(m.available)})" for n, m in server.manager.models.items())
+                         rest_port=rest_port or None, limits=limits, rest_options=rest_options).start()
+
+    def describe(model):
+        refused = sorted(v for v, s in model.status.items() if s.error_message and v not in model.available)
+        return (f"{model.name} (versions {sorted(model.available)}"
+                + (f"; refused {refused}, see the log or GetModelStatus" if refused else "") + ")")
+
+    models = ", ".join(describe(m) for m in server.manager.models.values())
     if ready_message:
         rest = f"; REST on {host}:{server.rest.port}" if server.rest else ""
         threads = (f"TF threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'all'}, "

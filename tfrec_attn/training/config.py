@@ -36,9 +36,21 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ItemTowerConfig:
-    """The item tower (:data:`tfrec_attn.layers.item_tower.ITEM_TOWER_TYPES`)."""
+    """The item tower (:mod:`tfrec_attn.layers.item_tower`): ``id``, ``text`` or ``hybrid``."""
 
     type: str = "id"
+    # text / hybrid: the pretrained BERT (Hugging Face name or local directory) and how it reads
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    max_tokens: int = 64  # tokens per item text, [CLS] and [SEP] included
+    pooling: str = "mean"  # mean | cls
+    projection: str = "linear"  # text features -> embedding: linear | mlp
+    # hybrid: how the id embedding and the text projection combine
+    fusion: str = "sum"  # sum | gated | concat_mlp
+    id_dropout: float = 0.0  # drop a training item's id part at this rate (learn to embed from text)
+    # 0: frozen encoder, catalogue features computed once and cached (fast path);
+    # N > 0: fine-tune the encoder's last N layers with their own learning rate
+    trainable_layers: int = 0
+    encoder_learning_rate: float = 1e-4
 
 
 @dataclasses.dataclass
@@ -119,7 +131,8 @@ class RetrievalConfig:
         from tfrec_attn.data.movielens import RELEASES
         from tfrec_attn.export.index import INDEX_TYPES
         from tfrec_attn.layers.attention import POSITIONAL_TYPES
-        from tfrec_attn.layers.item_tower import ITEM_TOWER_TYPES
+        from tfrec_attn.layers.item_tower import FUSION_TYPES, ITEM_TOWER_TYPES, PROJECTION_TYPES
+        from tfrec_attn.layers.text_encoder import POOLING_TYPES
         from tfrec_attn.tasks.next_item import LOSS_TYPES
         from tfrec_attn.training.distribute import STRATEGIES
 
@@ -139,6 +152,13 @@ class RetrievalConfig:
             ("model.ffn_dim", m.ffn_dim >= 0, "must be >= 0 (0 = embedding_dim)"),
             ("model.positional", m.positional in POSITIONAL_TYPES, one_of(POSITIONAL_TYPES)),
             ("model.item_tower.type", m.item_tower.type in ITEM_TOWER_TYPES, one_of(ITEM_TOWER_TYPES)),
+            ("model.item_tower.max_tokens", m.item_tower.max_tokens >= 3, "must be >= 3 ([CLS] text [SEP])"),
+            ("model.item_tower.pooling", m.item_tower.pooling in POOLING_TYPES, one_of(POOLING_TYPES)),
+            ("model.item_tower.projection", m.item_tower.projection in PROJECTION_TYPES, one_of(PROJECTION_TYPES)),
+            ("model.item_tower.fusion", m.item_tower.fusion in FUSION_TYPES, one_of(FUSION_TYPES)),
+            ("model.item_tower.id_dropout", 0.0 <= m.item_tower.id_dropout < 1.0, "must be in [0, 1)"),
+            ("model.item_tower.trainable_layers", m.item_tower.trainable_layers >= 0, "must be >= 0 (0 = frozen)"),
+            ("model.item_tower.encoder_learning_rate", m.item_tower.encoder_learning_rate > 0, "must be > 0"),
             ("loss.type", loss.type in LOSS_TYPES, one_of(LOSS_TYPES)),
             ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
             ("loss.temperature", loss.temperature > 0, "must be > 0"),
