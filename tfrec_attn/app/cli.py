@@ -362,6 +362,9 @@ def cmd_run(args) -> int:
     from tfrec_attn.app.stages import load_pipeline_config, run_pipeline
 
     config = load_pipeline_config(args.config, args.set, quick=args.quick)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
     if args.dataset is None:
         args.dataset = config.retrieval.data.dataset
     print(f"tfrec-attn run: output in {os.path.abspath(args.output_dir)}", flush=True)
@@ -444,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke profile: user subset, short training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set retrieval.train.time_budget_seconds=120")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
     _add_data_args(p)
     p.set_defaults(func=cmd_run, dataset=None)

@@ -36,7 +36,11 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ItemTowerConfig:
-    """The item tower (:mod:`tfrec_attn.layers.item_tower`): ``id``, ``text`` or ``hybrid``."""
+    """The item tower (:mod:`tfrec_attn.layers.item_tower`): ``id``, ``text`` or ``hybrid``.
+
+    ``id`` is the default because it needs nothing but interactions; on data with item text
+    (ML-100K: title, year, genres) ``hybrid`` is the measured choice and the main job's
+    (training/configs/ml100k_pipeline.yaml, docs/benchmarks.md)."""
 
     type: str = "id"
     # text / hybrid: the pretrained BERT (Hugging Face name or local directory) and how it reads
@@ -46,7 +50,7 @@ class ItemTowerConfig:
     projection: str = "linear"  # text features -> embedding: linear | mlp
     # hybrid: how the id embedding and the text projection combine
     fusion: str = "sum"  # sum | gated | concat_mlp
-    id_dropout: float = 0.0  # drop a training item's id part at this rate (learn to embed from text)
+    id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
     # 0: frozen encoder, catalogue features computed once and cached (fast path);
     # N > 0: fine-tune the encoder's last N layers with their own learning rate
     trainable_layers: int = 0
