@@ -30,9 +30,21 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
                                  "--set", "quick.max_users=150"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare data", "baselines", "train retrieval", "evaluate", "export", "serve", "report"):
-        assert re.search(rf"=== \[\d/7\] {stage}", proc.stdout), stage
+    for stage in ("prepare data", "baselines", "train retrieval", "evaluate", "cold start", "export", "serve",
+                  "report"):
+        assert re.search(rf"=== \[\d/8\] {stage}", proc.stdout), stage
+    assert "hybrid item tower" in proc.stdout  # the main job's measured choice
     summary = json.loads((out / "summary.json").read_text())
+    # Cold start: the protocol's table (every model, cold and warm figures) and a new item
+    # added to the running server by its text, its nearest items being real catalogue items.
+    cold = summary["cold_start"]
+    assert set(cold["rows"]) >= {"hybrid tower", "id-only tower (cold ids are OOV)",
+                                 "content only (MiniLM cosine, no training)", "MostPop"}
+    assert cold["rows"]["MostPop"]["cold"]["HR@50"] == 0.0  # cold items have no training counts
+    assert cold["rows"]["id-only tower (cold ids are OOV)"]["cold"]["users"] == cold["split"]["cold_users"] > 0
+    new = cold["new_item"]
+    assert new["version"] == 2 and len(new["nearest"]) == 5 and new["users_asked"] > 0
+    assert "Star Wars" in new["text"] and "Cold start: items known only by their text" in (out / "report.md").read_text()
     # The report has a number for every model and every metric.
     report = (out / "report.md").read_text()
     for model in ("MostPop", "ALS", "Transformer retrieval"):

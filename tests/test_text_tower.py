@@ -309,3 +309,34 @@ def test_add_items_cli_errors_name_the_file_and_field(topic_runs, tmp_path):
         assert "Traceback" not in out.stderr, out.stderr[-1500:]
         line = [x for x in out.stderr.splitlines() if x.startswith("error:")]
         assert line and all(e in line[0] for e in expected), (expected, out.stderr[-800:])
+
+
+def test_fine_tuning_trains_only_the_last_encoder_layers_with_their_own_optimizer(tiny_bert_dir, tmp_path):
+    from tfrec_attn.data.synthetic import topic_sequences
+    from tfrec_attn.models import load_model
+    from tfrec_attn.training.retrieval import RetrievalRecipe, train_retrieval
+
+    config = _topic_config("hybrid", tiny_bert_dir, ["model.item_tower.trainable_layers=1", "train.epochs=1",
+                                                      "model.item_tower.encoder_learning_rate=0.01"])
+    data = topic_sequences(num_users=80)
+    recipe = RetrievalRecipe(config, data)
+    recipe.prepare(None)
+    before = recipe.build_model()
+    encoder = before.item_tower.encoder_model
+    layers = encoder.bert.bert.encoder.layer
+    assert encoder.trainable_variables and all("layer_._1" in v.name for v in encoder.trainable_variables)
+    first = [v.numpy().copy() for v in layers[0].weights]
+    last = [v.numpy().copy() for v in layers[1].weights]
+    out = str(tmp_path / "run")
+    result = train_retrieval(config, data, out, verbose=0, evaluate_test=False)
+    tuned = result.model.item_tower.encoder_model.bert.bert.encoder.layer
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(first, tuned[0].weights))  # frozen
+    assert any(not np.allclose(a, v.numpy()) for a, v in zip(last, tuned[1].weights))  # fine-tuned
+    assert float(result.model.encoder_optimizer.learning_rate) == pytest.approx(0.01)
+    assert int(result.model.encoder_optimizer.iterations) > 0
+    # The fine-tuned encoder is the one the run reloads with (checkpointed) and the export uses.
+    reloaded = load_model(out)
+    texts = tf.constant(["red cat", "blue horse"])
+    np.testing.assert_allclose(reloaded.item_tower.encoder_model(texts).numpy(),
+                               result.model.item_tower.encoder_model(texts).numpy(), atol=1e-5)
+    assert result.model.item_tower.text_encoder() is result.model.item_tower.encoder_model

@@ -4,7 +4,7 @@ Every item tower exposes the same calls, so the user tower, the losses and the
 retrieval index never need to know what is inside:
 
 * ``tower(indices)`` -> embeddings ``[..., embedding_dim]`` (history items and labels),
-* ``tower.all_embeddings()`` -> ``[num_indices, embedding_dim]`` (the candidate table),
+* ``tower.all_embeddings(training=None)`` -> ``[num_indices, embedding_dim]`` (the candidate table),
 * ``tower.embed_text_features(indices, features)`` -> embeddings of items given their
   text-encoder features ``[..., text_dim]``: how an item the model has never seen
   (index 1, OOV) gets an embedding from its text alone. The id tower ignores the text
@@ -69,7 +69,11 @@ class IdItemTower(tf.keras.layers.Layer):
         del features  # an id tower knows items by id only
         return self.embedding(indices)
 
-    def all_embeddings(self):
+    def candidate_embeddings(self, indices, training=None):
+        return self.embedding(indices)
+
+    def all_embeddings(self, training=None):
+        del training  # nothing random in an id tower
         if not self.embedding.built:
             self.embedding.build((None,))
         return tf.convert_to_tensor(self.embedding.embeddings)
@@ -91,6 +95,10 @@ class TextItemTower(tf.keras.layers.Layer):
         fusion: str. Hybrid only: ``sum``, ``gated`` or ``concat_mlp``.
         projection: str. Text features -> embedding: ``linear`` or ``mlp`` (2 layers).
         id_dropout: float. Hybrid only: rate at which training drops an item's id part.
+        id_dropout_candidates: bool. Drop ids on the candidate side too (the candidate
+            table / softmax items), not only in histories: cold items are candidates, so
+            this trains the text-only path where cold start needs it (DropoutNet), at some
+            cost in warm accuracy (docs/benchmarks.md).
         seed: int. Of the id dropout.
         encoder, max_tokens, pooling: the text encoder that produced ``text_dim`` features
             (a Hugging Face name or directory; :meth:`text_encoder` rebuilds it for exports
@@ -103,7 +111,7 @@ class TextItemTower(tf.keras.layers.Layer):
     def __init__(self, num_indices: int, embedding_dim: int, text_dim: int, kind: str = "text",
                  fusion: str = "sum", projection: str = "linear", id_dropout: float = 0.0, seed: int = 0,
                  encoder: str = "", max_tokens: int = 64, pooling: str = "mean", trainable_layers: int = 0,
-                 encoder_learning_rate: float = 1e-4, **kwargs):
+                 encoder_learning_rate: float = 1e-4, id_dropout_candidates: bool = False, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("text", "hybrid"):
             raise ValueError(f"kind must be text or hybrid, got {kind!r}")
@@ -118,6 +126,7 @@ class TextItemTower(tf.keras.layers.Layer):
         self.fusion = fusion
         self.projection = projection
         self.id_dropout = id_dropout
+        self.id_dropout_candidates = id_dropout_candidates
         self.seed = seed
         self.encoder = encoder
         self.max_tokens = max_tokens
@@ -194,8 +203,14 @@ class TextItemTower(tf.keras.layers.Layer):
             return gate * ids + (1.0 - gate) * text
         return self.fuse(both)
 
-    def all_embeddings(self):
-        return self(tf.range(self.num_indices), training=False)
+    def all_embeddings(self, training=None):
+        """The table of every index; in training with ``id_dropout_candidates``, the id
+        dropout hits a fresh random set of items at each call (seen by their text alone)."""
+        return self(tf.range(self.num_indices), training=training and self.id_dropout_candidates)
+
+    def candidate_embeddings(self, indices, training=None):
+        """Embeddings of items as softmax candidates (labels, sampled negatives)."""
+        return self(indices, training=training and self.id_dropout_candidates)
 
     def text_encoder(self):
         """The :class:`~tfrec_attn.layers.text_encoder.TextEncoder` whose features this tower
@@ -217,7 +232,8 @@ class TextItemTower(tf.keras.layers.Layer):
                 "text_dim": self.text_dim, "kind": self.kind, "fusion": self.fusion,
                 "projection": self.projection, "id_dropout": self.id_dropout, "seed": self.seed,
                 "encoder": self.encoder, "max_tokens": self.max_tokens, "pooling": self.pooling,
-                "trainable_layers": self.trainable_layers, "encoder_learning_rate": self.encoder_learning_rate}
+                "trainable_layers": self.trainable_layers, "encoder_learning_rate": self.encoder_learning_rate,
+                "id_dropout_candidates": self.id_dropout_candidates}
 
 
 def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: int = 0, seed: int = 0):
@@ -230,5 +246,6 @@ def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: 
             raise ValueError(f"model.item_tower.type={kind} needs the text encoder's feature width")
         return TextItemTower(num_indices, embedding_dim, text_dim, kind, config.fusion, config.projection,
                              config.id_dropout, seed, config.encoder, config.max_tokens, config.pooling,
-                             config.trainable_layers, config.encoder_learning_rate, name="item_tower")
+                             config.trainable_layers, config.encoder_learning_rate, config.id_dropout_candidates,
+                             name="item_tower")
     raise ValueError(f"model.item_tower.type must be one of {', '.join(ITEM_TOWER_TYPES)}, got {kind!r}")

@@ -129,7 +129,7 @@ class SequentialRetrievalModel(RecommenderModel):
 
     def candidate_vectors(self, indices, training=False):
         """Candidate vectors of item indices: the item embedding (+ its bias as a last coordinate)."""
-        vectors = self.item_tower(indices, training=training)
+        vectors = self.item_tower.candidate_embeddings(indices, training=training)
         if self.item_bias is None:
             return vectors
         return tf.concat([vectors, tf.cast(self.item_bias(indices), vectors.dtype)], axis=-1)
@@ -147,8 +147,8 @@ class SequentialRetrievalModel(RecommenderModel):
         """Candidate vectors of items the model has never seen, from their text features."""
         return self.text_item_vectors(tf.ones(tf.shape(text_features)[:1], tf.int64), text_features)
 
-    def _candidate_table(self):
-        table = self.item_tower.all_embeddings()
+    def _candidate_table(self, training=False):
+        table = self.item_tower.all_embeddings(training=training)
         if self.item_bias is None:
             return table
         return tf.concat([table, tf.cast(self.item_bias.embeddings, table.dtype)], axis=-1)
@@ -214,8 +214,10 @@ class SequentialRetrievalModel(RecommenderModel):
             weights = tf.ones(tf.shape(labels))
         weights = weights * tf.cast(valid, tf.float32)
         step = self.optimizer.iterations if self.optimizer is not None else None
+        # Candidates see the item tower in training mode too (a hybrid tower's id dropout on the
+        # candidate side, when configured; the exact softmax reads the whole table every step).
         candidates = Candidates(embed=functools.partial(self.candidate_vectors, training=training),
-                                table=self._candidate_table)
+                                table=functools.partial(self._candidate_table, training=training))
         dim = tf.shape(output)[-1]
         if self.static_shapes:
             return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,

