@@ -193,7 +193,14 @@ def cmd_evaluate(args) -> int:
         known = vocabulary.is_item(vocabulary.model_indices(split.item_vocab))
 
         def evaluate():
-            return Evaluator(split, args.stage).evaluate(catalogue_scorer(model, vocabulary, split))
+            features = texts = None
+            if getattr(model.item_tower, "text_dim", 0):  # unknown items are scored from their text
+                from tfrec_attn.training.retrieval import catalogue_text_features, catalogue_texts
+
+                texts = catalogue_texts(config, dataset, split)
+                features = catalogue_text_features(config, dataset, split)
+            scorer = catalogue_scorer(model, vocabulary, split, item_features=features, item_texts=texts)
+            return Evaluator(split, args.stage).evaluate(scorer)
 
         source = f"run {path} (in-memory model)"
     else:
@@ -227,8 +234,11 @@ def cmd_evaluate(args) -> int:
             raise CLIError(f"{path}: {coverage.describe()}. The data ({data}) probably does not match "
                            "the model: evaluate it on the data it was trained on")
         if coverage.unknown_targets or coverage.unknown_histories:
-            print(f"warning: {path}: {coverage.describe()}. The model cannot recommend an item it does not "
-                  "know, so those targets score (almost) nothing", file=sys.stderr)
+            reads_text = is_run and getattr(model.item_tower, "text_dim", 0)
+            consequence = ("its text tower scores them from their text alone" if reads_text else
+                           "the model cannot recommend an item it does not know, so those targets score "
+                           "(almost) nothing")
+            print(f"warning: {path}: {coverage.describe()}; {consequence}", file=sys.stderr)
     metrics = evaluate()
     if args.json:
         print(json.dumps(metrics, indent=2))
