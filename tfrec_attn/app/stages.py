@@ -1,9 +1,11 @@
 """``tfrec-attn run``: the whole product on real data, one stage after another.
 
 prepare data -> baselines (MostPop, ALS) -> train retrieval -> evaluate everything with the
-full-ranking protocol -> export versioned SavedModels -> start the local gRPC server ->
-query it through the client for a few users -> print their recommendations with titles,
-scores and the history items that explain them -> stop the server -> write the report.
+full-ranking protocol -> (text/hybrid item towers) the cold-start protocol's table -> export
+versioned SavedModels -> start the local gRPC server -> query it through the client for a
+few users -> print their recommendations with titles, scores and the history items that
+explain them -> (text/hybrid) add a new item to the running server by its text -> stop the
+server -> write the report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class QuickConfig:
 
     max_users: int = 300
     overrides: list[str] = dataclasses.field(default_factory=list)
+    cold_start_budget_seconds: float = 20.0  # per cold-split training
 
 
 @dataclasses.dataclass
@@ -201,7 +204,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         stages("cold start: items known only by their text (cold-start protocol)")
         from tfrec_attn.app.cold_start import cold_start_table
 
-        budget = min(config.cold_start.time_budget_seconds, 20.0) if quick else config.cold_start.time_budget_seconds
+        budget = config.quick.cold_start_budget_seconds if quick else config.cold_start.time_budget_seconds
         cold_start = cold_start_table(dataset, split, retrieval_config,
                                       dataclasses.replace(config.cold_start, time_budget_seconds=budget), output_dir,
                                       verbose=0)

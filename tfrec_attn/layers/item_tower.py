@@ -3,7 +3,8 @@
 Every item tower exposes the same calls, so the user tower, the losses and the
 retrieval index never need to know what is inside:
 
-* ``tower(indices)`` -> embeddings ``[..., embedding_dim]`` (history items and labels),
+* ``tower(indices)`` -> embeddings ``[..., embedding_dim]`` (history items),
+* ``tower.candidate_embeddings(indices, training=None)`` -> the same, as softmax candidates,
 * ``tower.all_embeddings(training=None)`` -> ``[num_indices, embedding_dim]`` (the candidate table),
 * ``tower.embed_text_features(indices, features)`` -> embeddings of items given their
   text-encoder features ``[..., text_dim]``: how an item the model has never seen
@@ -16,9 +17,10 @@ Types (``model.item_tower.type``):
 * ``text``: content only, the item is a projection of its text encoding;
 * ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
   ``gated`` sum, or ``concat_mlp``). Items never seen in training read the OOV id row,
-  and ``id_dropout`` replaces the id of training items by OOV at that rate, so the OOV
-  row learns to stand for "known by its text only" and the tower learns to place items
-  from their text alone (DropoutNet).
+  and ``id_dropout`` replaces the id of training items by OOV at that rate (in histories;
+  with ``id_dropout_candidates`` among the softmax candidates too), so the OOV row learns
+  to stand for "known by its text only" and the tower learns to place items from their
+  text alone (DropoutNet). Measured trade-off: docs/benchmarks.md.
 
 The text towers read the catalogue's text features from a non-trainable table filled
 once from the frozen encoder (:mod:`tfrec_attn.text.features`), the fast path: the
