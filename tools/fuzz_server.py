@@ -294,17 +294,24 @@ def fuzz_grpc(args, server, rng, report):
             codes[error.code().name] += 1
             if error.code() not in (grpc.StatusCode.INVALID_ARGUMENT,):
                 bad.append((error.code().name, error.details()[:200]))
-        if not server.alive():
-            report["died"] = f"gRPC: server died after {sent} requests"
+        if not keep_going("gRPC", sent, start, codes, args, server, report):
             break
-        if time.time() - start > args.seconds:
-            break
-        if sent % 1000 == 0:
-            print(f"gRPC: {sent} requests, {time.time() - start:.0f}s, {dict(codes)}", flush=True)
     report["grpc"] = {"sent": sent, "seconds": round(time.time() - start), "codes": dict(codes),
                       "bad": len(bad), "bad_examples": bad[:5], **memory_mb(server.proc.pid)}
     channel.close()
     return not bad
+
+
+def keep_going(protocol, sent, start, codes, args, server, report) -> bool:
+    """False once the server died (recorded in ``report``) or time is up; progress every 1,000."""
+    if not server.alive():
+        report["died"] = f"{protocol}: server died after {sent} requests"
+        return False
+    if time.time() - start > args.seconds:
+        return False
+    if sent % 1000 == 0:
+        print(f"{protocol}: {sent} requests, {time.time() - start:.0f}s, {dict(codes)}", flush=True)
+    return True
 
 
 def fuzz_rest(args, server, rng, report, max_body):
@@ -318,13 +325,8 @@ def fuzz_rest(args, server, rng, report, max_body):
         # 501 (unknown method) and 505 (HTTP version) answer a client's protocol error.
         if status != "raw-0.9" and (not isinstance(status, int) or (status >= 500 and status not in (501, 505))):
             bad.append(status)
-        if not server.alive():
-            report["died"] = f"REST: server died after {sent} requests"
+        if not keep_going("REST", sent, start, codes, args, server, report):
             break
-        if time.time() - start > args.seconds:
-            break
-        if sent % 1000 == 0:
-            print(f"REST: {sent} requests, {time.time() - start:.0f}s, {dict(codes)}", flush=True)
     report["rest"] = {"sent": sent, "seconds": round(time.time() - start),
                       "codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
                       "bad": len(bad), "bad_examples": bad[:5], **memory_mb(server.proc.pid)}
