@@ -21,6 +21,9 @@ from tfrec_attn.training.recipe import Recipe
 LOG_NAMES = {"HR@10": "hr10", "NDCG@10": "ndcg10", "HR@50": "hr50", "MRR": "mrr"}
 
 
+ROWS = 512  # the Evaluator's batch of users
+
+
 def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, pad_width: int | None = None,
                      item_features=None, item_texts=None):
     """``score_fn`` for :class:`Evaluator` from a retrieval model: scores over the split's
@@ -47,7 +50,8 @@ def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit,
     known = vocabulary.is_item(to_model)
     unknown = np.flatnonzero(~known)
     text_dim = getattr(model.item_tower, "text_dim", 0)
-    extra = None
+    # Always a tensor (empty without unknown items): one trace of score_items per model.
+    extra = tf.zeros([0, model.item_embeddings().shape[-1]], tf.float32)
     if len(unknown):
         if text_dim and item_features is None and item_texts is None:
             raise ValueError(f"{len(unknown)} catalogue items are unknown to the model; a text item tower "
@@ -65,12 +69,14 @@ def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit,
     width = pad_width or model.max_len
 
     def score(users, histories):
-        batch = np.zeros((len(histories), max(1, min(width, max(map(len, histories))))), np.int64)
+        # One shape per model (rows padded to a full evaluation batch, columns to `width`), so
+        # score_items traces once per model, not once per batch shape.
+        batch = np.zeros((max(len(histories), ROWS), width), np.int64)
         for row, h in enumerate(histories):
             h = to_model[np.asarray(h, np.int64)][-width:]
             batch[row, : len(h)] = h
         scores = model.score_items(tf.constant(batch), extra)
-        return tf.gather(scores, columns, axis=1).numpy()
+        return tf.gather(scores[: len(histories)], columns, axis=1).numpy()
 
     return score
 
