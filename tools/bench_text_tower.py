@@ -49,6 +49,7 @@ def embed(args, data):
 
 def add_items_bench(args, data):
     from tfrec_attn.export import export_retrieval
+    from tfrec_attn.export.saved_model import versions
     from tfrec_attn.training.config import load_config
     from tfrec_attn.training.retrieval import train_retrieval
 
@@ -72,7 +73,7 @@ def add_items_bench(args, data):
                        check=True, capture_output=True)
         runs.append(time.perf_counter() - began)
         # each run adds the same ids to the newest version: drop it to measure the same work again
-        newest = max(int(v) for v in os.listdir(os.path.join(base, "retrieval")) if v.isdigit())
+        newest = versions(os.path.join(base, "retrieval"))[-1]
         if newest > 1:
             import shutil
 

@@ -79,9 +79,9 @@ def resolve_saved_model(path: str) -> str:
     """A SavedModel dir, or a TF Serving model dir (``.../<name>/``) -> its newest version."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True) \
-        if os.path.isdir(path) else []
-    for version in versions:
+    from tfrec_attn.export.saved_model import versions
+
+    for version in reversed(versions(path)):
         candidate = os.path.join(path, str(version))
         if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
             return candidate

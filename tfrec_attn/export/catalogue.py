@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfrec_attn.export.saved_model import publish_saved_model
+from tfrec_attn.export.saved_model import publish_saved_model, versions
 from tfrec_attn.export.signatures import (
     CANDIDATES_SPEC,
     HISTORY_SPEC,
@@ -102,10 +102,10 @@ class CatalogueExtension(tf.Module):
 
 
 def newest_version(model_dir: str) -> str:
-    versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()] if os.path.isdir(model_dir) else []
-    if not versions:
+    found = versions(model_dir)
+    if not found:
         raise AddItemsError(f"{model_dir}: no exported versions (expected {model_dir}/<version>/saved_model.pb)")
-    return os.path.join(model_dir, str(max(versions)))
+    return os.path.join(model_dir, str(found[-1]))
 
 
 def add_items(export_base: str, items: dict, *, model_name: str = "retrieval", batch_size: int = 256) -> str:

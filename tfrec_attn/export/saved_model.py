@@ -9,10 +9,14 @@ import tempfile
 import tensorflow as tf
 
 
+def versions(model_dir: str) -> list[int]:
+    """The integer version directories under ``model_dir`` (TF Serving's layout), sorted."""
+    return sorted(int(d) for d in os.listdir(model_dir) if d.isdigit()) if os.path.isdir(model_dir) else []
+
+
 def next_version(model_dir: str) -> int:
     """1 + the largest integer version directory under ``model_dir`` (1 if none)."""
-    versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()] if os.path.isdir(model_dir) else []
-    return max(versions, default=0) + 1
+    return max(versions(model_dir), default=0) + 1
 
 
 def write_warmup_requests(path: str, model_name: str, requests: list[tuple[str, dict]]) -> str:
