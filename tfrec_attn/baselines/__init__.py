@@ -1,10 +1,11 @@
 """Non-neural baselines measured with the project's protocol."""
 
 from tfrec_attn.baselines.als import ALSBaseline
+from tfrec_attn.baselines.biased import BiasedBaseline
 from tfrec_attn.baselines.content import ContentBaseline
 from tfrec_attn.baselines.mostpop import MostPopBaseline
 
-__all__ = ["ALSBaseline", "ContentBaseline", "MostPopBaseline", "run_baselines"]
+__all__ = ["ALSBaseline", "BiasedBaseline", "ContentBaseline", "MostPopBaseline", "run_baselines"]
 
 
 def run_baselines(split, stage: str = "test", names=("MostPop", "ALS"), als_params=None) -> dict:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from tfrec_attn.data.csv_reader import read_csv_dataset
-from tfrec_attn.data.dataset import Dataset, Interactions, Item
+from tfrec_attn.data.dataset import Dataset, Interactions, Item, User
 from tfrec_attn.data.download import download_movielens, locate_movielens
 from tfrec_attn.data.errors import ChecksumError, DataFormatError, DataNotFoundError
 from tfrec_attn.data.movielens import read_movielens
+from tfrec_attn.data.rating_splits import RatingSplit, grouplens_fold, random_rating_split
 from tfrec_attn.data.splits import LeaveOneOutSplit, leave_one_out
 
 __all__ = [
     "ChecksumError", "DataFormatError", "DataNotFoundError", "Dataset", "Interactions", "Item",
-    "LeaveOneOutSplit", "download_movielens", "leave_one_out", "load_dataset", "locate_movielens",
-    "read_csv_dataset", "read_movielens",
+    "LeaveOneOutSplit", "RatingSplit", "User", "download_movielens", "grouplens_fold", "leave_one_out",
+    "load_dataset", "locate_movielens", "random_rating_split", "read_csv_dataset", "read_movielens",
 ]
 
 

@@ -1,4 +1,4 @@
-"""In-memory types for interaction logs and item metadata.
+"""In-memory types for interaction logs, item metadata and user features.
 
 Ids stay strings end to end (the raw ids of the source files), so an exported
 model takes exactly the ids a backend team has in its own tables.
@@ -41,6 +41,29 @@ class Item:
         if self.description:
             parts.append(self.description)
         return ". ".join(p for p in parts if p)
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    """Demographic features of one user (MovieLens ``u.user`` / ``users.dat``).
+
+    Attributes:
+        user_id: str. Raw id from the source file.
+        age: int or None. Age in years (ML-100K), or the age-group code of ML-1M, which
+            is the group's lower bound (1 = "Under 18", 18 = "18-24", ..., 56 = "56+").
+            None when unknown.
+        gender: str. As written in the file (``"M"`` / ``"F"`` in MovieLens, not
+            case-folded); empty when unknown.
+        occupation: str. Occupation name (ML-1M's integer codes are mapped to the names
+            of its README, e.g. ``"programmer"``); empty when unknown.
+        zip_code: str. As written in the file (not always numeric); empty when unknown.
+    """
+
+    user_id: str
+    age: int | None = None
+    gender: str = ""
+    occupation: str = ""
+    zip_code: str = ""
 
 
 @dataclasses.dataclass
@@ -122,7 +145,7 @@ class Interactions:
 
 @dataclasses.dataclass
 class Dataset:
-    """Interactions plus item metadata, as read from one source.
+    """Interactions plus item metadata and user features, as read from one source.
 
     Attributes:
         name: str. E.g. ``"ml-100k"``.
@@ -130,6 +153,8 @@ class Dataset:
         items: dict str -> Item. May lack items that only occur in interactions.
         source: str. Where it was read from.
         skipped: BadLineReport. Lines skipped with ``on_bad_line="skip"``.
+        users: dict str -> User. User features; empty when the source has none, and may
+            lack users that only occur in interactions (see :meth:`user`).
     """
 
     name: str
@@ -137,6 +162,7 @@ class Dataset:
     items: dict[str, Item]
     source: str = ""
     skipped: BadLineReport = dataclasses.field(default_factory=BadLineReport)
+    users: dict[str, User] = dataclasses.field(default_factory=dict)
 
     def item_text(self, item_id: str) -> str:
         item = self.items.get(item_id)
@@ -146,10 +172,18 @@ class Dataset:
         item = self.items.get(item_id)
         return item.title if item is not None else item_id
 
+    def user(self, user_id: str) -> User:
+        """The user's features, or ``User(user_id)`` (every feature unknown) when absent."""
+        user = self.users.get(user_id)
+        return user if user is not None else User(user_id)
+
     def subset_users(self, user_ids) -> Dataset:
-        """The same data restricted to some users (for quick runs and tests)."""
-        keep = np.isin(self.interactions.user_ids, np.asarray(list(user_ids), dtype=str))
-        return dataclasses.replace(self, interactions=self.interactions.take(np.flatnonzero(keep)))
+        """The same data restricted to some users (for quick runs and tests); ``users`` too."""
+        wanted = np.asarray(list(user_ids), dtype=str)
+        keep = np.isin(self.interactions.user_ids, wanted)
+        wanted_set = set(wanted.tolist())
+        return dataclasses.replace(self, interactions=self.interactions.take(np.flatnonzero(keep)),
+                                   users={k: v for k, v in self.users.items() if k in wanted_set})
 
 
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")

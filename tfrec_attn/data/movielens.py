@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from tfrec_attn.data import readers
-from tfrec_attn.data.dataset import Dataset, Interactions, Item, year_from_title
+from tfrec_attn.data.dataset import Dataset, Interactions, Item, User, year_from_title
 from tfrec_attn.data.errors import DataFormatError, DataNotFoundError
 
 # ML-100K's u.genre, in the column order of u.item's 19 genre flags.
@@ -15,6 +15,21 @@ ML100K_GENRES = (
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
     "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
+
+# ML-1M's README: users.dat's Occupation code -> name (the code is the index).
+ML1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)
+
+# ML-1M's README: users.dat's Age code (the group's lower bound) -> age range.
+ML1M_AGE_GROUPS = {1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
+
+# The fields of u.user (ML-100K) and users.dat (ML-1M), in file order.
+ML100K_USER_FIELDS = ("user_id", "age", "gender", "occupation", "zip_code")
+ML1M_USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +77,17 @@ def detect_layout(directory) -> str | None:
 
 
 def read_ml100k(directory, *, on_bad_line: str = "error") -> Dataset:
-    """``u.data`` (tab-separated user, item, rating, timestamp) + ``u.item`` (latin-1)."""
+    """``u.data`` (tab-separated user, item, rating, timestamp) + ``u.item`` (latin-1)
+    + ``u.user`` (``user id | age | gender | occupation | zip code``; optional).
+
+    Args:
+        directory: str. The extracted ``ml-100k`` folder.
+        on_bad_line: str. ``error`` (raise :class:`DataFormatError`) or ``skip`` (count
+            the line in ``Dataset.skipped``).
+
+    Returns:
+        Dataset. ``users`` is empty when there is no ``u.user``.
+    """
     policy = readers.BadLinePolicy(on_bad_line)
     interactions = _read_ratings(os.path.join(directory, "u.data"), sep="\t", encoding="utf-8", skip_header=False,
                                  policy=policy)
@@ -84,16 +109,32 @@ def read_ml100k(directory, *, on_bad_line: str = "error") -> Dataset:
         year = year_from_title(title) or (int(date[-4:]) if date[-4:].isdigit() else None)
         genres = tuple(g for g, flag in zip(ML100K_GENRES, flags) if flag and g != "unknown")
         items[item_id] = Item(item_id, title, genres, year)
-    return Dataset("ml-100k", interactions, items, source=os.fspath(directory), skipped=policy.report)
+    users = _read_users(os.path.join(directory, "u.user"), "|", ML100K_USER_FIELDS, _ml100k_user, policy)
+    return Dataset("ml-100k", interactions, items, source=os.fspath(directory), skipped=policy.report,
+                   users=users)
 
 
 def read_ml1m(directory, *, on_bad_line: str = "error") -> Dataset:
-    """``ratings.dat`` / ``movies.dat`` (``::``-separated, latin-1)."""
+    """``ratings.dat`` / ``movies.dat`` / ``users.dat`` (``::``-separated, latin-1).
+
+    ``users.dat`` (``UserID::Gender::Age::Occupation::Zip-code``) is optional. Its Age is
+    an age-group code (kept as ``User.age``, see :data:`ML1M_AGE_GROUPS`) and its
+    Occupation code is mapped to the README's name (:data:`ML1M_OCCUPATIONS`).
+
+    Args:
+        directory: str. The extracted ``ml-1m`` folder.
+        on_bad_line: str. ``error`` (raise :class:`DataFormatError`) or ``skip`` (count
+            the line in ``Dataset.skipped``).
+
+    Returns:
+        Dataset. ``users`` is empty when there is no ``users.dat``.
+    """
     policy = readers.BadLinePolicy(on_bad_line)
     interactions = _read_ratings(os.path.join(directory, "ratings.dat"), sep="::", encoding="auto", skip_header=False,
                                  policy=policy)
     items = _read_movies(os.path.join(directory, "movies.dat"), "::", "auto", False, policy)
-    return Dataset("ml-1m", interactions, items, source=os.fspath(directory), skipped=policy.report)
+    users = _read_users(os.path.join(directory, "users.dat"), "::", ML1M_USER_FIELDS, _ml1m_user, policy)
+    return Dataset("ml-1m", interactions, items, source=os.fspath(directory), skipped=policy.report, users=users)
 
 
 def read_ml_csv(directory, *, on_bad_line: str = "error", name: str = "ml-latest") -> Dataset:
@@ -144,6 +185,64 @@ def _read_movies(path, sep, encoding, csv_format, policy) -> dict[str, Item]:
         genres = tuple(g for g in fields[2].split("|") if g and g != "(no genres listed)")
         items[item_id] = Item(item_id, title, genres, year_from_title(title))
     return items
+
+
+def _read_users(path, sep, names, parse, policy) -> dict[str, User]:
+    """User id -> :class:`User` from a MovieLens user file; empty when there is none.
+
+    Args:
+        names: tuple of str. The file's fields, in order (they name the field of an error).
+        parse: callable ``(path, line, fields) -> User`` raising :class:`DataFormatError`.
+    """
+    users: dict[str, User] = {}
+    if not os.path.isfile(path):
+        return users
+    for line, fields in readers.iter_records(path, sep=sep, encoding="auto"):
+        try:
+            readers.check_field_count(path, line, fields, names)
+            user = parse(path, line, fields)
+            if user.user_id in users:
+                raise DataFormatError(path, line, "user_id", "duplicate user id", user.user_id)
+        except DataFormatError as error:
+            policy.handle(error)
+            continue
+        users[user.user_id] = user
+    return users
+
+
+def _parse_age(path, line: int, value: str) -> int | None:
+    """A non-negative integer age; a blank field is an unknown age (None)."""
+    if not value.strip():
+        return None
+    age = readers.parse_int(path, line, "age", value)
+    if age < 0:
+        raise DataFormatError(path, line, "age", "negative age", value)
+    return age
+
+
+def _ml100k_user(path, line: int, fields) -> User:
+    """``user id | age | gender | occupation | zip code``."""
+    return User(
+        user_id=readers.parse_id(path, line, "user_id", fields[0]),
+        age=_parse_age(path, line, fields[1]),
+        gender=fields[2].strip(),
+        occupation=fields[3].strip(),
+        zip_code=fields[4].strip(),
+    )
+
+
+def _ml1m_user(path, line: int, fields) -> User:
+    """``UserID::Gender::Age::Occupation::Zip-code`` with ML-1M's age and occupation codes."""
+    user_id = readers.parse_id(path, line, "user_id", fields[0])
+    age = readers.parse_int(path, line, "age", fields[2])
+    if age not in ML1M_AGE_GROUPS:
+        raise DataFormatError(path, line, "age", "not an ML-1M age-group code (expected one of "
+                              f"{', '.join(map(str, ML1M_AGE_GROUPS))})", fields[2])
+    code = readers.parse_int(path, line, "occupation", fields[3])
+    if not 0 <= code < len(ML1M_OCCUPATIONS):
+        raise DataFormatError(path, line, "occupation",
+                              f"not an ML-1M occupation code (expected 0 to {len(ML1M_OCCUPATIONS) - 1})", fields[3])
+    return User(user_id, age, fields[1].strip(), ML1M_OCCUPATIONS[code], fields[4].strip())
 
 
 def read_movielens(directory, *, on_bad_line: str = "error") -> Dataset:

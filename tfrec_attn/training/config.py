@@ -122,8 +122,30 @@ class ExportConfig:
     model_name: str = "retrieval"
 
 
+class RunConfig:
+    """What every recipe's root config shares (a dataclass with ``seed``, ``train`` ...)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def origin(self, path: str) -> str:
+        """Where the value at ``path`` came from (``file:line``, ``--set ...``), for errors."""
+        where = getattr(self, "where", None)
+        return where(path) if where else path
+
+    def learning_rate(self) -> float:
+        """``train.learning_rate`` scaled by ``train.learning_rate_scaling`` for the global batch."""
+        ratio = self.train.batch_size / self.train.reference_batch_size
+        scale = {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.train.learning_rate_scaling]
+        return self.train.learning_rate * scale
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 @dataclasses.dataclass
-class RetrievalConfig:
+class RetrievalConfig(RunConfig):
+    recipe: str = "retrieval"
     seed: int = 42
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -147,6 +169,7 @@ class RetrievalConfig:
         self.where = where
         m, loss, train, export = self.model, self.loss, self.train, self.export
         checks = [
+            ("recipe", self.recipe == "retrieval", "must be retrieval"),
             ("model.embedding_dim", m.embedding_dim > 0, "must be > 0"),
             ("model.max_len", m.max_len > 0, "must be > 0"),
             ("model.num_blocks", m.num_blocks >= 0, "must be >= 0"),
@@ -194,22 +217,6 @@ class RetrievalConfig:
             if not ok:
                 raise ConfigError(f"{where(path)}: {path}={_get(self, path)!r} {problem}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def origin(self, path: str) -> str:
-        """Where the value at ``path`` came from (``file:line``, ``--set ...``), for errors."""
-        where = getattr(self, "where", None)
-        return where(path) if where else path
-
-    def learning_rate(self) -> float:
-        """``train.learning_rate`` scaled by ``train.learning_rate_scaling`` for the global batch."""
-        ratio = self.train.batch_size / self.train.reference_batch_size
-        scale = {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[self.train.learning_rate_scaling]
-        return self.train.learning_rate * scale
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def _get(obj, path: str):
@@ -334,13 +341,21 @@ def _merge(base: dict, top: dict) -> dict:
     return merged
 
 
-def load_config(path: str | None = None, overrides=(), cls=RetrievalConfig):
+def recipe_configs() -> dict:
+    """``recipe`` name -> its root config class."""
+    from tfrec_attn.training.ranking_config import RankingConfig
+
+    return {"retrieval": RetrievalConfig, "ranking": RankingConfig}
+
+
+def load_config(path: str | None = None, overrides=(), cls=None):
     """Loads ``path`` (YAML; None = defaults), applies ``key=value`` overrides, validates.
 
     Args:
         path: str or None.
         overrides: iterable of ``"dotted.key=value"`` strings (values parsed as YAML).
-        cls: the root dataclass.
+        cls: the root dataclass (None: the one the config's ``recipe`` key names,
+            retrieval by default).
     """
     tree, lines = _read_tree(path) if path else ({}, {})
     for item in overrides:
@@ -355,6 +370,13 @@ def load_config(path: str | None = None, overrides=(), cls=RetrievalConfig):
         _set_path(tree, key, value)
         lines[key] = f"--set {key}={raw}"
     origin = path or "<defaults>"
+    if cls is None:
+        recipe, configs = tree.get("recipe", "retrieval"), recipe_configs()
+        if recipe not in configs:
+            line = lines.get("recipe")
+            where = line if isinstance(line, str) else f"{origin}:{line or 1}"
+            raise ConfigError(f"{where}: recipe={recipe!r} must be one of {', '.join(configs)}")
+        cls = configs[recipe]
     config = _build(cls, tree, lines, origin)
 
     def where(p: str) -> str:
@@ -373,7 +395,8 @@ def save_config(config, path: str) -> str:
     return path
 
 
-def config_from_dict(data: dict, cls=RetrievalConfig):
+def config_from_dict(data: dict, cls=None):
+    cls = cls or recipe_configs()[data.get("recipe", "retrieval")]
     config = _build(cls, json.loads(json.dumps(data)), {}, "<dict>")
     config.validate()
     return config

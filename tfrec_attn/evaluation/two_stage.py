@@ -1,0 +1,141 @@
+"""Two-stage evaluation: retrieval top-K -> the ranking model re-orders -> full-ranking protocol.
+
+The final list is the ranker's order of the retrieval model's top ``K`` candidates (the
+user's history excluded), followed by the rest of the catalogue in retrieval order, so a
+target outside the ``K`` candidates ranks below all of them (a miss for any cut-off <= K),
+and the metrics are exactly the project's full-ranking protocol
+(:class:`~tfrec_attn.evaluation.Evaluator`). Beside it:
+
+* the retrieval model alone on the same users (``retrieval_*``), and the candidate recall
+  (``recall@K``: share of targets among the candidates, the two-stage HR ceiling);
+* ``AUC``: the ranker's score of the target against the protocol's sampled negatives
+  (100 never-interacted items per user, fixed seed), ties counted half;
+* ``RMSE`` / ``MAE``: the rating head's prediction for the target event vs its rating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+ROWS = 32  # users per ranker batch (fixed shapes: one trace per model)
+OFFSET = 1e9  # non-candidates rank below every candidate
+
+
+@dataclasses.dataclass
+class Retriever:
+    """A trained retrieval model and what scoring its catalogue needs.
+
+    Attributes:
+        model: SequentialRetrievalModel.
+        vocabulary: ItemVocabulary. The model's.
+        item_features: float [num_items, text_dim] or None. Text features of the split's
+            catalogue (text and hybrid towers score unknown items from them).
+        item_texts: list of str or None.
+    """
+
+    model: object
+    vocabulary: object
+    item_features: np.ndarray | None = None
+    item_texts: list | None = None
+
+    def scorer(self, split):
+        from tfrec_attn.training.retrieval import catalogue_scorer
+
+        return catalogue_scorer(self.model, self.vocabulary, split, item_features=self.item_features,
+                                item_texts=self.item_texts)
+
+
+def ranker_outputs(model, inputs: dict, candidates: np.ndarray) -> dict:
+    """The ranking model's ``scores`` and ``rating`` ([n, C] numpy) for rows of network inputs
+    (without candidates) and model-index ``candidates`` [n, C], in batches of fixed shape."""
+    import tensorflow as tf
+
+    n = len(candidates)
+    scores = np.zeros(candidates.shape, np.float32)
+    rating = np.zeros(candidates.shape, np.float32)
+    for start in range(0, n, ROWS):
+        stop = min(start + ROWS, n)
+        batch = {k: _pad_rows(v[start:stop]) for k, v in inputs.items()}
+        batch["candidates"] = _pad_rows(candidates[start:stop])
+        out = model.predict_batch({k: tf.constant(v, tf.int64) for k, v in batch.items()})
+        scores[start:stop] = out["scores"].numpy()[: stop - start]
+        rating[start:stop] = out["rating"].numpy()[: stop - start]
+    return {"scores": scores, "rating": rating}
+
+
+def _pad_rows(values: np.ndarray) -> np.ndarray:
+    if len(values) == ROWS:
+        return values
+    pad = np.zeros((ROWS - len(values),) + values.shape[1:], values.dtype)
+    return np.concatenate([values, pad])
+
+
+def auc(scores: np.ndarray) -> np.ndarray:
+    """Per row, P(column 0 scores above a later column), ties counted half."""
+    target = scores[:, :1]
+    return np.mean((scores[:, 1:] < target) + 0.5 * (scores[:, 1:] == target), axis=1)
+
+
+def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = None, users=None,
+                       num_candidates: int | None = None) -> dict:
+    """Metrics of a ranking recipe's model at ``stage`` (see the module docstring).
+
+    Args:
+        recipe: RankingRecipe (split, vocabulary, history features).
+        model: RankingModel.
+        stage: ``validation`` or ``test``.
+        retrieval: Retriever or None (then only AUC and rating metrics).
+        users: optional subset of ``split.evaluated``.
+        num_candidates: K (default ``config.retrieval.candidates``).
+    """
+    from tfrec_attn.evaluation.protocol import Evaluator
+
+    split = recipe.split
+    evaluator = Evaluator(split, stage, users=users)
+    users = evaluator.users
+    inputs = recipe.stage_inputs(stage, users)
+    to_ranker = recipe.vocabulary.model_indices(split.item_vocab)
+    position = {"validation": -2, "test": -1}[stage]
+    metrics: dict = {"users": len(users)}
+
+    # AUC vs the sampled negatives, and the rating of the target event.
+    targets = evaluator.targets
+    negatives = evaluator.negatives
+    listed = targets[:, None] if negatives is None else np.concatenate([targets[:, None], negatives], axis=1)
+    out = ranker_outputs(model, inputs, to_ranker[listed])
+    if negatives is not None:
+        metrics["AUC"] = float(np.mean(auc(out["scores"])))
+    actual = np.array([split.ratings[u][position] for u in users], np.float32)
+    known = np.isfinite(actual)
+    if known.any():
+        error = out["rating"][known, 0] - actual[known]
+        metrics["RMSE"] = float(np.sqrt(np.mean(error ** 2)))
+        metrics["MAE"] = float(np.mean(np.abs(error)))
+
+    if retrieval is None:
+        return metrics
+    k = int(num_candidates or recipe.config.retrieval.candidates)
+    scorer = retrieval.scorer(split)
+    row_of = {int(u): i for i, u in enumerate(users)}
+    recall = []
+
+    def two_stage(batch_users, histories):
+        scores = np.asarray(scorer(batch_users, histories), np.float64)
+        masked = scores.copy()
+        for row, history in enumerate(histories):
+            masked[row, history] = -np.inf
+        top = np.argpartition(-masked, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        rows = np.array([row_of[int(u)] for u in batch_users])
+        ranked = ranker_outputs(model, {name: v[rows] for name, v in inputs.items()}, to_ranker[top])["scores"]
+        final = scores - OFFSET
+        np.put_along_axis(final, top, ranked.astype(np.float64), axis=1)
+        recall.append(np.any(top == targets[rows][:, None], axis=1))
+        return final
+
+    metrics.update(evaluator.evaluate(two_stage, sampled=False))
+    metrics[f"recall@{k}"] = float(np.mean(np.concatenate(recall)))
+    alone = evaluator.evaluate(scorer, sampled=False)
+    metrics.update({f"retrieval_{name}": value for name, value in alone.items() if name != "users"})
+    return metrics

@@ -1,0 +1,160 @@
+"""The ranking network: target attention over the history -> MLP -> interaction and rating
+heads (a functional Keras model)."""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.layers.attention import register
+from tfrec_attn.layers.item_features import ItemFeatureEmbedding
+from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttention, DinAttention
+
+NUM_GAP_BUCKETS = 14  # 0 = unknown, then log2 buckets of days before the newest event
+
+
+@register
+class RankingNetwork(tf.keras.Model):
+    """Scores candidates for a user from the history, with explanations.
+
+    Each history event is its item's embedding (id + side features, shared with the
+    candidates) plus, when enabled, an embedding of the rating the user gave it and of how
+    long before the user's newest event it happened. Each candidate attends over the events
+    (:mod:`tfrec_attn.layers.target_attention`); the pooled interest, the candidate, their
+    product, the mean of the history and the user's features go through an MLP to two
+    heads: an interaction logit and a rating in ``[rating_min, rating_max]``.
+
+    Args:
+        num_indices: int. Item vocabulary size (0 = padding, 1 = OOV).
+        embedding_dim: int.
+        attention: str. ``din`` or ``bst``.
+        attention_units: list of int. DIN's activation MLP.
+        normalization: str. DIN: ``none`` (the paper) or ``softmax``.
+        num_heads: int. BST.
+        num_blocks: int. BST transformer blocks.
+        mlp_units: list of int. Hidden widths of the MLP before the heads.
+        dropout: float.
+        item_feature_dim: int. Width of the item feature table (0: ids only).
+        num_ratings: int. Distinct per-event rating values (0: no rating embeddings);
+            input values 1..num_ratings, 0 = unknown.
+        time_gaps: bool. Embed each event's time gap bucket (0 = unknown).
+        user_feature_sizes: list of int. Vocabulary size of each user feature (index 0 =
+            unknown); empty: no user features.
+        rating_min, rating_max, rating_mean: float. The rating head's range and initial value.
+
+    Inputs (a dict; int64 unless said):
+        history [b, H]: model item indices, right-padded with 0 (OOV items are ignored).
+        history_ratings [b, H], history_gaps [b, H]: per-event rating and time-gap ids.
+        candidates [b, C]: model item indices.
+        user_features [b, U]: one id per user feature.
+
+    Outputs (a dict):
+        scores float [b, C] (interaction logits), rating float [b, C], attention float [b, C, H]
+        (0 at padding and OOV events).
+    """
+
+    def __init__(self, num_indices: int, embedding_dim: int = 32, attention: str = "din",
+                 attention_units=(64, 32), normalization: str = "none", num_heads: int = 2,
+                 num_blocks: int = 1, mlp_units=(128, 64), dropout: float = 0.1, item_feature_dim: int = 0,
+                 num_ratings: int = 5, time_gaps: bool = True, user_feature_sizes=(),
+                 rating_min: float = 1.0, rating_max: float = 5.0, rating_mean: float = 3.5, **kwargs):
+        if attention not in TARGET_ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {', '.join(TARGET_ATTENTION_TYPES)}, got {attention!r}")
+        if not rating_min < rating_mean < rating_max:
+            raise ValueError(f"need rating_min < rating_mean < rating_max, got {rating_min}, {rating_mean}, "
+                             f"{rating_max}")
+        attention_units = [int(u) for u in attention_units]
+        mlp_units = [int(u) for u in mlp_units]
+        user_feature_sizes = [int(s) for s in user_feature_sizes]
+        # === Layers ===
+        items = ItemFeatureEmbedding(num_indices, embedding_dim, item_feature_dim, name="items")
+        ratings = tf.keras.layers.Embedding(num_ratings + 1, embedding_dim, name="event_ratings") \
+            if num_ratings else None
+        gaps = tf.keras.layers.Embedding(NUM_GAP_BUCKETS, embedding_dim, name="event_gaps") if time_gaps else None
+        if attention == "din":
+            target = DinAttention(attention_units, normalization, name="target_attention")
+        else:
+            target = BstAttention(embedding_dim, num_heads, num_blocks, dropout, name="target_attention")
+        users = [tf.keras.layers.Embedding(size, max(4, min(16, embedding_dim // 2)), name=f"user_feature_{i}")
+                 for i, size in enumerate(user_feature_sizes)]
+        event_dropout = tf.keras.layers.Dropout(dropout, name="event_dropout")
+        mlp = []
+        for i, units in enumerate(mlp_units):
+            mlp += [tf.keras.layers.Dense(units, activation="relu", name=f"mlp_{i}"),
+                    tf.keras.layers.Dropout(dropout, name=f"mlp_dropout_{i}")]
+        score_head = tf.keras.layers.Dense(1, name="score")
+        share = (rating_mean - rating_min) / (rating_max - rating_min)
+        rating_head = tf.keras.layers.Dense(1, name="rating",
+                                            bias_initializer=tf.keras.initializers.Constant(
+                                                math.log(share / (1.0 - share))))
+
+        # === Functional model ===
+        inputs = {
+            "history": tf.keras.Input(shape=(None,), dtype=tf.int64, name="history"),
+            "history_ratings": tf.keras.Input(shape=(None,), dtype=tf.int64, name="history_ratings"),
+            "history_gaps": tf.keras.Input(shape=(None,), dtype=tf.int64, name="history_gaps"),
+            "candidates": tf.keras.Input(shape=(None,), dtype=tf.int64, name="candidates"),
+            "user_features": tf.keras.Input(shape=(len(user_feature_sizes),), dtype=tf.int64, name="user_features"),
+        }
+        history = inputs["history"]
+        mask = history >= FIRST_ITEM_INDEX
+        events = items(history)
+        if ratings is not None:
+            events = events + ratings(tf.clip_by_value(inputs["history_ratings"], 0, num_ratings))
+        if gaps is not None:
+            events = events + gaps(tf.clip_by_value(inputs["history_gaps"], 0, NUM_GAP_BUCKETS - 1))
+        events = event_dropout(events * tf.cast(mask, events.dtype)[..., tf.newaxis])
+        candidates = items(inputs["candidates"])
+        pooled, weights = target(events, mask, candidates)
+        count = tf.reduce_sum(tf.cast(mask, events.dtype), axis=1, keepdims=True)  # [b, 1]
+        mean = tf.math.divide_no_nan(tf.reduce_sum(events, axis=1), count)  # [b, d]
+        per_user = [mean, tf.math.log1p(count)]
+        for i, layer in enumerate(users):
+            per_user.append(layer(tf.clip_by_value(inputs["user_features"][:, i], 0, user_feature_sizes[i] - 1)))
+        per_user = tf.concat(per_user, axis=-1)
+        num_candidates = tf.shape(candidates)[1]
+        per_user = tf.repeat(per_user[:, tf.newaxis, :], num_candidates, axis=1)
+        x = tf.concat([pooled, candidates, pooled * candidates, per_user], axis=-1)
+        for layer in mlp:
+            x = layer(x)
+        scores = tf.squeeze(score_head(x), -1)
+        rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
+        super().__init__(inputs=inputs, outputs={"scores": scores, "rating": rating, "attention": weights},
+                         **kwargs)
+
+        # === Config ===
+        self.num_indices = num_indices
+        self.embedding_dim = embedding_dim
+        self.attention_type = attention
+        self.attention_units = attention_units
+        self.normalization = normalization
+        self.num_heads = num_heads
+        self.num_blocks = num_blocks
+        self.mlp_units = mlp_units
+        self.dropout = dropout
+        self.item_feature_dim = item_feature_dim
+        self.num_ratings = num_ratings
+        self.time_gaps = time_gaps
+        self.user_feature_sizes = user_feature_sizes
+        self.rating_min = rating_min
+        self.rating_max = rating_max
+        self.rating_mean = rating_mean
+        self.items = items
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "num_indices": self.num_indices, "embedding_dim": self.embedding_dim,
+            "attention": self.attention_type, "attention_units": self.attention_units,
+            "normalization": self.normalization, "num_heads": self.num_heads, "num_blocks": self.num_blocks,
+            "mlp_units": self.mlp_units, "dropout": self.dropout, "item_feature_dim": self.item_feature_dim,
+            "num_ratings": self.num_ratings, "time_gaps": self.time_gaps,
+            "user_feature_sizes": self.user_feature_sizes, "rating_min": self.rating_min,
+            "rating_max": self.rating_max, "rating_mean": self.rating_mean,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,144 @@
+"""Attention ranking (DIN / BST target attention) with interaction and rating heads.
+
+The network is a functional Keras model (:class:`~tfrec_attn.layers.RankingNetwork`);
+this ``tfrs.Model`` writes only ``compute_loss``, with two ``tfrs.tasks.Ranking`` tasks:
+
+* interaction: each training row is one user event with a candidate list
+  ``[positive, negatives...]`` (hard negatives from the retrieval model's top-K, random
+  ones from the catalogue); ``listwise`` = softmax cross-entropy over the list,
+  ``pointwise`` = binary cross-entropy per candidate;
+* rating: squared error of the positive's predicted rating (rows without a rating weigh 0).
+
+``loss = interaction_weight * interaction + rating_weight * rating``, each a mean over the
+global batch (:func:`tfrec_attn.tasks.global_weighted_mean`), so any ``tf.distribute``
+strategy trains the same objective.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrec_attn.layers.attention import register
+from tfrec_attn.models.base import RecommenderModel
+from tfrec_attn.tasks import global_weighted_mean
+
+INTERACTION_LOSSES = ("listwise", "pointwise")
+
+
+def _deserialize(value):
+    return tf.keras.utils.deserialize_keras_object(value) if isinstance(value, dict) else value
+
+
+@register
+class RankingModel(RecommenderModel):
+    """Target-attention ranking model.
+
+    Args:
+        network: RankingNetwork (or its serialized config).
+        interaction_loss: str. ``listwise`` or ``pointwise``.
+        interaction_weight: float. Weight of the interaction loss (0: rating only).
+        rating_weight: float. Weight of the rating loss (0: interaction only).
+
+    Training inputs: ``(features, labels)`` with the network's input dict as features and
+    ``labels = {"clicks": float [b, C] (1 for the positive), "rating": float [b] (the
+    positive's rating, NaN if none)}``.
+
+    Example:
+        >>> model = build_ranking_model(config.model, config.loss, vocab.num_indices)
+        >>> out = model({"history": h, "history_ratings": r, "history_gaps": g,
+        ...              "candidates": c, "user_features": u})
+        >>> out["scores"], out["rating"], out["attention"]  # [b, C], [b, C], [b, C, H]
+    """
+
+    def __init__(self, network, interaction_loss: str = "listwise", interaction_weight: float = 1.0,
+                 rating_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if interaction_loss not in INTERACTION_LOSSES:
+            raise ValueError(f"interaction_loss must be one of {', '.join(INTERACTION_LOSSES)}, "
+                             f"got {interaction_loss!r}")
+        self.network = _deserialize(network)
+        self.interaction_loss = interaction_loss
+        self.interaction_weight = float(interaction_weight)
+        self.rating_weight = float(rating_weight)
+        none = tf.keras.losses.Reduction.NONE
+        loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=none) \
+            if interaction_loss == "listwise" else tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=none)
+        self.interaction_task = tfrs.tasks.Ranking(loss=loss)
+        self.rating_task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(reduction=none))
+
+    def get_config(self):
+        return {"name": self.name, "network": tf.keras.utils.serialize_keras_object(self.network),
+                "interaction_loss": self.interaction_loss, "interaction_weight": self.interaction_weight,
+                "rating_weight": self.rating_weight}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def build_weights(self):
+        """Creates every weight (a call on a dummy batch); returns the model."""
+        sizes = len(self.network.user_feature_sizes)
+        one = tf.ones((1, 1), tf.int64)
+        self({"history": one * 2, "history_ratings": one, "history_gaps": one, "candidates": one * 2,
+              "user_features": tf.zeros((1, sizes), tf.int64)})
+        return self
+
+    def call(self, features, training=False):
+        return self.network(features, training=training)
+
+    @tf.function(reduce_retracing=True)
+    def predict_batch(self, features):
+        """The network's outputs in inference mode (a traced function: evaluation's path)."""
+        return self.network(features, training=False)
+
+    def compute_loss(self, inputs, training=False):
+        features, labels = inputs
+        out = self.network(features, training=training)
+        total = 0.0
+        if self.interaction_weight:
+            clicks = tf.cast(labels["clicks"], tf.float32)
+            scores = tf.cast(out["scores"], tf.float32)
+            if self.interaction_loss == "listwise":
+                losses = self.interaction_task(clicks, scores, compute_metrics=False)  # [b]
+            else:  # one binary decision per (row, candidate)
+                losses = self.interaction_task(clicks[..., tf.newaxis], scores[..., tf.newaxis],
+                                               compute_metrics=False)
+            total += self.interaction_weight * global_weighted_mean(losses)
+        if self.rating_weight:
+            rating = tf.cast(labels["rating"], tf.float32)
+            known = tf.math.is_finite(rating)
+            predicted = tf.cast(out["rating"][:, 0], tf.float32)
+            losses = self.rating_task(tf.where(known, rating, 0.0)[:, tf.newaxis], predicted[:, tf.newaxis],
+                                      compute_metrics=False)
+            total += self.rating_weight * global_weighted_mean(losses, tf.cast(known, tf.float32))
+        return total
+
+
+def build_ranking_model(model_config, loss_config, num_indices: int, *, item_features=None,
+                        user_feature_sizes=(), rating_range=(1.0, 5.0, 3.5)) -> RankingModel:
+    """The ranking model of the run config's ``model`` and ``loss`` sections, weights created.
+
+    Args:
+        item_features: float [num_indices, F] or None. Item side features
+            (:func:`tfrec_attn.features.items.item_feature_table`).
+        user_feature_sizes: list of int. Vocabulary sizes of the user features.
+        rating_range: (min, max, mean) of the training ratings.
+    """
+    from tfrec_attn.layers.ranking_network import RankingNetwork
+
+    m = model_config
+    low, high, mean = (float(v) for v in rating_range)
+    network = RankingNetwork(
+        num_indices, m.embedding_dim, m.attention, m.attention_units, m.normalization, m.num_heads,
+        m.num_blocks, m.mlp_units, m.dropout,
+        item_feature_dim=0 if item_features is None else int(item_features.shape[1]),
+        num_ratings=int(round(high)) if m.rating_embeddings else 0, time_gaps=m.time_embeddings,
+        user_feature_sizes=list(user_feature_sizes) if m.user_features else [],
+        rating_min=low, rating_max=high, rating_mean=min(max(mean, low + 1e-3), high - 1e-3), name="ranking_network")
+    model = RankingModel(network, loss_config.interaction, loss_config.interaction_weight,
+                         loss_config.rating_weight, name="ranking")
+    model.build_weights()
+    if item_features is not None:
+        network.items.set_features(item_features)
+    return model
