@@ -1,7 +1,8 @@
 """Two-stage evaluation: retrieval top-K -> the ranking model re-orders -> full-ranking protocol.
 
-The final list is the ranker's order of the retrieval model's top ``K`` candidates (the
-user's history excluded), followed by the rest of the catalogue in retrieval order, so a
+The final list is the retrieval model's top ``K`` candidates (the user's history excluded)
+ordered by ``ranker score + retrieval_weight * retrieval score`` (the ranking model's
+``retrieval_weight``, 0 = the ranker alone, chosen on validation), followed by the rest of the catalogue in retrieval order, so a
 target outside the ``K`` candidates ranks below all of them (a miss for any cut-off <= K),
 and the metrics are exactly the project's full-ranking protocol
 (:class:`~tfrec_attn.evaluation.Evaluator`). Beside it:
@@ -21,6 +22,7 @@ import numpy as np
 
 ROWS = 32  # users per ranker batch (fixed shapes: one trace per model)
 OFFSET = 1e9  # non-candidates rank below every candidate
+RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # candidates of the blend weight (chosen on validation)
 
 
 @dataclasses.dataclass
@@ -79,7 +81,7 @@ def auc(scores: np.ndarray) -> np.ndarray:
 
 
 def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = None, users=None,
-                       num_candidates: int | None = None) -> dict:
+                       num_candidates: int | None = None, choose_weight: bool = False) -> dict:
     """Metrics of a ranking recipe's model at ``stage`` (see the module docstring).
 
     Args:
@@ -89,6 +91,8 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
         retrieval: Retriever or None (then only AUC and rating metrics).
         users: optional subset of ``split.evaluated``.
         num_candidates: K (default ``config.retrieval.candidates``).
+        choose_weight: bool. Pick the model's ``retrieval_weight`` on this stage (validation
+            only) from :data:`RETRIEVAL_WEIGHTS`, and set it.
     """
     from tfrec_attn.evaluation.protocol import Evaluator
 
@@ -119,23 +123,44 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
     k = int(num_candidates or recipe.config.retrieval.candidates)
     scorer = retrieval.scorer(split)
     row_of = {int(u): i for i, u in enumerate(users)}
-    recall = []
+    batches: dict = {}  # first user of a batch -> (retrieval scores, candidates, ranker scores)
 
-    def two_stage(batch_users, histories):
-        scores = np.asarray(scorer(batch_users, histories), np.float64)
-        masked = scores.copy()
-        for row, history in enumerate(histories):
-            masked[row, history] = -np.inf
-        top = np.argpartition(-masked, min(k, scores.shape[1] - 1), axis=1)[:, :k]
-        rows = np.array([row_of[int(u)] for u in batch_users])
-        ranked = ranker_outputs(model, {name: v[rows] for name, v in inputs.items()}, to_ranker[top])["scores"]
-        final = scores - OFFSET
-        np.put_along_axis(final, top, ranked.astype(np.float64), axis=1)
-        recall.append(np.any(top == targets[rows][:, None], axis=1))
-        return final
+    def stage_one(batch_users, histories):
+        key = int(batch_users[0])
+        if key not in batches:
+            scores = np.asarray(scorer(batch_users, histories), np.float64)
+            masked = scores.copy()
+            for row, history in enumerate(histories):
+                masked[row, history] = -np.inf
+            top = np.argpartition(-masked, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+            rows = np.array([row_of[int(u)] for u in batch_users])
+            ranked = ranker_outputs(model, {name: v[rows] for name, v in inputs.items()}, to_ranker[top])["scores"]
+            batches[key] = (scores, top, ranked.astype(np.float64), targets[rows])
+        return batches[key]
 
-    metrics.update(evaluator.evaluate(two_stage, sampled=False))
-    metrics[f"recall@{k}"] = float(np.mean(np.concatenate(recall)))
+    def two_stage(weight):
+        def score(batch_users, histories):
+            scores, top, ranked, _ = stage_one(batch_users, histories)
+            final = scores - OFFSET
+            blended = ranked + weight * np.take_along_axis(scores, top, axis=1)
+            np.put_along_axis(final, top, blended, axis=1)
+            return final
+        return score
+
+    weight = float(model.retrieval_weight.numpy())
+    if choose_weight:
+        results = {w: evaluator.evaluate(two_stage(w), sampled=False) for w in RETRIEVAL_WEIGHTS}
+        weight = max(RETRIEVAL_WEIGHTS, key=lambda w: (results[w]["NDCG@10"], -w))
+        model.retrieval_weight.assign(weight)
+        metrics.update(results[weight])
+    else:
+        metrics.update(evaluator.evaluate(two_stage(weight), sampled=False))
+    metrics["retrieval_weight"] = weight
+    if weight:  # the ranker alone on the same candidates
+        alone = evaluator.evaluate(two_stage(0.0), sampled=False)
+        metrics.update({f"ranker_only_{name}": value for name, value in alone.items() if name != "users"})
+    metrics[f"recall@{k}"] = float(np.mean(np.concatenate(
+        [np.any(top == t[:, None], axis=1) for _, top, _, t in batches.values()])))
     alone = evaluator.evaluate(scorer, sampled=False)
     metrics.update({f"retrieval_{name}": value for name, value in alone.items() if name != "users"})
     return metrics

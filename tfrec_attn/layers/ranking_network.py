@@ -42,6 +42,8 @@ class RankingNetwork(tf.keras.Model):
         time_gaps: bool. Embed each event's time gap bucket (0 = unknown).
         user_feature_sizes: list of int. Vocabulary size of each user feature (index 0 =
             unknown); empty: no user features.
+        history_mean: bool. Also give the MLP the mean of the history's events (a route from
+            the history to the heads that bypasses attention; DIN has none).
         rating_min, rating_max, rating_mean: float. The rating head's range and initial value.
 
     Inputs (a dict; int64 unless said):
@@ -59,7 +61,8 @@ class RankingNetwork(tf.keras.Model):
                  attention_units=(64, 32), normalization: str = "none", num_heads: int = 2,
                  num_blocks: int = 1, mlp_units=(128, 64), dropout: float = 0.1, item_feature_dim: int = 0,
                  num_ratings: int = 5, time_gaps: bool = True, user_feature_sizes=(),
-                 rating_min: float = 1.0, rating_max: float = 5.0, rating_mean: float = 3.5, **kwargs):
+                 rating_min: float = 1.0, rating_max: float = 5.0, rating_mean: float = 3.5,
+                 history_mean: bool = True, **kwargs):
         if attention not in TARGET_ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {', '.join(TARGET_ATTENTION_TYPES)}, got {attention!r}")
         if not rating_min < rating_mean < rating_max:
@@ -110,7 +113,7 @@ class RankingNetwork(tf.keras.Model):
         pooled, weights = target(events, mask, candidates)
         count = tf.reduce_sum(tf.cast(mask, events.dtype), axis=1, keepdims=True)  # [b, 1]
         mean = tf.math.divide_no_nan(tf.reduce_sum(events, axis=1), count)  # [b, d]
-        per_user = [mean, tf.math.log1p(count)]
+        per_user = [mean, tf.math.log1p(count)] if history_mean else [tf.math.log1p(count)]
         for i, layer in enumerate(users):
             per_user.append(layer(tf.clip_by_value(inputs["user_features"][:, i], 0, user_feature_sizes[i] - 1)))
         per_user = tf.concat(per_user, axis=-1)
@@ -141,6 +144,7 @@ class RankingNetwork(tf.keras.Model):
         self.rating_min = rating_min
         self.rating_max = rating_max
         self.rating_mean = rating_mean
+        self.history_mean = history_mean
         self.items = items
 
     def get_config(self):
@@ -152,7 +156,7 @@ class RankingNetwork(tf.keras.Model):
             "mlp_units": self.mlp_units, "dropout": self.dropout, "item_feature_dim": self.item_feature_dim,
             "num_ratings": self.num_ratings, "time_gaps": self.time_gaps,
             "user_feature_sizes": self.user_feature_sizes, "rating_min": self.rating_min,
-            "rating_max": self.rating_max, "rating_mean": self.rating_mean,
+            "rating_max": self.rating_max, "rating_mean": self.rating_mean, "history_mean": self.history_mean,
         }
 
     @classmethod

@@ -65,6 +65,9 @@ class RankingModel(RecommenderModel):
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=none) \
             if interaction_loss == "listwise" else tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=none)
         self.interaction_task = tfrs.tasks.Ranking(loss=loss)
+        # Two-stage order = ranker score + retrieval_weight * retrieval score (chosen on validation,
+        # saved with the weights; :mod:`tfrec_attn.evaluation.two_stage`).
+        self.retrieval_weight = tf.Variable(0.0, trainable=False, name="retrieval_weight")
         self.rating_task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(reduction=none))
 
     def get_config(self):
@@ -83,6 +86,15 @@ class RankingModel(RecommenderModel):
         self({"history": one * 2, "history_ratings": one, "history_gaps": one, "candidates": one * 2,
               "user_features": tf.zeros((1, sizes), tf.int64)})
         return self
+
+    def optimizer_groups(self):
+        """Every trainable variable except an unused head's (no gradient, no warning)."""
+        unused = [name for name, weight in (("score", self.interaction_weight), ("rating", self.rating_weight))
+                  if not weight]
+        if not unused:
+            return super().optimizer_groups()
+        skip = {id(v) for name in unused for v in self.network.get_layer(name).trainable_variables}
+        return [(self.optimizer, [v for v in self.trainable_variables if id(v) not in skip])]
 
     def call(self, features, training=False):
         return self.network(features, training=training)
@@ -135,7 +147,8 @@ def build_ranking_model(model_config, loss_config, num_indices: int, *, item_fea
         item_feature_dim=0 if item_features is None else int(item_features.shape[1]),
         num_ratings=int(round(high)) if m.rating_embeddings else 0, time_gaps=m.time_embeddings,
         user_feature_sizes=list(user_feature_sizes) if m.user_features else [],
-        rating_min=low, rating_max=high, rating_mean=min(max(mean, low + 1e-3), high - 1e-3), name="ranking_network")
+        rating_min=low, rating_max=high, rating_mean=min(max(mean, low + 1e-3), high - 1e-3),
+        history_mean=m.history_mean, name="ranking_network")
     model = RankingModel(network, loss_config.interaction, loss_config.interaction_weight,
                          loss_config.rating_weight, name="ranking")
     model.build_weights()

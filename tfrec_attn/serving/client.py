@@ -36,6 +36,31 @@ class ServingError(RuntimeError):
         super().__init__(f"{code.name}: {details}")
 
 
+class Recommendation(tuple):
+    """One recommended item: an ``(item_id, score)`` pair, with what a ``recommend`` model
+    (retrieval + ranking) adds: ``rating`` (predicted, None from a retrieval model) and
+    ``because``, the history items that explain it as ``[(item_id, weight share), ...]``
+    (the ranker's target attention; empty from a retrieval model)."""
+
+    def __new__(cls, item_id: str, score: float, rating: float | None = None, because=()):
+        pair = super().__new__(cls, (item_id, score))
+        pair.rating = rating
+        pair.because = list(because)
+        return pair
+
+    @property
+    def item_id(self) -> str:
+        return self[0]
+
+    @property
+    def score(self) -> float:
+        return self[1]
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _as_batch(histories) -> np.ndarray:
     """A list of ids (one user) or of lists (a batch) -> right-padded string matrix."""
     if histories and isinstance(histories[0], (list, tuple, np.ndarray)):
@@ -108,15 +133,23 @@ class RecommenderClient:
     def recommend(self, history, k: int | None = None):
         """Top items for one history (list of ids) or a batch (list of lists).
 
-        Returns a list of ``(item_id, score)`` for one history, or a list of such lists.
-        ``k`` cuts the export's K (it cannot raise it).
+        Returns a list of :class:`Recommendation` (``(item_id, score)`` pairs; from a
+        ``recommend`` model also ``.rating`` and ``.because``) for one history, or a list of
+        such lists. ``k`` cuts the export's K (it cannot raise it).
         """
         batch = _as_batch(history)
         out = self.predict({"history": batch})
         results = []
-        for ids, scores in zip(out["item_ids"], out["scores"]):
-            pairs = [(i.decode("utf-8", "replace"), float(s)) for i, s in zip(ids, scores)
-                     if i and np.isfinite(s)]
+        for row, (ids, scores) in enumerate(zip(out["item_ids"], out["scores"])):
+            pairs = []
+            for col, (item, score) in enumerate(zip(ids, scores)):
+                if not item or not np.isfinite(score):
+                    continue
+                rating = float(out["rating"][row, col]) if "rating" in out else None
+                because = [(_text(b), float(w)) for b, w in zip(out["because_ids"][row, col],
+                                                                  out["because_weights"][row, col]) if b] \
+                    if "because_ids" in out else ()
+                pairs.append(Recommendation(_text(item), float(score), rating, because))
             results.append(pairs[:k] if k else pairs)
         single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
         return results[0] if single else results

@@ -217,8 +217,7 @@ class LoadedVersion:
         try:
             out = fn(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            raise RequestError(f"inputs: the model rejected the request: "
-                               f"{str(getattr(error, 'message', error)).splitlines()[0][:300]}") from None
+            raise RequestError(f"inputs: the model rejected the request: {_model_error(error)}") from None
         return {k: v.numpy() for k, v in out.items()}
 
     # -- warmup ------------------------------------------------------------------------
@@ -235,6 +234,18 @@ class LoadedVersion:
             predict(self, log.predict_log.request)
             count += 1
         return count
+
+
+def _model_error(error: Exception) -> str:
+    """The line of a graph error that says what is wrong: an in-graph check's message (an
+    ``Assert`` names the input), else the first line that is not TF's generic header."""
+    text = str(getattr(error, "message", error))
+    match = re.search(r"assertion failed: \[(.*?)\]", text)
+    if match:
+        return match.group(1)[:300]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(("Graph execution error", "Detected at node"))]
+    return (lines[0] if lines else text)[:300]
 
 
 def tensor_proto_to_array(proto, spec: tf.TensorSpec, field: str,

@@ -317,17 +317,18 @@ class RankingRecipe(Recipe):
         return {"history": ids, "history_ratings": ratings, "history_gaps": gaps,
                 "user_features": self.user_ids[evaluated]}
 
-    def _metrics(self, model, stage: str, retrieval) -> dict:
+    def validation_metrics(self, model):
         from tfrec_attn.evaluation.two_stage import evaluate_two_stage
 
-        return evaluate_two_stage(self, model, stage, retrieval)
-
-    def validation_metrics(self, model):
-        metrics = self._metrics(model, "validation", self.selection_retrieval)
+        # The blend weight is chosen here, with the retrieval model that never saw validation
+        # targets, and saved with the epoch's weights.
+        metrics = evaluate_two_stage(self, model, "validation", self.selection_retrieval, choose_weight=True)
         return {f"val_{short}": metrics.get(name, float("nan")) for name, short in LOG_NAMES.items()}
 
     def test_metrics(self, model):
-        return self._metrics(model, "test", self.retrieval)
+        from tfrec_attn.evaluation.two_stage import evaluate_two_stage
+
+        return evaluate_two_stage(self, model, "test", self.retrieval)
 
     def export(self, model, base_path, **options):
         from tfrec_attn.export.ranking import export_ranking

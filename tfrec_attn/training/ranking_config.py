@@ -23,6 +23,7 @@ class RankingModelConfig:
     num_heads: int = 2  # bst
     num_blocks: int = 1  # bst
     mlp_units: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    history_mean: bool = True  # also feed the MLP the history's mean event (bypasses attention)
     dropout: float = 0.2
     item_features: bool = True  # genres + release decade
     text_features: bool = False  # + the frozen text encoder's item encodings (model.encoder)
@@ -52,6 +53,9 @@ class RankingTrainConfig(TrainConfig):
     patience: int = 3
     positions_per_user: int = 50  # newest training events per user (0 = all)
     steps_per_execution: int = 4
+    # The selected epoch's model is the one tested: its blend weight (model.retrieval_weight) is
+    # chosen on the validation targets, which a refit would train on.
+    refit_with_validation: bool = False
 
 
 @dataclasses.dataclass

@@ -1,0 +1,320 @@
+"""Attention ranking (issue 18): target attention learns what matters, masks, rating head,
+the ranking and recommend exports (fresh-process round trip) and bad requests over gRPC."""
+
+import json
+import os
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_attn.training.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAIN = ["recipe=ranking", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
+         "model.dropout=0.0", "model.item_features=false", "model.rating_embeddings=false",
+         "model.time_embeddings=false", "model.user_features=false", "model.history_mean=false"]
+
+
+def ranking_config(*overrides):
+    return load_config(None, PLAIN + list(overrides))
+
+
+def build(config, num_indices, **kwargs):
+    from tfrec_attn.models.ranking import build_ranking_model
+
+    tf.keras.utils.set_random_seed(config.seed)
+    return build_ranking_model(config.model, config.loss, num_indices, **kwargs)
+
+
+def inputs(history, candidates, ratings=None, gaps=None, users=None):
+    history = np.asarray(history, np.int64)
+    return {"history": tf.constant(history), "candidates": tf.constant(np.asarray(candidates, np.int64)),
+            "history_ratings": tf.constant(np.zeros_like(history) if ratings is None else ratings, tf.int64),
+            "history_gaps": tf.constant(np.zeros_like(history) if gaps is None else gaps, tf.int64),
+            "user_features": tf.constant(np.zeros((len(history), 0)) if users is None else users, tf.int64)}
+
+
+# -- target attention ---------------------------------------------------------------------------------
+TRIGGER, RELEVANT = 7, (10, 11)
+
+
+def trigger_rows(rng, n, length=8):
+    """Histories of random items; the label is 1 exactly when the candidate is relevant and the
+    history holds the trigger item."""
+    others = np.array([i for i in range(2, 32) if i != TRIGGER and i not in RELEVANT])
+    history = rng.choice(others, size=(n, length))
+    has = rng.random(n) < 0.5
+    where = rng.integers(0, length, n)
+    history[has, where[has]] = TRIGGER
+    relevant = rng.random(n) < 0.5
+    candidate = np.where(relevant, rng.choice(RELEVANT, n), rng.choice(others, n))
+    return history, candidate[:, None], (relevant & has).astype(np.float32), has, where
+
+
+@pytest.mark.parametrize("overrides", [["model.attention=din"], ["model.attention=din", "model.normalization=softmax"],
+                                       ["model.attention=bst", "model.num_heads=1"]],
+                         ids=["din", "din_softmax", "bst"])
+def test_target_attention_learns_a_trigger_item_and_weighs_it_most(overrides):
+    config = ranking_config(*overrides, "loss.interaction=pointwise", "loss.rating_weight=0")
+    model = build(config, 32)
+    model.compile(tf.keras.optimizers.Adam(0.01))
+    rng = np.random.default_rng(0)
+    history, candidates, clicks, _, _ = trigger_rows(rng, 6000)
+    data = tf.data.Dataset.from_tensor_slices((inputs(history, candidates), {
+        "clicks": clicks[:, None], "rating": np.full(len(clicks), np.nan, np.float32)})).shuffle(6000, seed=0)
+    model.fit(data.batch(64), epochs=8, verbose=0)
+
+    history, candidates, clicks, has, where = trigger_rows(np.random.default_rng(1), 1000)
+    out = model.predict_batch(inputs(history, candidates))
+    predicted = out["scores"].numpy()[:, 0] > 0
+    assert np.mean(predicted == (clicks > 0)) > 0.95
+    # For relevant candidates, the trigger is the history item with the largest weight (in
+    # magnitude: DIN's weights are not normalised, and a large negative weight counts as much).
+    rows = has & np.isin(candidates[:, 0], RELEVANT)
+    attention = np.abs(out["attention"].numpy()[rows, 0])
+    assert np.mean(np.argmax(attention, axis=1) == where[rows]) > 0.9
+
+
+@pytest.mark.parametrize("overrides", [["model.attention=din"], ["model.attention=din", "model.normalization=softmax"],
+                                       ["model.attention=bst"]], ids=["din", "din_softmax", "bst"])
+def test_padding_and_unknown_items_never_receive_attention(overrides):
+    config = ranking_config(*overrides, "model.rating_embeddings=true", "model.time_embeddings=true",
+                            "model.history_mean=true")
+    model = build(config, 20)
+    history = [[5, 6, 1, 7, 0, 0], [9, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]
+    ratings = np.array([[3, 4, 5, 1, 0, 0], [2, 0, 0, 0, 0, 0], [0] * 6])
+    out = model.predict_batch(inputs(history, [[3, 4, 1]] * 3, ratings=ratings, gaps=ratings))
+    attention = out["attention"].numpy()
+    real = np.array(history) >= 2
+    assert np.all(attention[~np.broadcast_to(real[:, None, :], attention.shape)] == 0.0)
+    assert np.all(np.abs(attention[0, :, [0, 1, 3]]) > 0)
+    # What padding holds (and how much there is) does not change any output.
+    noisy = ratings.copy()
+    noisy[:, 4:] = 5
+    wider = inputs([h + [0, 0] for h in history], [[3, 4, 1]] * 3, ratings=np.pad(noisy, ((0, 0), (0, 2))),
+                   gaps=np.pad(noisy, ((0, 0), (0, 2))))
+    again = model.predict_batch(wider)
+    np.testing.assert_allclose(again["scores"].numpy(), out["scores"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again["attention"].numpy()[..., :6], attention, rtol=1e-5, atol=1e-6)
+
+
+# -- rating head ----------------------------------------------------------------------------------------
+def test_rating_head_beats_the_biased_baseline_on_biases_plus_an_interaction():
+    from tfrec_attn.baselines import BiasedBaseline
+    from tfrec_attn.data import Interactions
+    from tfrec_attn.training.ranking import history_arrays
+
+    rng = np.random.default_rng(0)
+    users, items, per_user = 300, 60, 30
+    user_bias, item_bias = rng.normal(0, 0.4, users), rng.normal(0, 0.4, items)
+    user_group, item_group = rng.integers(0, 2, users), rng.integers(0, 2, items)
+    rated = np.stack([rng.choice(items, per_user, replace=False) for _ in range(users)])
+    effect = np.where(user_group[:, None] == item_group[rated], 0.8, -0.8)
+    ratings = np.clip(np.round(3.2 + user_bias[:, None] + item_bias[rated] + effect
+                               + rng.normal(0, 0.3, rated.shape)), 1, 5).astype(np.float32)
+    test_cols = 5  # each user's last 5 ratings are the test set
+
+    def rows(cols):
+        hist, vals, cand, target, who = [], [], [], [], []
+        for u in range(users):
+            train = [c for c in range(per_user - test_cols)]
+            for c in cols:
+                others = [t for t in train if t != c]
+                hist.append(rated[u, others] + 2)
+                vals.append(ratings[u, others])
+                cand.append(rated[u, c] + 2)
+                target.append(ratings[u, c])
+                who.append(u)
+        ids, rating_ids, _ = history_arrays(hist, [np.zeros(len(h), np.int64) for h in hist], vals, per_user, 5)
+        return ids, rating_ids, np.array(cand)[:, None], np.array(target, np.float32), np.array(who)
+
+    config = ranking_config("model.rating_embeddings=true", "model.history_mean=true", "loss.interaction_weight=0",
+                            "loss.rating_weight=1", "model.embedding_dim=16")
+    model = build(config, items + 2, rating_range=(1.0, 5.0, float(ratings.mean())))
+    model.compile(tf.keras.optimizers.Adam(3e-3))
+    ids, rating_ids, cand, target, _ = rows(range(per_user - test_cols))
+    data = tf.data.Dataset.from_tensor_slices((inputs(ids, cand, ratings=rating_ids), {
+        "clicks": np.ones((len(target), 1), np.float32), "rating": target})).shuffle(len(target), seed=0)
+    model.fit(data.batch(128), epochs=12, verbose=0)
+
+    ids, rating_ids, cand, target, who = rows(range(per_user - test_cols, per_user))
+    predicted = model.predict_batch(inputs(ids, cand, ratings=rating_ids))["rating"].numpy()[:, 0]
+    assert predicted.min() >= 1.0 and predicted.max() <= 5.0
+    train_part = rated[:, :per_user - test_cols]
+    baseline = BiasedBaseline().fit(Interactions.from_rows(
+        np.repeat(np.arange(users), per_user - test_cols).astype(str), train_part.ravel().astype(str),
+        np.zeros(train_part.size), ratings[:, :per_user - test_cols].ravel()))
+    base = baseline.predict(who.astype(str), (cand[:, 0] - 2).astype(str))
+    rmse = np.sqrt(np.mean((predicted - target) ** 2))
+    base_rmse = np.sqrt(np.mean((base - target) ** 2))
+    assert rmse < 0.9 * base_rmse, (rmse, base_rmse)
+
+
+# -- exports ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_models(tiny_model):
+    """The tiny retrieval model and a seeded ranking model over the same catalogue, with user
+    features, ratings and times, and a non-zero blend weight."""
+    from tfrec_attn.features.ranking import UserFeatureEncoder
+
+    retrieval, vocabulary = tiny_model
+    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
+    encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
+    model = build(config, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
+    model.retrieval_weight.assign(0.5)
+    return retrieval, vocabulary, model, encoder
+
+
+@pytest.fixture(scope="module")
+def exports(two_models, tmp_path_factory):
+    from tfrec_attn.export.ranking import export_ranking, export_recommend
+
+    retrieval, vocabulary, model, encoder = two_models
+    base = tmp_path_factory.mktemp("exports")
+    ranking = export_ranking(model, vocabulary, encoder, str(base), max_len=6, num_ratings=5)
+    recommend = export_recommend(retrieval, vocabulary, model, vocabulary, encoder, str(base), k=5, candidates=12,
+                                 because=3, max_len=6, num_ratings=5)
+    return str(base), ranking, recommend
+
+
+HISTORIES = [["i3", "i7", "nope", "i1", "", ""], ["i12", "", "", "", "", ""]]
+
+
+def reference_recommendations(two_models, histories, k=5, candidates=12, because=3):
+    """What the recommend export must return, from the two in-memory models."""
+    from tfrec_attn.training.ranking import history_arrays
+
+    retrieval, vocabulary, model, _ = two_models
+    out = []
+    for history in histories:
+        real = [h for h in history if h]
+        ids = vocabulary.model_indices(real)
+        known = ids[ids >= 2]
+        scores = retrieval.score_items(tf.constant([known if len(known) else [0]], tf.int64)).numpy()[0]
+        scores[known - 2] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:candidates]
+        arrays = history_arrays([known[-6:]], [np.zeros(len(known[-6:]), np.int64)], [np.full(len(known[-6:]), np.nan)],
+                                max(len(known[-6:]), 1), 5)
+        ranked = model.predict_batch(inputs(arrays[0], [top + 2], ratings=arrays[1], gaps=arrays[2],
+                                            users=np.zeros((1, 4))))
+        blended = ranked["scores"].numpy()[0] + 0.5 * scores[top]
+        order = np.argsort(-blended, kind="stable")[:k]
+        attention = ranked["attention"].numpy()[0][order]
+        positions = [i for i, h in enumerate(history) if h and vocabulary.model_indices([h])[0] >= 2]
+        shares = attention[:, :len(positions)] / np.abs(attention[:, :len(positions)]).sum(axis=1, keepdims=True)
+        because_ids = [[history[positions[j]] for j in np.argsort(-row, kind="stable")[:because]] for row in shares]
+        out.append({"item_ids": [str(vocabulary.item_ids[t]) for t in top[order]], "scores": blended[order],
+                    "rating": ranked["rating"].numpy()[0][order], "because_ids": because_ids})
+    return out
+
+
+def test_recommend_export_reloaded_in_a_fresh_process_matches_the_two_models_in_memory(two_models, exports):
+    code = f"""
+import json, numpy as np, tensorflow as tf
+m = tf.saved_model.load({exports[2]!r})
+out = m.signatures["serving_default"](history=tf.constant({HISTORIES!r}))
+print(json.dumps({{k: v.numpy().tolist() if v.dtype != tf.string else np.char.decode(v.numpy().astype(bytes)).tolist()
+                  for k, v in out.items()}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "tfrec_attn" not in proc.stderr
+    expected = reference_recommendations(two_models, HISTORIES)
+    for row, want in enumerate(expected):
+        assert got["item_ids"][row] == want["item_ids"]
+        np.testing.assert_allclose(got["scores"][row], want["scores"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["rating"][row], want["rating"], rtol=1e-4, atol=1e-5)
+        # Explanations: real history items only ("nope" is unknown, "" is padding), by weight.
+        assert [ids[:len(w)] for ids, w in zip(got["because_ids"][row], want["because_ids"])] == \
+            [w for w in want["because_ids"]]
+        assert all(i in {"i3", "i7", "i1", "i12", ""} for ids in got["because_ids"][row] for i in ids)
+    # The second history has one real item: one explanation, then padding with weight 0.
+    assert all(ids == ["i12", "", ""] for ids in got["because_ids"][1])
+    assert all(w[1:] == [0.0, 0.0] for w in got["because_weights"][1])
+
+
+def test_ranking_export_explains_only_real_history_items(exports):
+    loaded = tf.saved_model.load(exports[1])
+    history = tf.constant([["i3", "", "nope", "i7"]])
+    out = loaded.signatures["explain"](history=history, candidates=tf.constant([["i1", "i2", "unknown"]]))
+    attention = out["attention"].numpy()[0]
+    assert attention.shape == (3, 4)
+    assert np.all(attention[:, [1, 2]] == 0) and np.all(attention[:, [0, 3]] != 0)
+    scored = loaded.signatures["serving_default"](history=history, candidates=tf.constant([["i1", "i2", "unknown"]]))
+    assert np.all(np.isfinite(scored["scores"].numpy())) and scored["rating"].numpy().min() >= 1.0
+
+
+@pytest.fixture(scope="module")
+def ranking_server(exports):
+    from tfrec_attn.serving.config import parse_model_server_config
+    from tfrec_attn.serving.server import ModelServer
+
+    base = exports[0]
+    config = parse_model_server_config(
+        "model_config_list { "
+        + " ".join(f'config {{ name: "{name}" base_path: "{os.path.join(base, name)}" model_platform: "tensorflow" }}'
+                   for name in ("ranking", "recommend")) + " }")
+    server = ModelServer(config, port=0, host="127.0.0.1", poll_wait_seconds=0).start()
+    yield server
+    server.stop()
+
+
+def features(rows=1, age=30):
+    return {"history_ratings": np.full((rows, 2), 4.0, np.float32),
+            "history_timestamps": np.full((rows, 2), 880000000, np.int64),
+            "user_age": np.full(rows, age, np.int64), "user_gender": np.array(["F"] * rows, object),
+            "user_occupation": np.array(["writer"] * rows, object), "user_zip": np.array(["10001"] * rows, object)}
+
+
+BAD_REQUESTS = [
+    ("ranking", "serving_default", {"history": [["i1", "i2"]], "candidates": np.array([[3, 4]], np.int64)},
+     "candidates"),
+    ("ranking", "serving_default", {"history": [["i1", "i2"]], "candidates": ["i3", "i4"]}, "candidates"),
+    ("ranking", "serving_default", {"history": [["i1", "i2"]], "candidates": np.zeros((1, 0), object)},
+     "candidates"),
+    ("ranking", "with_features", {"history": [["i1", "i2"]], "candidates": [["i3"]],
+                                  **features(), "user_age": np.array(["30"], object)}, "user_age"),
+    ("ranking", "with_features", {"history": [["i1", "i2"]], "candidates": [["i3"]],
+                                  **features(), "history_ratings": np.full((1, 3), 4.0, np.float32)},
+     "history_ratings"),
+    ("recommend", "with_features", {"history": [["i1", "i2"]], **features(), "user_gender": np.array([1], np.int64)},
+     "user_gender"),
+    ("recommend", "serving_default", {"history": [["i1", "i2"]], "candidates": [["i3"]]}, "candidates"),
+]
+
+
+@pytest.mark.parametrize("name,signature,request_inputs,field", BAD_REQUESTS,
+                         ids=["dtype", "rank", "empty", "user_age_type", "ratings_shape", "gender_type", "extra"])
+def test_bad_requests_get_invalid_argument_naming_the_input_and_the_server_keeps_serving(
+        ranking_server, name, signature, request_inputs, field):
+    from tfrec_attn.serving.client import RecommenderClient, ServingError
+
+    with RecommenderClient(f"127.0.0.1:{ranking_server.port}", model_name=name) as client:
+        inputs_ = {k: np.array(v, dtype=object) if isinstance(v, list) else v for k, v in request_inputs.items()}
+        with pytest.raises(ServingError) as caught:
+            client.predict(inputs_, signature)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in str(caught.value)
+        # Unknown ids are OOV, never an error; the server still answers.
+        out = client.predict({"history": np.array([["i1", "zzz"]], object),
+                              "candidates": np.array([["i2", "not-an-item"]], object)}, "serving_default") \
+            if name == "ranking" else client.predict({"history": np.array([["i1", "zzz"]], object)})
+        assert all(np.all(np.isfinite(v)) for v in out.values() if v.dtype != object)
+
+
+def test_client_recommend_returns_explanations(ranking_server):
+    from tfrec_attn.serving.client import RecommenderClient
+
+    with RecommenderClient(f"127.0.0.1:{ranking_server.port}", model_name="recommend") as client:
+        results = client.recommend(["i3", "i7", "i1"])
+    assert len(results) == 5
+    item, score = results[0]  # still (item_id, score) pairs
+    assert results[0].rating >= 1.0 and results[0].because
+    assert {b for b, _ in results[0].because} <= {"i3", "i7", "i1"}

@@ -1,0 +1,266 @@
+"""Ranking and ``recommend`` (retrieval + ranking in one graph) serving exports.
+
+Both take raw string ids and stock TensorFlow ops only (brute-force retrieval), so the
+stock ``tensorflow/serving`` binary serves them. Every signature comes in two forms:
+
+* by ids only (``serving_default``, ``explain``): the history's ratings and times and the
+  user's features are unknown (the model trained with such rows:
+  ``model.event_feature_dropout``);
+* ``with_features`` (``explain_with_features`` for the ranking model): the same plus
+  ``history_ratings`` float32 [B, H] (0 or NaN = unknown), ``history_timestamps`` int64
+  [B, H] (seconds; 0 = unknown), and the user's ``user_age`` int64 [B] (0 = unknown),
+  ``user_gender``, ``user_occupation``, ``user_zip`` string [B] (``""`` = unknown).
+
+History: string [B, H], oldest first, ``""`` = padding; ids the model does not know are
+ignored (never an error); the newest ``model.max_len`` items are read. Candidates:
+string [B, C], C >= 1; an unknown candidate is scored as the OOV item.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfrec_attn.export.signatures import CANDIDATES_SPEC, HISTORY_SPEC
+from tfrec_attn.features.ranking import event_gap_ids, event_rating_ids
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary, is_item, table_rows
+from tfrec_attn.layers.ranking_network import NUM_GAP_BUCKETS
+
+FEATURE_SPECS = [
+    tf.TensorSpec([None, None], tf.float32, name="history_ratings"),
+    tf.TensorSpec([None, None], tf.int64, name="history_timestamps"),
+    tf.TensorSpec([None], tf.int64, name="user_age"),
+    tf.TensorSpec([None], tf.string, name="user_gender"),
+    tf.TensorSpec([None], tf.string, name="user_occupation"),
+    tf.TensorSpec([None], tf.string, name="user_zip"),
+]
+
+
+def _check(condition, message):
+    """An in-graph check whose failure is an InvalidArgumentError naming the input (the
+    server answers INVALID_ARGUMENT and keeps serving)."""
+    return tf.debugging.Assert(condition, [message])
+
+
+class RankingServingModule(tf.Module):
+    """What a ranking export serves.
+
+    Signatures:
+        ``serving_default``: ``history`` [B, H], ``candidates`` [B, C] -> ``scores`` float32
+            [B, C] (interaction logits: higher = more likely) and ``rating`` float32 [B, C]
+            (predicted rating).
+        ``explain``: same inputs -> ``attention`` float32 [B, C, H]: each candidate's target
+            attention over the history positions as given (0 for padding, unknown and
+            truncated items).
+        ``with_features`` / ``explain_with_features``: the same with the history's ratings
+            and times and the user's features (module docstring).
+
+    Args:
+        model: RankingModel (trained).
+        vocabulary: ItemVocabulary (in the graph).
+        user_encoder: UserFeatureEncoder (in the graph).
+        max_len: int. History items read (the newest).
+        num_ratings: int. The model's rating ids (0: it reads no ratings).
+    """
+
+    def __init__(self, model, vocabulary: ItemVocabulary, user_encoder, max_len: int, num_ratings: int):
+        super().__init__(name="ranking")
+        # The network and the blend weight, not the tfrs.Model (its tasks are training-only).
+        self.network = model.network
+        self.lookup = vocabulary.lookup_layer()
+        self.user_encoder = user_encoder
+        self.max_len = int(max_len)
+        self.num_ratings = int(num_ratings)
+        self.num_user_features = len(model.network.user_feature_sizes)
+        self.retrieval_weight = model.retrieval_weight
+
+    def _inputs(self, history, candidates, ratings=None, timestamps=None, user=None):
+        """Network inputs from raw tensors, and how compact history positions map back."""
+        ids = self.lookup(history)
+        valid = is_item(ids)
+        rows = tf.shape(history)[0]
+        ratings = tf.fill(tf.shape(history), float("nan")) if ratings is None else ratings
+        timestamps = tf.zeros(tf.shape(history), tf.int64) if timestamps is None else timestamps
+
+        def compact(x, fill):
+            dense = tf.ragged.boolean_mask(x, valid)[:, -self.max_len:].to_tensor(fill)
+            width = tf.maximum(tf.shape(dense)[1], 1)  # at least one column (all padding)
+            return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]], constant_values=fill)
+
+        compact_ids = compact(ids, tf.constant(0, tf.int64))
+        compact_valid = compact_ids >= FIRST_ITEM_INDEX
+        gaps = event_gap_ids(compact(timestamps, tf.constant(0, tf.int64)), compact_valid, NUM_GAP_BUCKETS)
+        rating_ids = event_rating_ids(compact(ratings, tf.constant(0.0)), self.num_ratings) if self.num_ratings \
+            else tf.zeros_like(compact_ids)
+        if user is None:
+            user_ids = tf.zeros([rows, self.num_user_features], tf.int64)
+        else:
+            user_ids = self.user_encoder(*user)[:, :self.num_user_features]
+        inputs = {"history": compact_ids, "history_ratings": tf.where(compact_valid, rating_ids, 0),
+                  "history_gaps": tf.where(compact_valid, gaps, 0), "candidates": self.lookup(candidates),
+                  "user_features": user_ids}
+        # Input position -> compact position (the newest max_len valid items).
+        before = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
+        dropped = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True) - self.max_len, 0)
+        position = before - dropped
+        return inputs, (position, valid & (position >= 0))
+
+    def rank(self, history, candidates, ratings=None, timestamps=None, user=None):
+        """(scores [B, C], rating [B, C], attention [B, C, H] over the input positions)."""
+        checks = [_check(tf.shape(candidates)[1] > 0, "candidates: the candidate list is empty (C = 0)")]
+        if ratings is not None:
+            checks.append(_check(tf.reduce_all(tf.shape(ratings) == tf.shape(history)),
+                                 "history_ratings: shape must equal the shape of history"))
+            checks.append(_check(tf.reduce_all(tf.shape(timestamps) == tf.shape(history)),
+                                 "history_timestamps: shape must equal the shape of history"))
+        with tf.control_dependencies(checks):
+            inputs, (position, keep) = self._inputs(history, candidates, ratings, timestamps, user)
+        out = self.network(inputs, training=False)
+        weights = tf.cast(out["attention"], tf.float32)
+        last = tf.shape(weights)[2] - 1  # positions of non-items may point past the compact width
+        picked = tf.gather(weights, tf.clip_by_value(position, 0, last), axis=2, batch_dims=1)
+        attention = tf.where(keep[:, tf.newaxis, :], picked, 0.0)
+        return tf.cast(out["scores"], tf.float32), tf.cast(out["rating"], tf.float32), attention
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
+    def serving_default(self, history, candidates):
+        scores, rating, _ = self.rank(history, candidates)
+        return {"scores": scores, "rating": rating}
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
+    def explain(self, history, candidates):
+        return {"attention": self.rank(history, candidates)[2]}
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *FEATURE_SPECS])
+    def with_features(self, history, candidates, history_ratings, history_timestamps, user_age, user_gender,
+                      user_occupation, user_zip):
+        scores, rating, _ = self.rank(history, candidates, history_ratings, history_timestamps,
+                                      (user_age, user_gender, user_occupation, user_zip))
+        return {"scores": scores, "rating": rating}
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *FEATURE_SPECS])
+    def explain_with_features(self, history, candidates, history_ratings, history_timestamps, user_age,
+                              user_gender, user_occupation, user_zip):
+        return {"attention": self.rank(history, candidates, history_ratings, history_timestamps,
+                                       (user_age, user_gender, user_occupation, user_zip))[2]}
+
+    def signatures(self) -> dict:
+        return {name: getattr(self, name).get_concrete_function()
+                for name in ("serving_default", "explain", "with_features", "explain_with_features")}
+
+
+class RecommendServingModule(tf.Module):
+    """Retrieval + ranking in one graph: history -> the top ``k`` items with explanations.
+
+    The retrieval model's brute-force top ``candidates`` items (the history excluded) are
+    re-ranked by ``ranker score + retrieval_weight * retrieval score`` (the ranking model's
+    blend weight, chosen on validation), and each returned item comes with the ``because``
+    history items of largest target attention.
+
+    Signatures ``serving_default`` (``history``) and ``with_features`` (+ the feature inputs
+    of the module docstring) -> ``item_ids`` string [B, k], ``scores`` float32 [B, k] (the
+    blended score), ``rating`` float32 [B, k], ``because_ids`` string [B, k, because] and
+    ``because_weights`` float32 [B, k, because]: each item's attention weight share
+    (|weights| of the history sum to 1; ``""`` and 0 where the history has fewer items).
+    """
+
+    def __init__(self, retrieval_model, retrieval_vocabulary: ItemVocabulary, ranking: RankingServingModule,
+                 k: int = 10, candidates: int = 100, because: int = 3):
+        super().__init__(name="recommend")
+        from tfrec_attn.export.index import build_index
+
+        self.retrieval_model = retrieval_model
+        self.retrieval_lookup = retrieval_vocabulary.lookup_layer()
+        self.ranking = ranking
+        self.k = int(min(k, candidates))
+        self.num_candidates = int(min(candidates, len(retrieval_vocabulary)))
+        self.because = int(because)
+        self.index = build_index("brute_force", tf.cast(retrieval_model.item_embeddings(), tf.float32),
+                                 tf.constant(list(retrieval_vocabulary.item_ids)), self.num_candidates)
+
+    def recommend(self, history, ratings=None, timestamps=None, user=None):
+        ids = self.retrieval_lookup(history)
+        query = tf.cast(self.retrieval_model(ids, training=False), tf.float32)
+        exclude = tf.where(is_item(ids), table_rows(ids), -1)
+        retrieval_scores, candidates = self.index.query(query, exclude, k=self.num_candidates)
+        scores, rating, attention = self.ranking.rank(history, candidates, ratings, timestamps, user)
+        # A batch row whose candidates ran out (tiny catalogues) scores -inf: keep it last.
+        blended = tf.where(tf.math.is_finite(retrieval_scores),
+                           scores + self.ranking.retrieval_weight * retrieval_scores, float("-inf"))
+        top_scores, top = tf.math.top_k(blended, k=self.k)
+        item_ids = tf.gather(candidates, top, batch_dims=1)
+        attention = tf.gather(attention, top, batch_dims=1)  # [B, k, H]
+        # Each item's `because` history items of largest |attention| (shares of the total).
+        real = tf.not_equal(history, "") & is_item(self.ranking.lookup(history))
+        real = tf.broadcast_to(real[:, tf.newaxis, :], tf.shape(attention))
+        total = tf.reduce_sum(tf.abs(attention), axis=2, keepdims=True)
+        share = tf.math.divide_no_nan(attention, total)
+        width = tf.shape(attention)[2]
+        pad = tf.maximum(self.because - width, 0)
+        share = tf.pad(share, [[0, 0], [0, 0], [0, pad]])
+        real = tf.pad(real, [[0, 0], [0, 0], [0, pad]])
+        padded_history = tf.pad(history, [[0, 0], [0, pad]])
+        weights, positions = tf.math.top_k(tf.where(real, share, -2.0), k=self.because)
+        found = weights > -2.0
+        because_ids = tf.gather(padded_history, positions, batch_dims=1)
+        return {"item_ids": item_ids, "scores": top_scores,
+                "rating": tf.gather(rating, top, batch_dims=1),
+                "because_ids": tf.where(found, because_ids, ""),
+                "because_weights": tf.where(found, weights, 0.0)}
+
+    @tf.function(input_signature=[HISTORY_SPEC])
+    def serving_default(self, history):
+        return self.recommend(history)
+
+    @tf.function(input_signature=[HISTORY_SPEC, *FEATURE_SPECS])
+    def with_features(self, history, history_ratings, history_timestamps, user_age, user_gender, user_occupation,
+                      user_zip):
+        return self.recommend(history, history_ratings, history_timestamps,
+                              (user_age, user_gender, user_occupation, user_zip))
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default.get_concrete_function(),
+                "with_features": self.with_features.get_concrete_function()}
+
+
+def _warmup(vocabulary: ItemVocabulary, with_candidates: bool) -> list:
+    """Representative requests (several history lengths and batch sizes) for both forms."""
+    import numpy as np
+
+    ids = np.asarray(vocabulary.item_ids, dtype=object)
+    requests = []
+    for batch in (1, 8):
+        for length in (1, 10, 50):
+            inputs = {"history": np.resize(ids, batch * length).reshape(batch, length).astype(object)}
+            if with_candidates:
+                inputs["candidates"] = np.resize(ids[::-1], batch * 100).reshape(batch, 100).astype(object)
+            requests.append(("serving_default", dict(inputs)))
+            inputs.update(history_ratings=np.full((batch, length), 4.0, np.float32),
+                          history_timestamps=np.full((batch, length), 880000000, np.int64),
+                          user_age=np.full(batch, 30, np.int64), user_gender=np.array(["M"] * batch, object),
+                          user_occupation=np.array(["other"] * batch, object),
+                          user_zip=np.array(["10001"] * batch, object))
+            requests.append(("with_features", inputs))
+    return requests
+
+
+def export_ranking(model, vocabulary: ItemVocabulary, user_encoder, base_path: str, *, model_name: str = "ranking",
+                   max_len: int = 50, num_ratings: int = 5, version: int | None = None) -> str:
+    """Exports a trained ranking model (TF Serving layout); returns the version directory."""
+    from tfrec_attn.export.saved_model import publish_saved_model
+
+    module = RankingServingModule(model, vocabulary, user_encoder, max_len, num_ratings)
+    return publish_saved_model(module, module.signatures(), base_path, model_name, version,
+                               warmup=_warmup(vocabulary, True))
+
+
+def export_recommend(retrieval_model, retrieval_vocabulary: ItemVocabulary, ranking_model,
+                     ranking_vocabulary: ItemVocabulary, user_encoder, base_path: str, *,
+                     model_name: str = "recommend", k: int = 10, candidates: int = 100, because: int = 3,
+                     max_len: int = 50, num_ratings: int = 5, version: int | None = None) -> str:
+    """Exports retrieval + ranking as one ``recommend`` SavedModel; returns the version directory."""
+    from tfrec_attn.export.saved_model import publish_saved_model
+
+    ranking = RankingServingModule(ranking_model, ranking_vocabulary, user_encoder, max_len, num_ratings)
+    module = RecommendServingModule(retrieval_model, retrieval_vocabulary, ranking, k, candidates, because)
+    return publish_saved_model(module, module.signatures(), base_path, model_name, version,
+                               warmup=_warmup(retrieval_vocabulary, False))
