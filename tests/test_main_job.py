@@ -30,9 +30,9 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
                                  "--set", "quick.max_users=150"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare data", "baselines", "train retrieval", "evaluate", "cold start", "export", "serve",
-                  "report"):
-        assert re.search(rf"=== \[\d/8\] {stage}", proc.stdout), stage
+    for stage in ("prepare data", "baselines", "train retrieval", "train ranking", "evaluate", "cold start", "export",
+                  "serve", "report"):
+        assert re.search(rf"=== \[\d/9\] {stage}", proc.stdout), stage
     assert "hybrid item tower" in proc.stdout  # the main job's measured choice
     summary = json.loads((out / "summary.json").read_text())
     # Cold start: the protocol's table (every model, cold and warm figures) and a new item
@@ -61,6 +61,19 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
         assert len(items) == 10 and set(items) <= catalogue
         assert not set(items) & set(sample["history"])
     assert os.path.isdir(out / "export" / "retrieval" / "1")
+    # Two-stage: the recommend model answered over gRPC with ratings and explanations from the
+    # ranker's target attention (history items only); the report compares both stages.
+    two = summary["two_stage"]
+    assert {"NDCG@10", "retrieval_NDCG@10", "AUC", "RMSE", "recall@100"} <= set(two["metrics"])
+    assert set(two["ratings"]) >= {"biased baseline (mean + user + item bias)", "attention ranker (rating head)"}
+    for sample in summary["samples"]:
+        assert sample["model"] == "recommend"
+        for rec in sample["recommendations"]:
+            assert 1.0 <= rec["rating"] <= 5.0
+            assert rec["because"] and {b["item_id"] for b in rec["because"]} <= set(sample["history"])
+    assert os.path.isdir(out / "export" / "ranking" / "1") and os.path.isdir(out / "export" / "recommend" / "1")
+    assert "Retrieval only vs two-stage" in report and "Rating prediction" in report
+    assert (out / "target_attention.png").stat().st_size > 10_000
     # The server process is gone and exited cleanly.
     assert summary["server_exit_code"] == 0
     try:

@@ -134,6 +134,8 @@ def cmd_train(args) -> int:
     if args.dataset is None:
         args.dataset = config.data.dataset
     dataset = load_data(args)
+    if config.recipe == "ranking":
+        return _train_ranking(args, config, dataset, is_chief(tf_config))
     from tfrec_attn.training.retrieval import train_retrieval
 
     result = train_retrieval(config, dataset, args.output_dir, verbose=args.keras_verbose)
@@ -152,6 +154,33 @@ def cmd_train(args) -> int:
                                 model_name=config.export.model_name, k=config.export.k,
                                 index=config.export.index)
         print(f"exported {path}")
+    return 0
+
+
+def _train_ranking(args, config, dataset, chief: bool) -> int:
+    from tfrec_attn.evaluation import format_table
+    from tfrec_attn.training.ranking import comparison_rows, train_ranking
+
+    result = train_ranking(config, dataset, args.output_dir, verbose=args.keras_verbose)
+    if not chief:
+        return 0
+    m, test = result.metrics, result.metrics["test"]
+    print(f"trained {m['epochs']} epochs in {m['train_seconds']:.0f}s; selected epoch {m['best_epoch']} "
+          f"({result.recipe.selection_metric} {m['validation'].get(result.recipe.selection_metric, float('nan')):.4f})")
+    rows = comparison_rows(test)
+    if rows:
+        k = config.retrieval.candidates
+        print(f"test split, full ranking (two-stage = retrieval top-{k} re-ranked; "
+              f"retrieval weight {test.get('retrieval_weight', 0):g}, candidate recall {test.get(f'recall@{k}', 0):.3f}):")
+        print(format_table(rows))
+    extra = ", ".join(f"{name} {test[name]:.4f}" for name in ("AUC", "RMSE", "MAE") if name in test)
+    if extra:
+        print(f"test target vs 100 sampled negatives and rating: {extra}")
+    if not args.no_export:
+        export_dir = os.path.join(args.output_dir, "export")
+        print(f"exported {result.recipe.export(result.model, export_dir)}")
+        if result.recipe.retrieval is not None:
+            print(f"exported {result.recipe.export_recommend(result.model, export_dir)}")
     return 0
 
 
@@ -368,6 +397,48 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _titles(args) -> dict[str, str]:
+    """Item titles for display: ``--items`` alone (a CSV) or MovieLens (``--data``/``--dataset``)."""
+    if args.items and not args.interactions:
+        from tfrec_attn.data.csv_reader import read_items_csv
+
+        return {item_id: item.title for item_id, item in
+                read_items_csv(args.items, on_bad_line=args.on_bad_line).items() if item.title}
+    if not (args.data or args.interactions or args.dataset):
+        return {}
+    args.dataset = args.dataset or "ml-100k"
+    return {item_id: item.title for item_id, item in load_data(args).items.items() if item.title}
+
+
+def cmd_explain(args) -> int:
+    from tfrec_attn.app.explain import RankingExplainer
+
+    history = [i.strip() for value in args.history for i in value.split(",") if i.strip()]
+    candidates = [i.strip() for value in args.candidates for i in value.split(",") if i.strip()]
+    if not candidates:
+        raise CLIError("--candidates: no item ids given; list at least one candidate to score")
+    if args.top is not None and args.top < 1:
+        raise CLIError(f"--top {args.top}: must be >= 1")
+    if args.heatmap and not os.path.isdir(os.path.dirname(os.path.abspath(args.heatmap))):
+        raise CLIError(f"--heatmap {args.heatmap}: directory {os.path.dirname(os.path.abspath(args.heatmap))} "
+                       "does not exist")
+    try:
+        explainer = RankingExplainer(args.model_path)
+    except FileNotFoundError as error:
+        raise CLIError(f"{error}; give a ranking export (BASE/ranking or one of its version directories)") from None
+    result = explainer.explain(history, candidates, titles=_titles(args))
+    if args.json:
+        print(json.dumps(result.to_dict(top=args.top), indent=2))
+    else:
+        print(result.table(top=args.top))
+    if args.heatmap:
+        result.heatmap(args.heatmap)
+        print(f"heatmap written to {args.heatmap}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def cmd_run(args) -> int:
     from tfrec_attn.app.stages import load_pipeline_config, run_pipeline
 
@@ -419,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_baselines)
 
-    p = sub.add_parser("train", help="train the transformer retrieval model, evaluate, export")
-    p.add_argument("config", help="YAML config, e.g. training/configs/ml100k_retrieval.yaml")
+    p = sub.add_parser("train", help="train a model (the config's recipe: retrieval or ranking), evaluate, export")
+    p.add_argument("config", help="YAML config, e.g. training/configs/ml100k_retrieval.yaml or ml100k_ranking.yaml")
     p.add_argument("--output-dir", required=True, help="run directory (resumes if interrupted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.dropout=0.3 (repeatable)")
@@ -503,11 +574,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--metadata", action="store_true", help="print the model's signatures instead")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("explain", help="score candidates with a ranking export and show each one's attention over "
+                                       "the history",
+                       description="Scores CANDIDATES after HISTORY with a ranking export (serving_default) and "
+                                   "lists, for each candidate, the history items by |attention weight| (the "
+                                   "export's `explain` signature; DIN weights may be negative). Titles come from "
+                                   "--items ITEMS_CSV alone, or from MovieLens (--data DIR or --dataset); "
+                                   "otherwise ids are shown.")
+    p.add_argument("model_path", help="ranking export: BASE/ranking (newest version), a version directory, or BASE")
+    p.add_argument("--history", nargs="+", default=[], metavar="ID",
+                   help="history item ids, oldest first (space- or comma-separated)")
+    p.add_argument("--candidates", nargs="+", required=True, metavar="ID",
+                   help="item ids to score and explain (space- or comma-separated)")
+    p.add_argument("--top", type=int, default=5, help="history items listed per candidate (default 5)")
+    p.add_argument("--heatmap", metavar="PNG", help="also write candidates x history items as a heatmap")
+    p.add_argument("--json", action="store_true")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_explain, dataset=None)
     return parser
 
 
 def known_errors() -> tuple:
     """The project's own error types: their message is the whole story (no traceback)."""
+    from tfrec_attn.app.explain import ExplainError
     from tfrec_attn.data.errors import (
         ChecksumError,
         DataFileError,
@@ -521,7 +611,7 @@ def known_errors() -> tuple:
     from tfrec_attn.training.config import ConfigError
 
     return (CLIError, ConfigError, ClusterError, DataFormatError, DataFileError, DataNotFoundError,
-            ChecksumError, ServingError, AddItemsError, PretrainedModelError)
+            ChecksumError, ServingError, AddItemsError, PretrainedModelError, ExplainError)
 
 
 def _check_paths(args) -> None:

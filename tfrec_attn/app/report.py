@@ -69,6 +69,31 @@ def _cold_text(cold) -> tuple[str, str]:
     return intro, outro
 
 
+def _two_stage_rows(two):
+    """[name, HR@10, NDCG@10, HR@50, MRR] rows: retrieval only, ranker only, two-stage."""
+    from tfrec_attn.training.ranking import comparison_rows
+
+    return [[name] + [f"{row[c]:.4f}" if c in row else "–" for c in COLUMNS]
+            for name, row in comparison_rows(two["metrics"]).items()]
+
+
+def _two_stage_text(two) -> str:
+    m = two["metrics"]
+    k = two["candidates"]
+    gain = m["NDCG@10"] / m["retrieval_NDCG@10"] if m.get("retrieval_NDCG@10") else float("nan")
+    return (f"The {two['attention'].upper()} ranker re-orders the retrieval model's top {k} candidates by its "
+            f"score + {m['retrieval_weight']:g} × the retrieval score (the weight chosen on validation). "
+            f"Two-stage NDCG@10 = {gain:.3f} × retrieval-only; candidate recall@{k} "
+            f"{m.get(f'recall@{k}', float('nan')):.3f} (the two-stage HR ceiling); ranker AUC vs 100 sampled "
+            f"negatives {m.get('AUC', float('nan')):.4f}. Best epoch {two['best_epoch']} of {two['epochs']} "
+            f"({two['train_seconds']:.0f} s).")
+
+
+def _rating_rows(two):
+    return [[name, f"{r['RMSE']:.4f}", f"{r['MAE']:.4f}", str(r.get("count", ""))]
+            for name, r in (two.get("ratings") or {}).items()]
+
+
 def _markdown(summary, images) -> str:
     d = summary["dataset"]
     lines = [f"# tfrec_attn report — {d['dataset']}", "",
@@ -83,7 +108,18 @@ def _markdown(summary, images) -> str:
              "|---" * (len(COLUMNS) + 2) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in _metric_rows(summary)]
     lines += ["", f"Transformer retrieval: best epoch {summary['best_epoch']} of {summary['epochs']}.", ""]
-    for title, name in (("Training curves", "curves"), ("Attention heatmap (one user)", "attention"),
+    two = summary.get("two_stage")
+    if two:
+        lines += ["## Retrieval only vs two-stage (retrieval + attention ranking)", "", _two_stage_text(two), "",
+                  "| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _two_stage_rows(two)]
+        lines += ["", "### Rating prediction (test events)", "", "| model | RMSE | MAE | events |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _rating_rows(two)]
+        lines.append("")
+    for title, name in (("Training curves", "curves"),
+                        ("Target attention: recommended items × history (ranking model, one user)",
+                         "target_attention"),
+                        ("User-tower self-attention (retrieval, one user)", "attention"),
                         ("Interactions per user", "lengths")):
         if images.get(name):
             lines += [f"## {title}", "", f"![{title}]({os.path.basename(images[name])})", ""]
@@ -101,11 +137,13 @@ def _markdown(summary, images) -> str:
     lines += ["## Sample recommendations (through the gRPC server)", ""]
     for sample in summary["samples"]:
         lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; held-out next item: "
-                  f"{sample['test_target']})", "", "| # | item | score | because (history item, weight) |",
-                  "|---|---|---|---|"]
+                  f"{sample['test_target']}; model `{sample.get('model', 'retrieval')}`)", "",
+                  "| # | item | score | predicted rating | because (history item, weight) |",
+                  "|---|---|---|---|---|"]
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
-            lines.append(f"| {rank} | {rec['title']} | {rec['score']:.3f} | {because} |")
+            rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
+            lines.append(f"| {rank} | {rec['title']} | {rec['score']:.3f} | {rating} | {because} |")
         lines.append("")
     lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["stage_seconds"].items()]
@@ -140,9 +178,24 @@ def _html(summary, images) -> str:
         "their expected value.</p>",
         "<table class='num'><tr><th>model</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS)
         + "<th>training s</th></tr>" + rows + "</table>",
-        "<h2>Training curves</h2>" + img(images.get("curves")),
-        "<h2>Attention heatmap (one user)</h2>" + img(images.get("attention")),
     ]
+    two = summary.get("two_stage")
+    if two:
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _two_stage_rows(two))
+        ratings = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _rating_rows(two))
+        parts += ["<h2>Retrieval only vs two-stage (retrieval + attention ranking)</h2>",
+                  f"<p>{e(_two_stage_text(two))}</p>",
+                  "<table class='num'><tr><th>model</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>"
+                  + body + "</table>",
+                  "<h3>Rating prediction (test events)</h3><table class='num'><tr><th>model</th><th>RMSE</th>"
+                  "<th>MAE</th><th>events</th></tr>" + ratings + "</table>"]
+    parts += [
+        "<h2>Training curves</h2>" + img(images.get("curves")),
+    ]
+    if images.get("target_attention"):
+        parts.append("<h2>Target attention: recommended items × history (ranking model, one user)</h2>"
+                     + img(images.get("target_attention")))
+    parts.append("<h2>User-tower self-attention (retrieval, one user)</h2>" + img(images.get("attention")))
     cold = summary.get("cold_start")
     if cold:
         intro, outro = _cold_text(cold)
@@ -159,11 +212,12 @@ def _html(summary, images) -> str:
     for sample in summary["samples"]:
         parts.append(f"<h3>User {e(sample['user_id'])}</h3><p>{len(sample['history'])} items watched; "
                      f"held-out next item: {e(sample['test_target'])}</p>"
-                     "<table><tr><th>#</th><th>item</th><th>score</th><th>because</th></tr>")
+                     "<table><tr><th>#</th><th>item</th><th>score</th><th>predicted rating</th><th>because</th></tr>")
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{e(b['title'])} ({b['weight']:+.2f})" for b in rec["because"])
+            rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
             parts.append(f"<tr><td>{rank}</td><td>{e(rec['title'])}</td><td>{rec['score']:.3f}</td>"
-                         f"<td>{because}</td></tr>")
+                         f"<td>{rating}</td><td>{because}</td></tr>")
         parts.append("</table>")
     parts.append("<h2>Interactions per user</h2>" + img(images.get("lengths")))
     parts.append("<h2>Stages</h2><table>" + "".join(f"<tr><td>{e(k)}</td><td>{v:.1f} s</td></tr>"

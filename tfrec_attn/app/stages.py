@@ -1,11 +1,13 @@
 """``tfrec-attn run``: the whole product on real data, one stage after another.
 
-prepare data -> baselines (MostPop, ALS) -> train retrieval -> evaluate everything with the
-full-ranking protocol -> (text/hybrid item towers) the cold-start protocol's table -> export
-versioned SavedModels -> start the local gRPC server -> query it through the client for a
-few users -> print their recommendations with titles, scores and the history items that
-explain them -> (text/hybrid) add a new item to the running server by its text -> stop the
-server -> write the report.
+prepare data -> baselines (MostPop, ALS) -> train retrieval -> train the attention ranker on
+the retrieval candidates -> evaluate everything with the full-ranking protocol (retrieval
+only and two-stage) and the rating table -> (text/hybrid item towers) the cold-start
+protocol's table -> export versioned SavedModels (retrieval, ranking, recommend) -> start the
+local gRPC server -> query the ``recommend`` model through the client for a few users ->
+print their recommendations with titles, scores, predicted ratings and the history items
+that explain them (target attention) -> (text/hybrid) add a new item to the running server
+by its text -> stop the server -> write the report.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import yaml
 
 from tfrec_attn.training.config import ConfigError, RetrievalConfig, load_config, save_config
+from tfrec_attn.training.ranking_config import RankingConfig
 
 
 @dataclasses.dataclass
@@ -30,6 +33,7 @@ class QuickConfig:
 
     max_users: int = 300
     overrides: list[str] = dataclasses.field(default_factory=list)
+    ranking_overrides: list[str] = dataclasses.field(default_factory=list)
     cold_start_budget_seconds: float = 20.0  # per cold-split training
 
 
@@ -61,6 +65,8 @@ class PipelineConfig:
     """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
 
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    two_stage: bool = True  # train the ranking model on the retrieval candidates, serve `recommend`
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
     sample_users: int = 3  # users whose recommendations are queried and shown
     k: int = 10  # recommendations shown per user
@@ -69,6 +75,7 @@ class PipelineConfig:
 
     def validate(self, where=lambda path: path) -> None:
         self.retrieval.validate(lambda p: where(f"retrieval.{p}"))
+        self.ranking.validate(lambda p: where(f"ranking.{p}"))
         for name in self.baselines:
             if name not in ("MostPop", "ALS"):
                 raise ConfigError(f"{where('baselines')}: baselines has {name!r}; known: MostPop, ALS")
@@ -124,12 +131,12 @@ def subset_users(dataset, max_users: int, seed: int):
     return dataset.subset_users(rng.choice(users, size=max_users, replace=False))
 
 
-def start_server(model_base_path: str, model_name: str, poll_seconds: float = 0):
-    """``poll_seconds``: 0 loads the versions once (TF Serving's meaning); > 0 polls for new ones."""
+def start_server(model_config_file: str, poll_seconds: float = 0):
+    """Serves the models of a TF Serving ``model_config_list`` file. ``poll_seconds``: 0 loads
+    the versions once (TF Serving's meaning); > 0 polls for new ones."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
-         "--model_name", model_name, "--model_base_path", model_base_path,
-         "--file_system_poll_wait_seconds", str(poll_seconds)],
+         "--model_config_file", model_config_file, "--file_system_poll_wait_seconds", str(poll_seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -159,8 +166,11 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     os.makedirs(output_dir, exist_ok=True)
     retrieval_config = config.retrieval
     cold_stage = config.cold_start.enabled and retrieval_config.model.item_tower.type != "id"
-    stages = Stages(8 if cold_stage else 7)
+    two_stage = config.two_stage
+    stages = Stages(7 + cold_stage + two_stage)
     save_config(retrieval_config, os.path.join(output_dir, "retrieval_config.yaml"))
+    if two_stage:
+        save_config(config.ranking, os.path.join(output_dir, "ranking_config.yaml"))
     with open(os.path.join(output_dir, "pipeline_config.yaml"), "w") as handle:
         handle.write(config.to_yaml())
 
@@ -193,10 +203,33 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     results["Transformer retrieval"] = trained.metrics["test"]
     timings["Transformer retrieval"] = trained.metrics["train_seconds"]
 
+    # 3b. ranking ---------------------------------------------------------------------
+    ranked = None
+    ratings = {}
+    if two_stage:
+        from tfrec_attn.app.two_stage import rating_table, train_ranking_stage
+
+        stages(f"train ranking ({config.ranking.model.attention.upper()} target attention) on the retrieval "
+               f"top-{config.ranking.retrieval.candidates}")
+        ranked = train_ranking_stage(config.ranking, dataset, split, retrieval_config, trained, output_dir,
+                                     verbose=verbose)
+        test = ranked.metrics["test"]
+        name = f"Two-stage (retrieval + {config.ranking.model.attention.upper()} ranking)"
+        results[name] = {k: v for k, v in test.items() if "_" not in k}
+        timings[name] = trained.metrics["train_seconds"] + ranked.metrics["train_seconds"]
+        ratings = rating_table(split, test)
+
     # 4. evaluation table -------------------------------------------------------------
     stages("evaluate (test split, full ranking)")
     table = format_table(results)
     print(table)
+    if ranked is not None:
+        test = ranked.metrics["test"]
+        print(f"two-stage: retrieval weight {test['retrieval_weight']:g} (chosen on validation); candidate recall "
+              f"{test.get('recall@' + str(config.ranking.retrieval.candidates), float('nan')):.3f}; ranker AUC "
+              f"{test.get('AUC', float('nan')):.4f}")
+        for row, value in ratings.items():
+            print(f"rating, test events: {row:<44} RMSE {value['RMSE']:.4f}  MAE {value['MAE']:.4f}")
 
     # 4b. cold start (text and hybrid item towers) -------------------------------------
     cold_start = None
@@ -218,31 +251,53 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     exported = export_retrieval(trained.model, trained.vocabulary, export_base, model_name=model_name,
                                 k=retrieval_config.export.k, index="brute_force")
     print(f"exported {exported}")
+    served = [model_name]
+    if ranked is not None:
+        print(f"exported {ranked.recipe.export(ranked.model, export_base)}")
+        print(f"exported {ranked.recipe.export_recommend(ranked.model, export_base)}")
+        served += [config.ranking.export.model_name, config.ranking.export.recommend_name]
+    from tfrec_attn.app.two_stage import write_models_config
+
+    models_config = write_models_config(export_base, served)
 
     # 6. serve + query ----------------------------------------------------------------
     stages("serve (local gRPC server) and query through the client")
     from tfrec_attn.serving.client import RecommenderClient
 
-    proc, target = start_server(os.path.join(export_base, model_name), model_name, 0.5 if cold_stage else 0)
+    proc, target = start_server(models_config, 0.5 if cold_stage else 0)
     samples = []
+    heatmap = None
     try:
-        print(f"server up at {target} (pid {proc.pid})")
+        print(f"server up at {target} (pid {proc.pid}), serving {', '.join(served)}")
         rng = np.random.default_rng(retrieval_config.seed)
         chosen = rng.choice(split.evaluated, size=min(config.sample_users, len(split.evaluated)), replace=False)
-        with RecommenderClient(target, model_name=model_name) as client:
+        asked = config.ranking.export.recommend_name if ranked is not None else model_name
+        with RecommenderClient(target, model_name=asked) as client:
             for user in chosen:
                 history = [str(i) for i in split.item_vocab[split.sequences[user][:-1]]]
                 recs = client.recommend(history, k=config.k)
-                why = client.explain(history, [item for item, _ in recs])
+                why = {item: rec.because for rec in recs for item in [rec.item_id]} if ranked is not None \
+                    else client.explain(history, [item for item, _ in recs])
                 samples.append({
                     "user_id": str(split.user_ids[user]),
                     "history": history,
                     "test_target": str(split.item_vocab[split.sequences[user][-1]]),
-                    "recommendations": [{"item_id": item, "title": dataset.item_title(item), "score": score,
+                    "model": asked,
+                    "recommendations": [{"item_id": rec[0], "title": dataset.item_title(rec[0]), "score": rec[1],
+                                         "rating": getattr(rec, "rating", None),
                                          "because": [{"item_id": h, "title": dataset.item_title(h), "weight": w}
-                                                     for h, w in why[item]]}
-                                        for item, score in recs],
+                                                     for h, w in why[rec[0]]]}
+                                        for rec in recs],
                 })
+        if ranked is not None and samples:
+            from tfrec_attn.app.two_stage import heatmap_from_server
+
+            with RecommenderClient(target, model_name=config.ranking.export.model_name) as client:
+                heatmap = heatmap_from_server(client, samples[0]["history"],
+                                              [r["item_id"] for r in samples[0]["recommendations"]], dataset,
+                                              os.path.join(output_dir, "target_attention.png"),
+                                              last=config.ranking.model.max_len)
+        with RecommenderClient(target, model_name=model_name) as client:
             if cold_stage:
                 from tfrec_attn.app.cold_start import new_item_demo
 
@@ -259,10 +314,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     from tfrec_attn.app.plots import plot_attention
     from tfrec_attn.app.report import write_report
 
-    heatmap = None
+    self_attention = None
     if samples:
-        heatmap = plot_attention(trained.model, trained.vocabulary, samples[0]["history"], dataset,
-                                 os.path.join(output_dir, "attention.png"))
+        self_attention = plot_attention(trained.model, trained.vocabulary, samples[0]["history"], dataset,
+                                        os.path.join(output_dir, "attention.png"))
     stages.finish()
     summary = {
         "dataset": stats, "quick": quick, "metrics": results, "training_seconds": timings,
@@ -270,11 +325,16 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         "export": exported, "samples": samples, "stage_seconds": stages.times,
         "total_seconds": stages.elapsed, "server_exit_code": code, "server_pid": proc.pid,
         "item_tower": retrieval_config.model.item_tower.type, "cold_start": cold_start,
+        "two_stage": None if ranked is None else {
+            "metrics": ranked.metrics["test"], "validation": ranked.metrics["validation"],
+            "best_epoch": ranked.metrics["best_epoch"], "epochs": ranked.metrics["epochs"],
+            "train_seconds": ranked.metrics["train_seconds"], "attention": config.ranking.model.attention,
+            "candidates": config.ranking.retrieval.candidates, "ratings": ratings},
     }
     with open(os.path.join(output_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    report = write_report(output_dir, summary, curves=os.path.join(run_dir, "curves.png"), attention=heatmap,
-                          lengths=os.path.join(output_dir, "sequence_lengths.png"))
+    report = write_report(output_dir, summary, curves=os.path.join(run_dir, "curves.png"), attention=self_attention,
+                          target_attention=heatmap, lengths=os.path.join(output_dir, "sequence_lengths.png"))
     print(f"report: {report} (and report.md); total {stages.elapsed:.0f}s")
     return summary
 
@@ -285,7 +345,8 @@ def print_samples(samples, dataset) -> None:
         print(f"\nuser {sample['user_id']} — {len(sample['history'])} items watched; most recent: {recent}")
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
-            print(f"  {rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}   because: {because}")
+            rating = f"  ~{rec['rating']:.1f}★" if rec.get("rating") is not None else ""
+            print(f"  {rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}{rating}   because: {because}")
 
 
 def load_pipeline_config(path: str | None, overrides=(), quick: bool = False) -> PipelineConfig:
@@ -294,6 +355,7 @@ def load_pipeline_config(path: str | None, overrides=(), quick: bool = False) ->
     path = path or DEFAULT_CONFIG
     config = load_config(path, overrides, cls=PipelineConfig)
     if quick:
-        config = load_config(path, [f"retrieval.{o}" for o in config.quick.overrides] + list(overrides),
+        config = load_config(path, [f"retrieval.{o}" for o in config.quick.overrides]
+                             + [f"ranking.{o}" for o in config.quick.ranking_overrides] + list(overrides),
                              cls=PipelineConfig)
     return config

@@ -339,6 +339,33 @@ class RankingRecipe(Recipe):
                               version=options.get("version"))
 
 
+    def export_recommend(self, model, base_path, version: int | None = None) -> str:
+        """Writes the ``recommend`` SavedModel (retrieval + this ranker); returns its directory."""
+        from tfrec_attn.export.ranking import export_recommend
+
+        if self.retrieval is None:
+            raise ValueError("the recommend export chains a retrieval model: set retrieval.run_dir")
+        e = self.config.export
+        return export_recommend(self.retrieval.model, self.retrieval.vocabulary, model, self.vocabulary,
+                                self.user_encoder, base_path, model_name=e.recommend_name, k=e.k,
+                                candidates=self.config.retrieval.candidates, because=e.because,
+                                max_len=self.config.model.max_len, num_ratings=self.num_ratings, version=version)
+
+
+def comparison_rows(metrics: dict) -> dict:
+    """``{row name: metrics}`` of a two-stage evaluation for ``format_table``: retrieval
+    alone, the ranker alone on the retrieval candidates, and the two-stage order."""
+    rows = {}
+    for title, prefix in (("retrieval only", "retrieval_"), ("ranker only", "ranker_only_"), ("two-stage", "")):
+        if prefix:
+            row = {name[len(prefix):]: value for name, value in metrics.items() if name.startswith(prefix)}
+        else:
+            row = {name: value for name, value in metrics.items() if name in ("HR@10", "NDCG@10", "HR@50", "MRR")}
+        if row:
+            rows[title] = row
+    return rows
+
+
 def load_retrieval_run(run_dir: str, dataset, split: LeaveOneOutSplit):
     """(final, best) :class:`~tfrec_attn.evaluation.two_stage.Retriever` of a retrieval run
     directory: the final model gives the test candidates, the selection checkpoint (trained

@@ -1,0 +1,127 @@
+"""The rating recipe (u1 benchmark): rows never see their own target, test-only items are OOV,
+and the ranking model's rating head, trained by the engine, beats the biased baseline on
+ratings with an interaction effect the baseline cannot express."""
+
+import numpy as np
+import pytest
+
+from tfrec_attn.baselines import BiasedBaseline
+from tfrec_attn.data import Dataset, Interactions, Item, RatingSplit, User
+from tfrec_attn.evaluation.rating import rating_metrics
+from tfrec_attn.training.config import ConfigError, load_config
+from tfrec_attn.training.rating import RatingRecipe, train_rating
+
+TINY = ["recipe=ranking", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
+        "model.max_len=40", "model.dropout=0.0", "model.normalization=softmax", "model.event_feature_dropout=0",
+        "loss.interaction_weight=0", "loss.rating_weight=1", "loss.hard_negatives=0", "loss.random_negatives=0",
+        "train.epochs=12", "train.batch_size=64", "train.reference_batch_size=64", "train.learning_rate=0.005",
+        "train.patience=3", "train.steps_per_execution=4", "train.refit_with_validation=false"]
+
+
+def planted_dataset(seed=0, num_users=160, num_items=60, per_user=30, new_items=3):
+    """Ratings = 3 + user bias + item bias + 0.9 * (same taste group ? 1 : -1) + noise, rounded
+    to 1..5; each user rates distinct items. The last 20% of each user's ratings (random
+    order) are the test part, plus ratings of ``new_items`` items that never occur in training."""
+    rng = np.random.default_rng(seed)
+    user_bias, item_bias = rng.normal(0, 0.4, num_users), rng.normal(0, 0.5, num_items)
+    user_group, item_group = rng.integers(0, 2, num_users), rng.integers(0, 2, num_items)
+    rows, is_test = [], []
+    for u in range(num_users):
+        for k, i in enumerate(rng.choice(num_items, per_user, replace=False)):
+            effect = 0.9 if user_group[u] == item_group[i] else -0.9
+            rating = np.clip(np.round(3 + user_bias[u] + item_bias[i] + effect + rng.normal(0, 0.3)), 1, 5)
+            rows.append((f"u{u}", f"i{i}", 1000 * u + int(rng.integers(0, 10 ** 6)), rating))
+            is_test.append(k >= 0.8 * per_user)
+    for k in range(new_items):
+        rows.append((f"u{k}", f"new{k}", 10 ** 9 + k, 3.0))
+        is_test.append(True)
+    users, items, times, ratings = zip(*rows)
+    interactions = Interactions.from_rows(users, items, times, ratings)
+    is_test = np.asarray(is_test)
+    split = RatingSplit("planted", interactions.take(np.flatnonzero(~is_test)),
+                        interactions.take(np.flatnonzero(is_test)))
+    genres = ("Drama", "Comedy")
+    dataset = Dataset("planted", interactions,
+                      {f"i{i}": Item(f"i{i}", f"Film {i}", (genres[i % 2],), 1990) for i in range(num_items)},
+                      users={f"u{u}": User(f"u{u}", 20 + u % 40, "MF"[u % 2], "other", "12345")
+                             for u in range(num_users)})
+    return dataset, split
+
+
+def prepared(*overrides):
+    dataset, split = planted_dataset()
+    config = load_config(None, TINY + list(overrides))
+    recipe = RatingRecipe(config, dataset, split)
+    recipe.prepare(None)
+    return recipe
+
+
+def user_profiles(recipe, history):
+    """{user index: sorted model indices of its training ratings in ``history``}."""
+    return {u: np.sort(recipe.train_items[(recipe.train_users == u) & history])
+            for u in np.unique(recipe.train_users)}
+
+
+def test_a_row_reads_the_users_other_ratings_and_never_its_target():
+    recipe = prepared()
+    train = recipe.split.train
+    assert 0 < recipe.is_validation.sum() == round(0.05 * len(train))
+    everything = np.ones(len(train), bool)
+    for rows, history in [(recipe.rows(False), ~recipe.is_validation), (recipe.rows(True), everything),
+                          (recipe.stage_rows("validation"), ~recipe.is_validation)]:
+        profiles = user_profiles(recipe, history)
+        assert not np.any(rows.history == rows.positive[:, None])  # the target is not in its own history
+        for r in range(len(rows)):
+            seen = np.sort(rows.history[r][rows.history[r] > 0])
+            expected = profiles[rows.users[r]]
+            np.testing.assert_array_equal(seen, expected[expected != rows.positive[r]])  # all the others
+            assert np.all(rows.ratings[r][rows.history[r] > 0] >= 1) and np.all(rows.ratings[r][rows.history[r] == 0] == 0)
+    assert len(recipe.rows(False)) == len(train) - recipe.is_validation.sum()
+    assert len(recipe.rows(True)) == len(train)
+
+    test = recipe.stage_rows("test")
+    profiles = user_profiles(recipe, everything)
+    for r in range(len(test)):  # a test row reads every training rating of its user
+        np.testing.assert_array_equal(np.sort(test.history[r][test.history[r] > 0]), profiles[test.users[r]])
+    new = np.char.startswith(recipe.split.test.item_ids.astype(str), "new")
+    assert new.sum() == 3 and np.all(test.positive[new] == 1)  # test-only items are OOV, not an error
+    np.testing.assert_array_equal(test.rating, recipe.split.test.ratings)
+
+
+def test_history_keeps_the_newest_max_len_ratings_oldest_first():
+    recipe = prepared("model.max_len=5")
+    train = recipe.split.train
+    rows = recipe.rows(True)
+    r = 0
+    user = rows.users[r]
+    mine = np.flatnonzero((recipe.train_users == user) & (recipe.train_items != rows.positive[r]))
+    newest = mine[np.argsort(train.timestamps[mine], kind="stable")][-5:]
+    np.testing.assert_array_equal(rows.history[r], recipe.train_items[newest])
+    np.testing.assert_array_equal(rows.ratings[r], train.ratings[newest].astype(np.int64))
+
+
+def test_the_rating_head_beats_the_biased_baseline_and_stays_in_range(tmp_path):
+    dataset, split = planted_dataset()
+    config = load_config(None, TINY)
+    result = train_rating(config, dataset, split, str(tmp_path / "run"), verbose=0)
+    test = result.metrics["test"]
+    baseline = BiasedBaseline().fit(split.train)
+    reference = rating_metrics(baseline.predict(split.test.user_ids, split.test.item_ids), split.test.ratings)
+    assert test["baseline_RMSE"] == pytest.approx(reference["RMSE"])
+    assert test["count"] == len(split.test) and test["oov_items"] == 3
+    assert test["RMSE"] < 0.9 * reference["RMSE"], (test, reference)
+    assert test["MAE"] < reference["MAE"]
+
+    recipe = result.recipe
+    predicted = recipe.predict_ratings(result.model, recipe.stage_rows("test"))
+    assert test["RMSE"] == pytest.approx(rating_metrics(predicted, split.test.ratings)["RMSE"], rel=1e-5)
+    low, high = float(split.train.ratings.min()), float(split.train.ratings.max())
+    assert np.all((predicted >= low) & (predicted <= high))
+    assert result.metrics["validation"]["val_rmse"] > 0 and (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_interaction_loss_is_refused():
+    dataset, split = planted_dataset(num_users=10, per_user=5)
+    config = load_config(None, TINY + ["loss.interaction_weight=1", "loss.random_negatives=5"])
+    with pytest.raises(ConfigError, match=r"loss.interaction_weight=1.0 must be 0"):
+        RatingRecipe(config, dataset, split)

@@ -1,0 +1,221 @@
+"""The rating recipe: the ranking model's rating head on a train/test rating split
+(ML-100K's canonical ``u1.base`` / ``u1.test``; RMSE / MAE as in the literature).
+
+    >>> split = grouplens_fold(read_movielens("ml-100k").interactions, 1)
+    >>> result = train_rating(load_config("training/configs/ml100k_rating.yaml"), dataset, split,
+    ...                       "runs/rating")
+    >>> result.metrics["test"]  # {"RMSE": ..., "MAE": ..., "count": 20000, "baseline_RMSE": ...}
+
+The same engine (:class:`~tfrec_attn.training.engine.Trainer`) trains the same
+:class:`~tfrec_attn.models.RankingModel` as :class:`RankingRecipe`, with the rating head
+only (``loss.interaction_weight: 0``) and one candidate per row. What differs is the data:
+
+* a row is one rating ``(u, i, r)`` of the training part: the candidate is ``i``, the label
+  ``r``, and the history is the user's OTHER training ratings — never the target itself —
+  oldest first, the newest ``model.max_len`` kept, each with its rating and time-gap ids
+  (:func:`~tfrec_attn.training.ranking.history_arrays`); user features come from the
+  dataset's ``users``;
+* a test row's history is all the user's training ratings (a rating split is not
+  chronological: the history may hold ratings given after the target);
+* selection: a seeded random ``validation_fraction`` (5%) of the training ratings is held
+  out; its rows read the other 95% as history and the model is trained on the 95% alone.
+  ``val_rmse`` (min) picks the epoch;
+* refit (``train.refit_with_validation``): a new model on every training rating for the
+  selected number of epochs. Only the epoch count (and the config, chosen beforehand) comes
+  from validation — no weight is fitted on it, unlike the two-stage blend of
+  :class:`RankingRecipe` — so refitting is sound, and it lets the held-out 5% of the
+  ratings train and serve as history;
+* items that occur only in the test part are OOV (model index 1), users without a
+  training rating have an empty history: neither is an error.
+
+``test_metrics`` also reports :class:`~tfrec_attn.baselines.BiasedBaseline` (global mean +
+user bias + item bias) fitted on the same training part (``baseline_RMSE`` / ``baseline_MAE``).
+``train.positions_per_user`` is not used (every training rating is a row), nor is
+``retrieval``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tfrec_attn.data.rating_splits import RatingSplit
+from tfrec_attn.features.vocab import ItemVocabulary
+from tfrec_attn.training.config import ConfigError
+from tfrec_attn.training.ranking import EventRows, RankingRecipe, history_arrays
+
+
+class RatingRecipe(RankingRecipe):
+    """The ranking model's rating head on a :class:`~tfrec_attn.data.RatingSplit`
+    (see the module docstring).
+
+    Args:
+        config: RankingConfig. ``loss.interaction_weight`` must be 0.
+        dataset: Dataset. Item metadata and user features (``split`` holds the ratings).
+        split: RatingSplit. ``train`` (e.g. ``u1.base``) and ``test`` (``u1.test``).
+        validation_fraction: float. Share of the training ratings held out for selection.
+        validation_seed: int. Seed of that hold-out (fixed apart from the model's seed, so
+            every seed and config is selected on the same ratings).
+
+    Example:
+        >>> recipe = RatingRecipe(config, dataset, grouplens_fold(dataset.interactions, 1))
+        >>> Trainer(recipe, config, "runs/rating").run().metrics["test"]["RMSE"]
+    """
+
+    name = "rating"
+    metric_names = ("val_rmse", "val_mae")
+    selection_metric = "val_rmse"
+    selection_mode = "min"
+
+    def __init__(self, config, dataset, split: RatingSplit, *, validation_fraction: float = 0.05,
+                 validation_seed: int = 0):
+        if config.loss.interaction_weight:
+            raise ConfigError(f"{config.origin('loss.interaction_weight')}: loss.interaction_weight="
+                              f"{config.loss.interaction_weight!r} must be 0 for a rating benchmark "
+                              "(the rating head alone is trained and measured)")
+        if config.model.text_features:
+            raise ConfigError(f"{config.origin('model.text_features')}: model.text_features=true is not "
+                              "supported by the rating recipe")
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
+        self.config = config
+        self.data = dataset
+        self.split = split
+        self.retrieval = self.selection_retrieval = None
+        self.vocabulary = self.user_encoder = self.user_ids = self.item_features = None
+        self._rows: dict = {}
+        train, test = split.train, split.test
+        rated = np.flatnonzero(np.isfinite(train.ratings))
+        if not len(rated):
+            raise ValueError(f"split {split.name!r}: none of the {len(train)} training interactions is rated")
+        held = np.random.default_rng(validation_seed).choice(
+            rated, size=max(1, int(round(validation_fraction * len(rated)))), replace=False)
+        self.is_validation = np.zeros(len(train), bool)
+        self.is_validation[held] = True
+        self.user_vocab, users = np.unique(np.concatenate([train.user_ids, test.user_ids]), return_inverse=True)
+        self.train_users, self.test_users = users[:len(train)], users[len(train):]
+
+    # -- preparation ---------------------------------------------------------------------
+    def prepare(self, output_dir):
+        from tfrec_attn.features.ranking import UserFeatureEncoder, item_feature_table
+
+        train = self.split.train
+        items, counts = np.unique(train.item_ids, return_counts=True)
+        self.vocabulary = ItemVocabulary(items[np.argsort(-counts, kind="stable")])  # most rated first
+        self.train_items = self.vocabulary.model_indices(train.item_ids)
+        self.user_encoder = UserFeatureEncoder.from_dataset(self.data)
+        self.user_ids = self.user_encoder.encode([self.data.user(u) for u in self.user_vocab])
+        if self.config.model.item_features:
+            self.item_features = item_feature_table(self.data, self.vocabulary)
+        ratings = train.ratings[np.isfinite(train.ratings)]
+        low, high = float(ratings.min()), float(ratings.max())
+        self.rating_range = (low, high, float(ratings.mean())) if low < high else (low, low + 1.0, low + 0.5)
+        if output_dir:
+            self.vocabulary.save(os.path.join(output_dir, "vocab", "items.txt"))
+            self.user_encoder.save(os.path.join(output_dir, "vocab", "user_features.json"))
+
+    # -- rows ------------------------------------------------------------------------------
+    def event_rows(self, users, items, ratings, targets, history) -> EventRows:
+        """Rating rows: per target, the user's ``history`` training ratings except the target.
+
+        Args:
+            users: int [n]. User index (:attr:`user_vocab`) of each row.
+            items: int [n]. The rated item (model index, 1 = OOV).
+            ratings: float [n]. The rating (the label).
+            targets: int [n]. Row of ``split.train`` the rating is (excluded from its own
+                history), or -1 (a test rating).
+            history: bool [len(split.train)]. Training rows that may be read as history.
+        """
+        train = self.split.train
+        pool = np.flatnonzero(history)
+        pool = pool[np.lexsort((pool, train.timestamps[pool], self.train_users[pool]))]  # by user, then time
+        bounds = np.searchsorted(self.train_users[pool], np.arange(len(self.user_vocab) + 1))
+        width = self.config.model.max_len
+        chosen = []
+        for user, target in zip(users, targets):
+            profile = pool[bounds[user]:bounds[user + 1]]
+            if target >= 0:
+                profile = profile[profile != target]
+            chosen.append(profile[-width:])
+        ids, rating_ids, gaps = history_arrays([self.train_items[c] for c in chosen],
+                                               [train.timestamps[c] for c in chosen],
+                                               [train.ratings[c] for c in chosen], width, self.num_ratings)
+        return EventRows(ids, rating_ids, gaps, np.asarray(users, np.int64), np.asarray(items, np.int64),
+                         np.asarray(ratings, np.float32))
+
+    def rows(self, include_validation: bool = False) -> EventRows:
+        """Training rows (cached): every rated training rating outside the validation hold-out
+        (or every one, ``include_validation``), its history read from the same ratings."""
+        key = "base" if include_validation else "fit"
+        if key not in self._rows:
+            train = self.split.train
+            history = np.ones(len(train), bool) if include_validation else ~self.is_validation
+            targets = np.flatnonzero(history & np.isfinite(train.ratings))
+            self._rows[key] = self.event_rows(self.train_users[targets], self.train_items[targets],
+                                              train.ratings[targets], targets, history)
+        return self._rows[key]
+
+    def stage_rows(self, stage: str) -> EventRows:
+        """``validation`` rows (history: the other 95%) or ``test`` rows (history: every
+        training rating; rows without a rating are dropped), cached."""
+        if stage not in self._rows:
+            train, test = self.split.train, self.split.test
+            if stage == "validation":
+                targets = np.flatnonzero(self.is_validation)
+                self._rows[stage] = self.event_rows(self.train_users[targets], self.train_items[targets],
+                                                    train.ratings[targets], targets, ~self.is_validation)
+            elif stage == "test":
+                rated = np.flatnonzero(np.isfinite(test.ratings))
+                self._rows[stage] = self.event_rows(
+                    self.test_users[rated], self.vocabulary.model_indices(test.item_ids[rated]),
+                    test.ratings[rated], np.full(len(rated), -1), np.ones(len(train), bool))
+            else:
+                raise ValueError(f"stage must be validation or test, got {stage!r}")
+        return self._rows[stage]
+
+    # -- evaluation ------------------------------------------------------------------------
+    def predict_ratings(self, model, rows: EventRows) -> np.ndarray:
+        """The rating head's prediction for each row's item (float32 [n], within the
+        training ratings' range)."""
+        from tfrec_attn.evaluation.two_stage import ranker_outputs
+
+        inputs = {"history": rows.history, "history_ratings": rows.ratings, "history_gaps": rows.gaps,
+                  "user_features": self.user_ids[rows.users]}
+        return ranker_outputs(model, inputs, rows.positive[:, None])["rating"][:, 0]
+
+    def validation_metrics(self, model):
+        from tfrec_attn.evaluation.rating import rating_metrics
+
+        rows = self.stage_rows("validation")
+        metrics = rating_metrics(self.predict_ratings(model, rows), rows.rating)
+        return {"val_rmse": metrics["RMSE"], "val_mae": metrics["MAE"]}
+
+    def test_metrics(self, model):
+        """RMSE / MAE / count on the test part, beside the biased baseline's on the same split."""
+        from tfrec_attn.baselines import BiasedBaseline
+        from tfrec_attn.evaluation.rating import rating_metrics
+
+        rows = self.stage_rows("test")
+        metrics = rating_metrics(self.predict_ratings(model, rows), rows.rating)
+        test = self.split.test
+        baseline = BiasedBaseline().fit(self.split.train)
+        reference = rating_metrics(baseline.predict(test.user_ids, test.item_ids), test.ratings)
+        metrics.update(baseline_RMSE=reference["RMSE"], baseline_MAE=reference["MAE"],
+                       oov_items=int(np.sum(rows.positive < 2)), split=self.split.name)
+        return metrics
+
+
+def train_rating(config, dataset, split: RatingSplit, output_dir: str, *, verbose: int = 1,
+                 evaluate_test: bool = True, strategy=None, **recipe_options):
+    """Trains the rating recipe with the engine (selection, optional refit, report).
+
+    Returns:
+        TrainResult with ``model``, ``vocabulary``, ``split``, ``metrics`` and ``recipe``.
+    """
+    from tfrec_attn.training.engine import Trainer
+
+    recipe = RatingRecipe(config, dataset, split, **recipe_options)
+    result = Trainer(recipe, config, output_dir, verbose=verbose, strategy=strategy).run(evaluate_test=evaluate_test)
+    result.vocabulary, result.split, result.recipe = recipe.vocabulary, split, recipe
+    return result
