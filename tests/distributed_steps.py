@@ -1,7 +1,7 @@
 """Subprocess helper of tests/test_distribute.py (its own process: logical CPU devices must be
 configured before TensorFlow starts).
 
-    python tests/distributed_steps.py equivalence LOSS STEPS OUT.json
+    python tests/distributed_steps.py equivalence LOSS STEPS OUT.json    (LOSS: a retrieval loss or ranking)
         trains the same model for STEPS steps at the same global batch and seed on one
         device and on MirroredStrategy over 2 logical CPUs; writes both losses and the
         largest weight difference.
@@ -40,9 +40,17 @@ def equivalence(loss: str, steps: int, out: str) -> None:
     results = {}
     for name, strategy in (("one_device", tf.distribute.get_strategy()),
                            ("mirrored", distribute.make_strategy("mirrored"))):
-        config = _config(loss)
-        trainer = Trainer(RetrievalRecipe(config, data), config, f"/tmp/unused-{name}", strategy=strategy,
-                          verbose=0)
+        if loss == "ranking":  # the DIN ranker, random negatives, listwise loss
+            from tfrec_attn.training.config import load_config
+            from tfrec_attn.training.ranking import RankingRecipe
+
+            config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=20",
+                                        "model.dropout=0.0", "train.batch_size=32", "train.learning_rate=0.01"])
+            recipe = RankingRecipe(config, data)
+        else:
+            config = _config(loss)
+            recipe = RetrievalRecipe(config, data)
+        trainer = Trainer(recipe, config, f"/tmp/unused-{name}", strategy=strategy, verbose=0)
         model = trainer.new_model()
         history = model.fit(trainer.dataset(), epochs=1, steps_per_epoch=steps, verbose=0)
         results[name] = {"loss": history.history["loss"][0], "replicas": strategy.num_replicas_in_sync,

@@ -20,6 +20,10 @@ from tfrec_attn.training.config import load_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "serving")
 EXPORTED_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")).export.model_name
+_RANKING_EXPORT = load_config(os.path.join(ROOT, "training", "configs", "ml100k_ranking.yaml")).export
+# What `tfrec-attn run` exports under OUTPUT/export: retrieval, ranking, recommend.
+EXPORTED_MODELS = [EXPORTED_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
+MANIFEST = os.path.join("k8s", "tfserving.yaml")
 
 
 def read(name):
@@ -29,10 +33,12 @@ def read(name):
 
 def test_model_config_points_at_the_export_layout():
     config = read_model_server_config(os.path.join(SERVING, "models.config"))
-    (model,) = config.model_config_list.config
-    assert model.name == EXPORTED_MODEL
-    assert model.base_path == f"/models/{EXPORTED_MODEL}"  # /models <- OUTPUT/export
-    assert model.model_version_policy.latest.num_versions == 1
+    models = config.model_config_list.config
+    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "ranking", "recommend"]
+    for model in models:
+        assert model.base_path == f"/models/{model.name}"  # /models <- OUTPUT/export
+        assert model.model_platform == "tensorflow"
+        assert model.model_version_policy.latest.num_versions == 1
 
 
 def test_batching_and_monitoring_configs_parse():
@@ -60,7 +66,7 @@ def test_dockerfile_and_compose_are_consistent():
 
 
 def test_kubernetes_manifests():
-    docs = list(yaml.safe_load_all(read(os.path.join("k8s", "retrieval.yaml"))))
+    docs = list(yaml.safe_load_all(read(MANIFEST)))
     kinds = {d["kind"]: d for d in docs}
     assert set(kinds) == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"}
     data = kinds["ConfigMap"]["data"]
@@ -77,7 +83,10 @@ def test_kubernetes_manifests():
         if arg.startswith(("--model_config_file=", "--batching_parameters_file=", "--monitoring_config_file=")):
             path = arg.split("=", 1)[1]
             assert os.path.dirname(path) in mounts and os.path.basename(path) in data
-    assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{EXPORTED_MODEL}"
+    # The server opens its ports once every configured model is loaded: one probe covers all.
+    served = [m.name for m in parse_model_server_config(data["models.config"]).model_config_list.config]
+    assert served == EXPORTED_MODELS
+    assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{EXPORTED_MODELS[-1]}"
     assert "/models" in mounts
     assert container["resources"]["requests"]["cpu"]  # the HPA needs a CPU request
     # TF's thread pools are sized to the pod's CPU limit, not the node's cores.
@@ -115,3 +124,85 @@ def test_config_files_reject_typos(name):
               "monitoring.config": parse_monitoring_config}[name]
     with pytest.raises(ValueError):
         parser(read(name).replace("{", "{ typo_field: 1 ", 1))
+
+
+@pytest.fixture(scope="module")
+def three_exports(tiny_model, tmp_path_factory):
+    """OUTPUT/export as `tfrec-attn run` writes it: retrieval, ranking and recommend (tiny,
+    seeded, untrained) over the tiny catalogue."""
+    import tensorflow as tf
+
+    from tfrec_attn.export import export_retrieval
+    from tfrec_attn.export.ranking import export_ranking, export_recommend
+    from tfrec_attn.features.ranking import UserFeatureEncoder
+    from tfrec_attn.models.ranking import build_ranking_model
+
+    retrieval, vocabulary = tiny_model
+    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
+    encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
+    tf.keras.utils.set_random_seed(config.seed)
+    ranker = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
+    base = tmp_path_factory.mktemp("export")
+    export_retrieval(retrieval, vocabulary, str(base), model_name=EXPORTED_MODELS[0], k=10)
+    export_ranking(ranker, vocabulary, encoder, str(base), model_name=EXPORTED_MODELS[1], max_len=6)
+    export_recommend(retrieval, vocabulary, ranker, vocabulary, encoder, str(base), model_name=EXPORTED_MODELS[2],
+                     k=5, candidates=12, max_len=6)
+    return str(base)
+
+
+def test_models_config_serves_the_three_exports_and_the_readme_examples_run(three_exports, capsys):
+    """models.config (/models -> the export base) serves all three; the README's gRPC block
+    and REST line work against it (its MovieLens ids swapped for the tiny catalogue's)."""
+    import json
+    import urllib.request
+
+    from tfrec_attn.serving.client import RecommenderClient
+    from tfrec_attn.serving.server import ModelServer
+
+    config = parse_model_server_config(read("models.config").replace('"/models/', f'"{three_exports}/'))
+    server = ModelServer(config, port=0, host="127.0.0.1", poll_wait_seconds=0, rest_port=0).start()
+    ids = {"50": "i3", "172": "i7", "133": "i1", "181": "i2", "100": "i4"}
+    try:
+        for name in EXPORTED_MODELS:
+            with RecommenderClient(f"127.0.0.1:{server.port}", model_name=name) as client:
+                assert client.status() == {1: "AVAILABLE"}
+        readme = read("README.md")
+        block = readme.split("<!-- recommend-client-example -->\n```python\n", 1)[1].split("```", 1)[0]
+        for movielens, tiny in ids.items():
+            block = block.replace(f'"{movielens}"', f'"{tiny}"')
+        exec(block.replace("localhost:8500", f"127.0.0.1:{server.port}"), {})
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 5 and all(" rating " in line and " because i" in line for line in lines)
+        assert not {"i3", "i7", "i1"} & {line.split()[0] for line in lines}  # never the history
+        body = re.search(r"curl -d '(.+?)'", readme[readme.index("## Ranking and recommend"):]).group(1)
+        for movielens, tiny in ids.items():
+            body = body.replace(f'"{movielens}"', f'"{tiny}"')
+        request = urllib.request.Request(f"http://127.0.0.1:{server.rest.port}/v1/models/ranking:predict",
+                                         body.encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            attention = json.loads(response.read())["outputs"]
+        assert len(attention) == 1 and len(attention[0]) == 2 and len(attention[0][0]) == 3
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", EXPORTED_MODELS[1:])
+def test_ranking_and_recommend_graphs_use_stock_tensorflow_ops_only(three_exports, name):
+    """Every op of the graphs is registered by plain `import tensorflow` (what the stock
+    tensorflow_model_server links), in a process that imports nothing else."""
+    path = os.path.join(three_exports, name, "1")
+    code = (
+        "import sys\n"
+        "from tensorflow.core.protobuf import saved_model_pb2\n"
+        "from tensorflow.python.framework import op_def_registry\n"
+        "import tensorflow\n"
+        "model = saved_model_pb2.SavedModel()\n"
+        f"model.ParseFromString(open({os.path.join(path, 'saved_model.pb')!r}, 'rb').read())\n"
+        "ops = {op.name for op in model.meta_graphs[0].meta_info_def.stripped_op_list.op}\n"
+        "missing = sorted(op for op in ops if op_def_registry.get(op) is None)\n"
+        "print(len(ops), missing)\n"
+        "sys.exit(1 if missing or not ops else 0)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          cwd="/")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])

@@ -37,7 +37,7 @@ def run_bounded(cmd, timeout, **kwargs):
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled", "in_batch"])
+@pytest.mark.parametrize("loss", ["full", "sampled", "in_batch", "ranking"])
 def test_two_mirrored_replicas_train_exactly_like_one_device(loss, tmp_path):
     """Same global batch and seed: a per-replica mean (2x the step) or ungathered in-batch
     negatives (another objective) would move the weights apart."""
@@ -47,7 +47,10 @@ def test_two_mirrored_replicas_train_exactly_like_one_device(loss, tmp_path):
     result = json.loads(out.read_text())
     assert result["replicas"] == 2
     assert result["loss_mirrored"] == pytest.approx(result["loss_one_device"], rel=1e-4)
-    assert result["max_weight_difference"] < 1e-4 * max(1.0, result["weight_scale"])
+    # The ranker: every weight agrees to ~1e-6 but one near-dead ReLU bias, where Adam's g / sqrt(v)
+    # amplifies float rounding to ~1e-4; a wrong replica scaling or other negatives moves weights ~1e-2.
+    tolerance = 5e-4 if loss == "ranking" else 1e-4
+    assert result["max_weight_difference"] < tolerance * max(1.0, result["weight_scale"])
 
 
 def _train_cmd(inter, out, *extra):

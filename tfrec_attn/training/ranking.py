@@ -269,38 +269,38 @@ class RankingRecipe(Recipe):
         ds = ds.shuffle(len(rows), seed=self.config.seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        batch = input_context.get_per_replica_batch_size(c.train.batch_size)
-        ds = ds.batch(batch, drop_remainder=True)
-        seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
         dropout = c.model.event_feature_dropout
+        span = last_item - first_item
 
         def make(features, seed):
+            # Per example (keyed on its place in the stream), so the draws do not depend on how
+            # the global batch is split over replicas: N replicas train what one device trains.
             seed = tf.cast(seed, tf.int64)
-            n = tf.shape(features["positive"])[0]
-            positive = features["positive"][:, tf.newaxis]
+            positive = features["positive"][tf.newaxis]
             parts = [positive]
             if hard:
                 pool = features["pool"]
-                take = tf.random.stateless_uniform([n, hard], seed, 0, tf.shape(pool)[1], tf.int32)
-                parts.append(tf.gather(pool, take, batch_dims=1))
+                take = tf.random.stateless_uniform([hard], seed, 0, tf.shape(pool)[0], tf.int32)
+                parts.append(tf.gather(pool, take))
             if random:
-                parts.append(tf.random.stateless_uniform([n, random], seed + 1, first_item, last_item, tf.int64))
-            candidates = tf.concat(parts, axis=1)
+                parts.append(tf.random.stateless_uniform([random], seed + 1, first_item, last_item, tf.int64))
+            negatives = tf.concat(parts, axis=0)[1:]
             # A drawn negative that is the positive (or an empty pool slot) becomes another item.
-            wrong = (candidates[:, 1:] == positive) | (candidates[:, 1:] < first_item)
-            shifted = (candidates[:, 1:] - first_item + 1) % (last_item - first_item) + first_item
-            shifted = tf.where(shifted == positive, (shifted - first_item + 1) % (last_item - first_item) + first_item,
-                               shifted)
-            candidates = tf.concat([positive, tf.where(wrong, shifted, candidates[:, 1:])], axis=1)
-            keep = tf.random.stateless_uniform([n, 1], seed + 2) >= dropout  # rows that keep event features
+            wrong = (negatives == positive) | (negatives < first_item)
+            shifted = (negatives - first_item + 1) % span + first_item
+            shifted = tf.where(shifted == positive, (shifted - first_item + 1) % span + first_item, shifted)
+            candidates = tf.concat([positive, tf.where(wrong, shifted, negatives)], axis=0)
+            keep = tf.random.stateless_uniform([], seed + 2) >= dropout  # keep the event features?
             inputs = {"history": features["history"], "candidates": candidates,
                       "history_ratings": tf.where(keep, features["history_ratings"], 0),
                       "history_gaps": tf.where(keep, features["history_gaps"], 0),
                       "user_features": features["user_features"]}
-            clicks = tf.one_hot(tf.zeros([n], tf.int32), tf.shape(candidates)[1])
+            clicks = tf.one_hot(0, tf.shape(candidates)[0])
             return inputs, {"clicks": clicks, "rating": features["rating"]}
 
-        ds = tf.data.Dataset.zip((ds, seeds)).map(make, num_parallel_calls=tf.data.AUTOTUNE)
+        seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(input_context.get_per_replica_batch_size(c.train.batch_size), drop_remainder=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     # -- evaluation ------------------------------------------------------------------------
