@@ -174,7 +174,7 @@ def test_minus_infinity_survives_the_rest_round_trip(server, stub):
                            {"signature_name": "rank", "inputs": inputs})
     assert code == 200
     assert "-Infinity" in raw and "NaN" not in raw  # TF Serving's JSON conformance literals
-    rest_scores = body["outputs"]["scores"][0]
+    rest_scores = body["outputs"][0]  # a lone output: TF Serving drops its name
     answer = stub.Predict(grpc_request({k: tensor(v) for k, v in inputs.items()}, "rank"), 10.0)
     grpc_scores = tf.make_ndarray(answer.outputs["scores"])[0]
     assert rest_scores[1] == -math.inf and grpc_scores[1] == -np.inf
@@ -188,7 +188,7 @@ def test_non_finite_floats_keep_sign_and_kind_both_ways():
                                                                       dtype=np.float32)))
     text = json.dumps(response_to_json(response, row_format=False))
     assert "[[NaN, Infinity, -Infinity, 1.5]]" in text
-    back = json.loads(text)["outputs"]["scores"][0]
+    back = json.loads(text)["outputs"][0]
     assert math.isnan(back[0]) and back[1] == math.inf and back[2] == -math.inf
     # Requests: the same literals parse into a float input (and a string input refuses them).
     body = json.loads('{"x": [[NaN, Infinity, -Infinity, 2]]}')

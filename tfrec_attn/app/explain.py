@@ -159,7 +159,7 @@ class Explanation:
         if not self.candidates or not self.columns:
             raise ExplainError(f"{path}: nothing to plot ({len(self.candidates)} known candidate(s), "
                                f"{len(self.columns)} read history item(s))")
-        rows = [f"{c.title} ({c.score:+.2f})" for c in self.candidates]
+        rows = [f"{_cut(c.title, max_label - 10)} ({c.score:+.2f})" for c in self.candidates]  # score kept
         cols = [text for _, _, text in self.columns]
         return attention_heatmap(self.weights, rows, cols, path, max_label=max_label,
                                  title=title or "Target attention of each candidate (best score first) over the history")

@@ -227,6 +227,9 @@ def to_json(array: np.ndarray):
 def response_to_json(response, row_format: bool):
     outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
     if not row_format:
+        # TF Serving: a lone output's name is dropped ({"outputs": value}), as in the row format.
+        if len(outputs) == 1:
+            return {"outputs": to_json(next(iter(outputs.values())))}
         return {"outputs": {k: to_json(v) for k, v in outputs.items()}}
     names = sorted(outputs)
     if len(names) == 1:
