@@ -13,8 +13,9 @@ not read). The biased baseline (global mean + user bias + item bias,
 ``training/configs/ml100k_rating.yaml`` + ``--set`` overrides, one run per seed, its epoch
 (and config) chosen on a 5% hold-out of ``u1.base`` — ``u1.test`` is only measured.
 
-One seed by default: a run takes about five minutes on 2 CPU cores, so seed variance is not
-measured unless ``--seeds`` asks for more (the table then adds mean ± sd).
+One seed by default: a run takes about seven minutes on 2 CPU cores (13 epochs of ~30 s),
+so seed variance is not measured unless ``--seeds`` asks for more (the table then adds
+mean ± sd).
 
 Published figures on u1 (RMSE / MAE): GLocal-K 0.8889 / 0.6950 (Han et al., CIKM 2021),
 IGMC 0.905 (Zhang & Chen, ICLR 2020), GC-MC 0.910 (van den Berg et al., 2017); Surprise's
@@ -91,7 +92,7 @@ def benchmark(dataset, split, config_path: str | None = CONFIG, seeds=(42,), ove
             "oov_items": m["test"]["oov_items"], **m["validation"], "best_epoch": m["best_epoch"],
             "epochs": m["epochs"], "budget_hit": m["budget_hit"], "train_seconds": m["train_seconds"],
             "refit_seconds": m.get("refit_seconds"), "seconds": time.perf_counter() - start, "run_dir": out})
-        if verbose:
+        if verbose and len(seeds) > 1:  # progress; main prints the final table
             print(table(result), flush=True)
     runs = result["runs"]
     if runs:

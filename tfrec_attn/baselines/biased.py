@@ -7,7 +7,7 @@ the ridge solution given the other::
     b_i = sum_{u in R(i)} (r_ui - mu - b_u) / (reg_item + |R(i)|)
     b_u = sum_{i in R(u)} (r_ui - mu - b_i) / (reg_user + |R(u)|)
 
-It is the reference any rating head must beat (about 0.94 RMSE on ML-100K's u1).
+It is the reference any rating head must beat: RMSE 0.960 on ML-100K's u1 fold (0.946 mean over u1-u5).
 """
 
 from __future__ import annotations
