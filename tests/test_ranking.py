@@ -318,3 +318,38 @@ def test_client_recommend_returns_explanations(ranking_server):
     item, score = results[0]  # still (item_id, score) pairs
     assert results[0].rating >= 1.0 and results[0].because
     assert {b for b, _ in results[0].because} <= {"i3", "i7", "i1"}
+
+
+# -- the command line -------------------------------------------------------------------------------------
+def test_tfrec_attn_train_on_a_ranking_config_trains_reports_and_exports_both_models(tmp_path):
+    from test_cli import CLI, CONFIG, planted_csv
+
+    inter = planted_csv(tmp_path, num_users=80, seed=3)
+    small = ["model.embedding_dim=16", "model.max_len=20", "train.batch_size=32", "train.epochs=2",
+             "train.refit_with_validation=false"]
+    retrieval = tmp_path / "retrieval"
+    cmd = CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir", str(retrieval), "--keras-verbose", "0",
+                 "--no-export", "--set", "model.num_blocks=1"]
+    proc = subprocess.run(sum((["--set", s] for s in small), cmd), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    ranking = tmp_path / "ranking"
+    config = os.path.join(ROOT, "training", "configs", "ml100k_ranking.yaml")
+    cmd = CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(ranking), "--keras-verbose", "0",
+                 "--set", f"retrieval.run_dir={retrieval}", "--set", "retrieval.candidates=20", "--set", "export.k=5"]
+    proc = subprocess.run(sum((["--set", s] for s in small), cmd), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("  ")[0] for line in proc.stdout.splitlines()}
+    assert {"retrieval only", "two-stage"} <= rows, proc.stdout
+    assert "RMSE" not in proc.stdout  # the CSV has no ratings: no rating metrics, no error
+    assert f"exported {ranking}/export/ranking/1" in proc.stdout
+    assert f"exported {ranking}/export/recommend/1" in proc.stdout
+    # `tfrec-attn export` on the ranking run: the next versions of both.
+    proc = subprocess.run(CLI + ["export", str(ranking)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [f"{ranking}/export/ranking/2", f"{ranking}/export/recommend/2"]
+    # A retrieval run that is not there: one line naming the setting.
+    proc = subprocess.run(CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(tmp_path / "x"),
+                                 "--set", "retrieval.run_dir=/no/such/run"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: retrieval.run_dir='/no/such/run': not a finished retrieval run")

@@ -276,10 +276,28 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _run_recipe(run_dir: str) -> str:
+    """The ``recipe`` of a run directory's saved config (retrieval when absent or unreadable)."""
+    import yaml
+
+    try:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as handle:
+            return (yaml.safe_load(handle) or {}).get("recipe", "retrieval")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "retrieval"
+
+
 def cmd_export(args) -> int:
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.training.retrieval import load_run
 
+    if _run_recipe(args.run_dir) == "ranking":
+        from tfrec_attn.training.ranking import export_ranking_run
+
+        for path in export_ranking_run(args.run_dir, args.export_dir or os.path.join(args.run_dir, "export"),
+                                       args.version):
+            print(path)
+        return 0
     config, vocabulary, model = load_run(args.run_dir)
     path = export_retrieval(model, vocabulary, args.export_dir or os.path.join(args.run_dir, "export"),
                             model_name=args.model_name or config.export.model_name,
@@ -513,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_evaluate, dataset=None)
 
-    p = sub.add_parser("export", help="export a run as a versioned SavedModel")
+    p = sub.add_parser("export", help="export a run as a versioned SavedModel (a ranking run: ranking + recommend)")
     p.add_argument("run_dir")
     p.add_argument("--export-dir", help="MODEL_BASE_PATH (default: RUN_DIR/export)")
     p.add_argument("--model-name")

@@ -209,11 +209,12 @@ class RankingRecipe(Recipe):
         import tensorflow as tf
 
         model, vocabulary = self.selection_retrieval.model, self.selection_retrieval.vocabulary
-        pool_size = self.config.loss.hard_pool
+        # A small catalogue caps the pool; slots of seen items stay 0 (empty: a random negative instead).
+        pool_size = min(self.config.loss.hard_pool, len(vocabulary) - 1)
         to_ranker = self.vocabulary.model_indices(vocabulary.item_ids)  # retrieval table row -> ranker index
         to_retrieval = vocabulary.model_indices(self.split.item_vocab)  # catalogue -> retrieval index
         seqs = self.split.train_part("sequences", include_validation)
-        out = np.zeros((len(rows), pool_size), np.int64)
+        out = np.zeros((len(rows), max(pool_size, 1)), np.int64)
         # Rows are grouped by user, oldest event first: one retrieval pass per user reads the
         # newest `max_len` items before the user's last event and serves every row of it.
         starts = np.flatnonzero(np.r_[True, rows.users[1:] != rows.users[:-1]])
@@ -242,7 +243,7 @@ class RankingRecipe(Recipe):
                     seen = vocabulary.table_rows(seq[:t + 1])
                     row_scores[seen[seen >= 0]] = -np.inf
                     top = np.argpartition(-row_scores, pool_size)[:pool_size]
-                    out[s + r] = to_ranker[top]
+                    out[s + r, :pool_size] = np.where(np.isfinite(row_scores[top]), to_ranker[top], 0)
         out[out < 2] = 0
         return out
 
@@ -388,6 +389,32 @@ def load_retrieval_run(run_dir: str, dataset, split: LeaveOneOutSplit):
     best_index = os.path.join(run_dir, "checkpoints", "best.index")
     best = load_model(run_dir, os.path.join("checkpoints", "best")) if os.path.isfile(best_index) else final
     return Retriever(final, vocabulary, features, texts), Retriever(best, vocabulary, features, texts)
+
+
+def export_ranking_run(run_dir: str, base_path: str, version: int | None = None) -> list[str]:
+    """Exports a finished ranking run directory (``model.json`` + ``checkpoints/final``): the
+    ranking model, and ``recommend`` when its ``retrieval.run_dir`` holds a finished run."""
+    from tfrec_attn.export.ranking import export_ranking, export_recommend
+    from tfrec_attn.features.ranking import UserFeatureEncoder
+    from tfrec_attn.models import load_model
+    from tfrec_attn.training.config import load_config
+    from tfrec_attn.training.retrieval import load_run
+
+    config = load_config(os.path.join(run_dir, "config.yaml"))
+    vocabulary = ItemVocabulary.load(os.path.join(run_dir, "vocab", "items.txt"))
+    encoder = UserFeatureEncoder.load(os.path.join(run_dir, "vocab", "user_features.json"))
+    model = load_model(run_dir)
+    e, num_ratings = config.export, model.network.num_ratings
+    paths = [export_ranking(model, vocabulary, encoder, base_path, model_name=e.model_name,
+                            max_len=config.model.max_len, num_ratings=num_ratings, version=version)]
+    retrieval_dir = config.retrieval.run_dir
+    if retrieval_dir and os.path.isfile(os.path.join(retrieval_dir, "model.json")):
+        _, retrieval_vocabulary, retrieval = load_run(retrieval_dir)
+        paths.append(export_recommend(retrieval, retrieval_vocabulary, model, vocabulary, encoder, base_path,
+                                      model_name=e.recommend_name, k=e.k, candidates=config.retrieval.candidates,
+                                      because=e.because, max_len=config.model.max_len, num_ratings=num_ratings,
+                                      version=version))
+    return paths
 
 
 def train_ranking(config, dataset, output_dir: str, *, verbose: int = 1, evaluate_test: bool = True,
