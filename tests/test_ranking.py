@@ -318,6 +318,14 @@ def test_client_recommend_returns_explanations(ranking_server):
     item, score = results[0]  # still (item_id, score) pairs
     assert results[0].rating >= 1.0 and results[0].because
     assert {b for b, _ in results[0].because} <= {"i3", "i7", "i1"}
+    # With what else is known (ratings, times, the user's profile): the with_features signature.
+    with RecommenderClient(f"127.0.0.1:{ranking_server.port}", model_name="recommend") as client:
+        informed = client.recommend(["i3", "i7", "i1"], ratings=[5, 1, 4], timestamps=[880000000, 880100000, 0],
+                                    user={"age": 30, "gender": "F", "occupation": "writer", "zip": "10001"})
+        with pytest.raises(ValueError, match="2 ratings/timestamps for 3 history items"):
+            client.recommend(["i3", "i7", "i1"], ratings=[5, 1])
+    assert len(informed) == 5 and all(1.0 <= r.rating <= 5.0 for r in informed)
+    assert [r.score for r in informed] != [r.score for r in results]  # the features change the scores
 
 
 # -- the command line -------------------------------------------------------------------------------------

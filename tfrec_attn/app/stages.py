@@ -275,7 +275,14 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         with RecommenderClient(target, model_name=asked) as client:
             for user in chosen:
                 history = [str(i) for i in split.item_vocab[split.sequences[user][:-1]]]
-                recs = client.recommend(history, k=config.k)
+                if ranked is not None:  # what else the data knows: ratings, times, the user's profile
+                    profile = dataset.user(str(split.user_ids[user]))
+                    recs = client.recommend(history, k=config.k, ratings=split.ratings[user][:-1],
+                                            timestamps=split.timestamps[user][:-1],
+                                            user={"age": profile.age, "gender": profile.gender,
+                                                  "occupation": profile.occupation, "zip": profile.zip_code})
+                else:
+                    recs = client.recommend(history, k=config.k)
                 why = {item: rec.because for rec in recs for item in [rec.item_id]} if ranked is not None \
                     else client.explain(history, [item for item, _ in recs])
                 samples.append({

@@ -61,6 +61,30 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _context(batch: np.ndarray, history, ratings, timestamps, user) -> dict:
+    """The ``with_features`` inputs of a ``recommend``/``ranking`` model for ``batch``: per-event
+    ratings and timestamps right-padded like the history (0 = unknown), one user row each."""
+    single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
+
+    def rows(values, dtype):
+        out = np.zeros(batch.shape, dtype)
+        if values is not None:
+            for row, v in enumerate([values] if single else values):
+                v = np.asarray(v, dtype)
+                if len(v) != len(([history] if single else history)[row]):
+                    raise ValueError(f"row {row}: {len(v)} ratings/timestamps for "
+                                     f"{len(([history] if single else history)[row])} history items")
+                out[row, :len(v)] = v
+        return out
+
+    users = [user or {}] * len(batch) if single or isinstance(user, dict) or user is None else list(user)
+    return {"history_ratings": rows(ratings, np.float32), "history_timestamps": rows(timestamps, np.int64),
+            "user_age": np.array([int(u.get("age") or 0) for u in users], np.int64),
+            "user_gender": np.array([str(u.get("gender", "")) for u in users], object),
+            "user_occupation": np.array([str(u.get("occupation", "")) for u in users], object),
+            "user_zip": np.array([str(u.get("zip", "")) for u in users], object)}
+
+
 def _as_batch(histories) -> np.ndarray:
     """A list of ids (one user) or of lists (a batch) -> right-padded string matrix."""
     if histories and isinstance(histories[0], (list, tuple, np.ndarray)):
@@ -130,15 +154,25 @@ class RecommenderClient:
         response = self._call(self.predictions.Predict, request)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
-    def recommend(self, history, k: int | None = None):
+    def recommend(self, history, k: int | None = None, *, ratings=None, timestamps=None, user: dict | None = None):
         """Top items for one history (list of ids) or a batch (list of lists).
 
         Returns a list of :class:`Recommendation` (``(item_id, score)`` pairs; from a
         ``recommend`` model also ``.rating`` and ``.because``) for one history, or a list of
         such lists. ``k`` cuts the export's K (it cannot raise it).
+
+        A ``recommend`` model also reads what else is known (its ``with_features``
+        signature): ``ratings`` and ``timestamps`` (seconds) aligned with ``history``, and
+        ``user`` = ``{"age": int, "gender": str, "occupation": str, "zip": str}`` (one dict,
+        or a list of dicts for a batch); anything left out is unknown.
         """
         batch = _as_batch(history)
-        out = self.predict({"history": batch})
+        inputs = {"history": batch}
+        if ratings is not None or timestamps is not None or user is not None:
+            inputs.update(_context(batch, history, ratings, timestamps, user))
+            out = self.predict(inputs, "with_features")
+        else:
+            out = self.predict(inputs)
         results = []
         for row, (ids, scores) in enumerate(zip(out["item_ids"], out["scores"])):
             pairs = []
