@@ -361,3 +361,26 @@ def test_tfrec_attn_train_on_a_ranking_config_trains_reports_and_exports_both_mo
                                  "--set", "retrieval.run_dir=/no/such/run"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: retrieval.run_dir='/no/such/run': not a finished retrieval run")
+
+
+def test_ranker_item_embeddings_start_from_the_retrieval_model(tiny_model):
+    from tfrec_attn.evaluation.two_stage import Retriever
+    from tfrec_attn.features.vocab import ItemVocabulary
+    from tfrec_attn.training.ranking import retrieval_item_init
+
+    retrieval, vocabulary = tiny_model
+    source = np.asarray(retrieval.item_embeddings())
+    centred = source - source.mean(axis=0)
+    # The ranker's vocabulary in another order, with one item the retrieval model does not know.
+    ranker_vocab = ItemVocabulary(["zzz"] + list(vocabulary.item_ids[::-1]))
+    rows = ranker_vocab.model_indices(vocabulary.item_ids)
+    for width in (source.shape[1], 4):
+        table = np.random.default_rng(0).normal(0, 0.02, (ranker_vocab.num_indices, width)).astype(np.float32)
+        out = retrieval_item_init(Retriever(retrieval, vocabulary), ranker_vocab, table)
+        np.testing.assert_array_equal(out[:3], table[:3])  # padding, OOV and the unknown item keep their init
+        assert abs(out[rows].std() - table.std()) < 1e-3
+        gram = out[rows] @ out[rows].T
+        want = centred @ centred.T
+        # Same width: the same geometry, rescaled; 4 of 16 dims: its main directions.
+        corr = np.corrcoef(gram.ravel(), want.ravel())[0, 1]
+        assert corr > (0.999 if width == source.shape[1] else 0.5), (width, corr)

@@ -36,6 +36,7 @@ VARIANTS = {
     "din-pointwise": ["loss.interaction=pointwise"],
     "din-softmax": ["model.normalization=softmax"],
     "bst-listwise": ["model.attention=bst"],
+    "din-init": ["model.init_from_retrieval=true"],
 }
 
 

@@ -168,9 +168,13 @@ class RankingRecipe(Recipe):
     def build_model(self, static_shapes=False):
         from tfrec_attn.models.ranking import build_ranking_model
 
-        return build_ranking_model(self.config.model, self.config.loss, self.vocabulary.num_indices,
-                                   item_features=self.item_features, user_feature_sizes=self.user_encoder.sizes,
-                                   rating_range=self.rating_range)
+        model = build_ranking_model(self.config.model, self.config.loss, self.vocabulary.num_indices,
+                                    item_features=self.item_features, user_feature_sizes=self.user_encoder.sizes,
+                                    rating_range=self.rating_range)
+        if self.config.model.init_from_retrieval and self.selection_retrieval is not None:
+            table = model.network.items.ids.embeddings
+            table.assign(retrieval_item_init(self.selection_retrieval, self.vocabulary, table.numpy()))
+        return model
 
     # -- training rows ---------------------------------------------------------------------
     def rows(self, include_validation: bool = False) -> EventRows:
@@ -351,6 +355,26 @@ class RankingRecipe(Recipe):
                                 self.user_encoder, base_path, model_name=e.recommend_name, k=e.k,
                                 candidates=self.config.retrieval.candidates, because=e.because,
                                 max_len=self.config.model.max_len, num_ratings=self.num_ratings, version=version)
+
+
+def retrieval_item_init(retrieval, vocabulary: ItemVocabulary, table: np.ndarray) -> np.ndarray:
+    """``table`` (the ranker's id embeddings, [num_indices, d]) with the rows of the items the
+    retrieval model knows replaced by its item vectors — projected on their top ``d``
+    principal directions when its width differs — rescaled to ``table``'s initial spread."""
+    vectors = np.asarray(retrieval.model.item_embeddings(), np.float32)  # retrieval table rows
+    vectors = vectors - vectors.mean(axis=0)
+    width = table.shape[1]
+    if vectors.shape[1] != width:
+        _, _, directions = np.linalg.svd(vectors, full_matrices=False)
+        vectors = vectors @ directions[:width].T
+        if vectors.shape[1] < width:
+            vectors = np.pad(vectors, ((0, 0), (0, width - vectors.shape[1])))
+    vectors *= table.std() / max(float(vectors.std()), 1e-12)
+    rows = vocabulary.model_indices(retrieval.vocabulary.item_ids)
+    out = table.copy()
+    known = rows >= 2
+    out[rows[known]] = vectors[known]
+    return out
 
 
 def comparison_rows(metrics: dict) -> dict:

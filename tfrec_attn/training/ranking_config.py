@@ -32,6 +32,9 @@ class RankingModelConfig:
     time_embeddings: bool = True  # each history event's time before the newest one
     user_features: bool = True  # age, gender, occupation, zip (when the data has them)
     event_feature_dropout: float = 0.5  # train rows without ratings/times, as serving by ids sees them
+    # start the item id embeddings from the retrieval model's (its selection checkpoint; projected
+    # on their top principal components when the widths differ)
+    init_from_retrieval: bool = False
 
 
 @dataclasses.dataclass
