@@ -384,3 +384,21 @@ def test_ranker_item_embeddings_start_from_the_retrieval_model(tiny_model):
         # Same width: the same geometry, rescaled; 4 of 16 dims: its main directions.
         corr = np.corrcoef(gram.ravel(), want.ravel())[0, 1]
         assert corr > (0.999 if width == source.shape[1] else 0.5), (width, corr)
+
+
+def test_din_first_layer_equals_the_dense_layer_on_the_concatenated_pair_features():
+    from tfrec_attn.layers.target_attention import DinAttention
+
+    tf.keras.utils.set_random_seed(0)
+    layer = DinAttention([16, 8])
+    history, candidates = tf.random.normal([2, 5, 12]), tf.random.normal([2, 3, 12])
+    mask = tf.constant([[True] * 5, [True, True, False, False, False]])
+    _, weights = layer(history, mask, candidates)
+    h = tf.broadcast_to(history[:, None], [2, 3, 5, 12])
+    c = tf.broadcast_to(candidates[:, :, None], [2, 3, 5, 12])
+    x = tf.concat([h, c, h - c, h * c], axis=-1)  # DIN's activation unit input, as in the paper
+    for dense in layer.hidden:
+        x = dense(x)
+    reference = tf.squeeze(layer.score(x), -1) * tf.cast(mask, tf.float32)[:, None]
+    np.testing.assert_allclose(weights.numpy(), reference.numpy(), atol=1e-5)
+    assert layer.hidden[0].kernel.shape == (48, 16) and "hidden_0" in layer.hidden[0].kernel.name

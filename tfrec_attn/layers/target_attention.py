@@ -61,14 +61,42 @@ class DinAttention(tf.keras.layers.Layer):
                        for i, u in enumerate(self.units)]
         self.score = tf.keras.layers.Dense(1, name="score")
 
+    def build(self, input_shape):
+        width = int(input_shape[-1]) if input_shape is not None and input_shape[-1] is not None else None
+        if width is not None and self.hidden and not self.hidden[0].built:
+            with tf.name_scope(self.hidden[0].name):  # weights named hidden_0/... as if called
+                self.hidden[0].build(tf.TensorShape([None, 4 * width]))
+        super().build(input_shape)
+
+    def _first_layer(self, history, candidates):
+        """The first hidden layer on ``[h, c, h - c, h * c]`` without building that [b, C, H, 4d]
+        tensor: with its kernel split as ``[W_h; W_c; W_d; W_p]`` it is
+        ``h (W_h + W_d) + c (W_c - W_d) + (h * c) W_p``, the first two terms computed once per
+        history item and once per candidate (4x fewer multiplications per pair)."""
+        layer = self.hidden[0]
+        if not layer.built:
+            with tf.name_scope(layer.name):
+                layer.build(tf.TensorShape([None, 4 * history.shape[-1]]))
+        w_h, w_c, w_d, w_p = tf.split(tf.cast(layer.kernel, history.dtype), 4, axis=0)
+        per_item = tf.einsum("bhd,du->bhu", history, w_h + w_d)[:, tf.newaxis]  # [b, 1, H, u]
+        per_candidate = tf.einsum("bcd,du->bcu", candidates, w_c - w_d)[:, :, tf.newaxis]  # [b, C, 1, u]
+        pairs = tf.einsum("bchd,du->bchu", candidates[:, :, tf.newaxis] * history[:, tf.newaxis], w_p)
+        x = per_item + per_candidate + pairs
+        if layer.use_bias:
+            x = x + tf.cast(layer.bias, x.dtype)
+        return layer.activation(x)
+
     def call(self, history, padding_mask, candidates, training=False):
-        h = history[:, tf.newaxis, :, :]  # [b, 1, H, d]
-        c = candidates[:, :, tf.newaxis, :]  # [b, C, 1, d]
-        shape = tf.shape(h * c)  # [b, C, H, d]
-        h, c = tf.broadcast_to(h, shape), tf.broadcast_to(c, shape)
-        x = tf.concat([h, c, h - c, h * c], axis=-1)
-        for layer in self.hidden:
-            x = layer(x)
+        if self.hidden:
+            x = self._first_layer(history, candidates)
+            for layer in self.hidden[1:]:
+                x = layer(x)
+        else:  # no hidden layer: the score reads the pair features directly
+            h = history[:, tf.newaxis, :, :]
+            c = candidates[:, :, tf.newaxis, :]
+            shape = tf.shape(h * c)
+            h, c = tf.broadcast_to(h, shape), tf.broadcast_to(c, shape)
+            x = tf.concat([h, c, h - c, h * c], axis=-1)
         logits = tf.squeeze(self.score(x), -1)  # [b, C, H]
         mask = padding_mask[:, tf.newaxis, :]
         if self.normalization == "softmax":
