@@ -22,9 +22,7 @@ import numpy as np
 
 ROWS = 32  # users per ranker batch (fixed shapes: one trace per model)
 OFFSET = 1e9  # non-candidates rank below every candidate
-# Candidates of the blend weight (chosen on validation); the largest leaves the ranker little more
-# than a tie-breaker, so a ranker that does not help on validation barely changes the order.
-RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # candidates of the blend weight (chosen on validation)
 
 
 @dataclasses.dataclass
