@@ -283,7 +283,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                                   "occupation": profile.occupation, "zip": profile.zip_code})
                 else:
                     recs = client.recommend(history, k=config.k)
-                why = {item: rec.because for rec in recs for item in [rec.item_id]} if ranked is not None \
+                why = {rec.item_id: rec.because for rec in recs} if ranked is not None \
                     else client.explain(history, [item for item, _ in recs])
                 samples.append({
                     "user_id": str(split.user_ids[user]),
@@ -304,10 +304,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                               [r["item_id"] for r in samples[0]["recommendations"]], dataset,
                                               os.path.join(output_dir, "target_attention.png"),
                                               last=config.ranking.model.max_len)
-        with RecommenderClient(target, model_name=model_name) as client:
-            if cold_stage:
-                from tfrec_attn.app.cold_start import new_item_demo
+        if cold_stage:
+            from tfrec_attn.app.cold_start import new_item_demo
 
+            with RecommenderClient(target, model_name=model_name) as client:
                 cold_start["new_item"] = new_item_demo(
                     client, export_base, model_name, config.cold_start.new_item, trained, split, dataset, config.k,
                     config.cold_start.users_to_scan, retrieval_config.seed)
