@@ -137,7 +137,9 @@ def cmd_latency(args, dataset):
     ranking = tf.saved_model.load(os.path.join(base, "ranking", str(versions(os.path.join(base, "ranking"))[-1])))
     recommend = tf.saved_model.load(os.path.join(base, "recommend",
                                                  str(versions(os.path.join(base, "recommend"))[-1])))
-    split_items = [line.strip() for line in open(os.path.join(args.out, f"retrieval-{seed}", "vocab", "items.txt"))]
+    from tfrec_attn.features.vocab import ItemVocabulary
+
+    split_items = list(ItemVocabulary.load(os.path.join(args.out, f"retrieval-{seed}", "vocab", "items.txt")).item_ids)
     rng = np.random.default_rng(0)
     histories = [rng.choice(split_items, 50, replace=False) for _ in range(args.calls)]
     candidates = [rng.choice(split_items, 100, replace=False) for _ in range(args.calls)]
@@ -159,7 +161,9 @@ def cmd_latency(args, dataset):
                                                          candidates=tf.constant([candidates[i]])), args.calls),
         "recommend_in_process": timed(lambda i: rec_fn(history=tf.constant([histories[i]])), args.calls),
     }
-    server = ServerProcess(None, "--model_config_file", write_models_config(base, args.out))
+    from tfrec_attn.app.two_stage import write_models_config
+
+    server = ServerProcess(None, "--model_config_file", write_models_config(base, ["ranking", "recommend"]))
     try:
         with RecommenderClient(server.target, model_name="recommend", timeout=30) as client:
             results["recommend_grpc"] = timed(lambda i: client.predict({"history": np.array([histories[i]], object)}),
@@ -169,15 +173,6 @@ def cmd_latency(args, dataset):
     for name, value in results.items():
         print(f"{name:<24} p50 {value['p50_ms']:.2f} ms  p99 {value['p99_ms']:.2f} ms  ({value['calls']} calls)")
     return results
-
-
-def write_models_config(base: str, out: str) -> str:
-    path = os.path.join(out, "models.config")
-    entries = " ".join(f'config {{ name: "{name}" base_path: "{os.path.abspath(os.path.join(base, name))}" '
-                       f'model_platform: "tensorflow" }}' for name in ("ranking", "recommend"))
-    with open(path, "w") as handle:
-        handle.write(f"model_config_list {{ {entries} }}\n")
-    return path
 
 
 def main():

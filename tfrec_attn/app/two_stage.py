@@ -12,21 +12,10 @@ import numpy as np
 def train_ranking_stage(config, dataset, split, retrieval_config, trained, output_dir: str, verbose: int = 0):
     """Trains the ranking recipe with the in-memory retrieval model (test candidates) and its
     selection checkpoint (validation candidates, hard negatives); returns the TrainResult."""
-    from tfrec_attn.evaluation.two_stage import Retriever
-    from tfrec_attn.models import load_model
-    from tfrec_attn.training.ranking import train_ranking
-    from tfrec_attn.training.retrieval import catalogue_text_features, catalogue_texts
+    from tfrec_attn.training.ranking import run_retrievers, train_ranking
 
-    features = texts = None
-    if retrieval_config.model.item_tower.type != "id":
-        texts = catalogue_texts(retrieval_config, dataset, split)
-        features = catalogue_text_features(retrieval_config, dataset, split, progress=False)
-    final = Retriever(trained.model, trained.vocabulary, features, texts)
-    best_dir = trained.output_dir
-    selection = final
-    if os.path.isfile(os.path.join(best_dir, "checkpoints", "best.index")):
-        selection = Retriever(load_model(best_dir, os.path.join("checkpoints", "best")), trained.vocabulary,
-                              features, texts)
+    final, selection = run_retrievers(trained.output_dir, retrieval_config, dataset, split, trained.vocabulary,
+                                      trained.model)
     return train_ranking(config, dataset, os.path.join(output_dir, "ranking"), verbose=verbose, split=split,
                          retrieval=final, selection_retrieval=selection)
 

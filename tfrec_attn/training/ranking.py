@@ -229,16 +229,15 @@ class RankingRecipe(Recipe):
             group = list(zip(starts[lo:lo + RETRIEVAL_BATCH], ends[lo:lo + RETRIEVAL_BATCH]))
             batch = np.zeros((len(group), width), np.int64)
             offsets = []
-            for b, (s, _) in enumerate(group):
-                seq = to_retrieval[seqs[rows.users[s]]]
+            users = [to_retrieval[seqs[rows.users[s]]] for s, _ in group]  # retrieval indices
+            for b, seq in enumerate(users):
                 window = seq[max(0, len(seq) - 1 - width):len(seq) - 1]
                 batch[b, :len(window)] = window
                 offsets.append(len(seq) - 1 - len(window))  # sequence index of window[0]
             sequence = model.encode(tf.constant(batch))["sequence"]
             queries = tf.cast(model._query(sequence), tf.float32)
             scores = tf.einsum("bwd,vd->bwv", queries, table).numpy()
-            for b, (s, e) in enumerate(group):
-                seq = to_retrieval[seqs[rows.users[s]]]
+            for b, ((s, e), seq) in enumerate(zip(group, users)):
                 first = len(seq) - (e - s)
                 for r, t in enumerate(range(first, len(seq))):
                     # History = seq[:t]; the query after seq[t - 1] sits at window index t - 1 - offset.
@@ -336,25 +335,37 @@ class RankingRecipe(Recipe):
         return evaluate_two_stage(self, model, "test", self.retrieval)
 
     def export(self, model, base_path, **options):
-        from tfrec_attn.export.ranking import export_ranking
-
-        return export_ranking(model, self.vocabulary, self.user_encoder, base_path,
-                              model_name=options.get("model_name", self.config.export.model_name),
-                              max_len=self.config.model.max_len, num_ratings=self.num_ratings,
-                              version=options.get("version"))
-
+        return export_ranking_model(self.config, model, self.vocabulary, self.user_encoder, base_path,
+                                    model_name=options.get("model_name"), version=options.get("version"))
 
     def export_recommend(self, model, base_path, version: int | None = None) -> str:
         """Writes the ``recommend`` SavedModel (retrieval + this ranker); returns its directory."""
-        from tfrec_attn.export.ranking import export_recommend
-
         if self.retrieval is None:
             raise ValueError("the recommend export chains a retrieval model: set retrieval.run_dir")
-        e = self.config.export
-        return export_recommend(self.retrieval.model, self.retrieval.vocabulary, model, self.vocabulary,
-                                self.user_encoder, base_path, model_name=e.recommend_name, k=e.k,
-                                candidates=self.config.retrieval.candidates, because=e.because,
-                                max_len=self.config.model.max_len, num_ratings=self.num_ratings, version=version)
+        return export_recommend_model(self.config, self.retrieval.model, self.retrieval.vocabulary, model,
+                                      self.vocabulary, self.user_encoder, base_path, version=version)
+
+
+def export_ranking_model(config, model, vocabulary: ItemVocabulary, user_encoder, base_path: str, *,
+                         model_name: str | None = None, version: int | None = None) -> str:
+    """The ranking SavedModel of a trained model with the run config's export settings."""
+    from tfrec_attn.export.ranking import export_ranking
+
+    return export_ranking(model, vocabulary, user_encoder, base_path, model_name=model_name or config.export.model_name,
+                          max_len=config.model.max_len, num_ratings=model.network.num_ratings, version=version)
+
+
+def export_recommend_model(config, retrieval_model, retrieval_vocabulary: ItemVocabulary, model,
+                           vocabulary: ItemVocabulary, user_encoder, base_path: str, *,
+                           version: int | None = None) -> str:
+    """The ``recommend`` SavedModel (retrieval + ranking) with the run config's export settings."""
+    from tfrec_attn.export.ranking import export_recommend
+
+    e = config.export
+    return export_recommend(retrieval_model, retrieval_vocabulary, model, vocabulary, user_encoder, base_path,
+                            model_name=e.recommend_name, k=e.k, candidates=config.retrieval.candidates,
+                            because=e.because, max_len=config.model.max_len,
+                            num_ratings=model.network.num_ratings, version=version)
 
 
 def retrieval_item_init(retrieval, vocabulary: ItemVocabulary, table: np.ndarray) -> np.ndarray:
@@ -393,32 +404,40 @@ def comparison_rows(metrics: dict) -> dict:
 
 def load_retrieval_run(run_dir: str, dataset, split: LeaveOneOutSplit):
     """(final, best) :class:`~tfrec_attn.evaluation.two_stage.Retriever` of a retrieval run
-    directory: the final model gives the test candidates, the selection checkpoint (trained
-    without the validation targets) the validation candidates and the hard negatives."""
-    from tfrec_attn.evaluation.two_stage import Retriever
+    directory on disk (:func:`run_retrievers`)."""
     from tfrec_attn.models import load_model
     from tfrec_attn.training.config import ConfigError, load_config
-    from tfrec_attn.training.retrieval import catalogue_text_features, catalogue_texts
 
     if not os.path.isfile(os.path.join(run_dir, "model.json")):
         raise ConfigError(f"retrieval.run_dir={run_dir!r}: not a finished retrieval run (no model.json); "
                           "train one with `tfrec-attn train training/configs/ml100k_retrieval.yaml`")
     config = load_config(os.path.join(run_dir, "config.yaml"))
     vocabulary = ItemVocabulary.load(os.path.join(run_dir, "vocab", "items.txt"))
+    return run_retrievers(run_dir, config, dataset, split, vocabulary, load_model(run_dir))
+
+
+def run_retrievers(run_dir: str, config, dataset, split: LeaveOneOutSplit, vocabulary: ItemVocabulary, final):
+    """(final, best) Retrievers of a retrieval run: ``final`` (its returned model) gives the test
+    candidates; the selection checkpoint ``run_dir/checkpoints/best`` (trained without the
+    validation targets; ``final`` when absent) the validation candidates and the hard
+    negatives. A text or hybrid tower scores unknown items from the catalogue's texts."""
+    from tfrec_attn.evaluation.two_stage import Retriever
+    from tfrec_attn.models import load_model
+    from tfrec_attn.training.retrieval import catalogue_text_features, catalogue_texts
+
     features = texts = None
     if config.model.item_tower.type != "id":
         texts = catalogue_texts(config, dataset, split)
         features = catalogue_text_features(config, dataset, split, progress=False)
-    final = load_model(run_dir)
-    best_index = os.path.join(run_dir, "checkpoints", "best.index")
-    best = load_model(run_dir, os.path.join("checkpoints", "best")) if os.path.isfile(best_index) else final
+    best = final
+    if os.path.isfile(os.path.join(run_dir, "checkpoints", "best.index")):
+        best = load_model(run_dir, os.path.join("checkpoints", "best"))
     return Retriever(final, vocabulary, features, texts), Retriever(best, vocabulary, features, texts)
 
 
 def export_ranking_run(run_dir: str, base_path: str, version: int | None = None) -> list[str]:
     """Exports a finished ranking run directory (``model.json`` + ``checkpoints/final``): the
     ranking model, and ``recommend`` when its ``retrieval.run_dir`` holds a finished run."""
-    from tfrec_attn.export.ranking import export_ranking, export_recommend
     from tfrec_attn.features.ranking import UserFeatureEncoder
     from tfrec_attn.models import load_model
     from tfrec_attn.training.config import load_config
@@ -428,16 +447,12 @@ def export_ranking_run(run_dir: str, base_path: str, version: int | None = None)
     vocabulary = ItemVocabulary.load(os.path.join(run_dir, "vocab", "items.txt"))
     encoder = UserFeatureEncoder.load(os.path.join(run_dir, "vocab", "user_features.json"))
     model = load_model(run_dir)
-    e, num_ratings = config.export, model.network.num_ratings
-    paths = [export_ranking(model, vocabulary, encoder, base_path, model_name=e.model_name,
-                            max_len=config.model.max_len, num_ratings=num_ratings, version=version)]
+    paths = [export_ranking_model(config, model, vocabulary, encoder, base_path, version=version)]
     retrieval_dir = config.retrieval.run_dir
     if retrieval_dir and os.path.isfile(os.path.join(retrieval_dir, "model.json")):
         _, retrieval_vocabulary, retrieval = load_run(retrieval_dir)
-        paths.append(export_recommend(retrieval, retrieval_vocabulary, model, vocabulary, encoder, base_path,
-                                      model_name=e.recommend_name, k=e.k, candidates=config.retrieval.candidates,
-                                      because=e.because, max_len=config.model.max_len, num_ratings=num_ratings,
-                                      version=version))
+        paths.append(export_recommend_model(config, retrieval, retrieval_vocabulary, model, vocabulary, encoder,
+                                            base_path, version=version))
     return paths
 
 

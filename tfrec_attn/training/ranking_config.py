@@ -99,7 +99,6 @@ class RankingConfig(RunConfig):
         # The shared sections are checked by the retrieval config's rules.
         shared = RetrievalConfig(seed=self.seed, data=self.data, train=self.train)
         shared.validate(where)
-        self.where = where
         m, loss = self.model, self.loss
 
         def one_of(choices):
