@@ -109,3 +109,38 @@ def test_resuming_with_another_model_is_refused_with_what_differs(tmp_path):
         trainer.prepare()
     same = load_config(None, ["model.embedding_dim=32", "train.epochs=5"])  # train.epochs may change
     Trainer(RetrievalRecipe(same, planted_sequences(num_users=20)), same, str(out), verbose=0).prepare()
+
+
+def test_learning_rate_schedules_follow_each_stage_and_bad_ones_are_named(tmp_path):
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.training.engine import Trainer
+    from tfrec_attn.training.retrieval import RetrievalRecipe
+
+    def trainer(*sets):
+        config = load_config(None, ["train.epochs=4", "train.learning_rate=0.01", "train.batch_size=8", *sets])
+        made = Trainer(RetrievalRecipe(config, planted_sequences(num_users=40)), config, str(tmp_path / "run"),
+                       verbose=0)
+        made.prepare()
+        return made
+
+    assert trainer().learning_rate_schedule() == 0.01  # constant: a plain float, no schedule object
+    cosine = trainer("train.learning_rate_schedule=cosine", "train.warmup_epochs=1")
+    steps, refit_steps = cosine.steps_per_epoch(False), cosine.steps_per_epoch(True)
+    assert refit_steps >= steps > 1
+    lr = cosine.learning_rate_schedule()
+    assert float(lr(0)) < 0.01 / steps + 1e-9                       # warm-up starts near 0
+    assert float(lr(steps)) == pytest.approx(0.01)                  # ... and ends after one epoch
+    assert float(lr(steps + 1.5 * steps)) == pytest.approx(0.005, abs=1e-4)  # half-way down the cosine
+    assert float(lr(4 * steps)) == pytest.approx(0.0, abs=1e-7)     # 0 at train.epochs
+    # The refit's curve is laid out over its own epochs: epoch N ends at the same rate.
+    refit = cosine.learning_rate_schedule(include_validation=True)
+    assert float(refit(2 * refit_steps)) == pytest.approx(float(lr(2 * steps)), rel=1e-3)
+    warmup = trainer("train.warmup_epochs=2").learning_rate_schedule()
+    assert float(warmup(0)) == pytest.approx(0.01 / (2 * steps))
+    assert float(warmup(2 * steps - 1)) == float(warmup(10 * steps)) == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match=r"train.learning_rate_schedule='step' must be one of"):
+        load_config(None, ["train.learning_rate_schedule=step"])
+    with pytest.raises(ConfigError, match=r"train.warmup_epochs=9.0 must be in \[0, train.epochs\)"):
+        load_config(None, ["train.epochs=4", "train.warmup_epochs=9"])
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing=0.1 is not supported with loss.type=in_batch"):
+        load_config(None, ["loss.type=in_batch", "loss.label_smoothing=0.1"])

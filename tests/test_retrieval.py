@@ -64,6 +64,10 @@ def test_sampled_softmax_is_exact_when_negatives_cover_the_catalogue():
     exact.set_item_counts(np.arange(12.0))
     assert exact.exact
     assert float(exact(q, labels, c)) == pytest.approx(float(FullSoftmaxTask()(q, labels, c)), rel=1e-6)
+    smoothed = SampledSoftmaxTask(12, num_negatives=10, label_smoothing=0.2)
+    assert float(smoothed(q, labels, c)) == pytest.approx(
+        float(FullSoftmaxTask(label_smoothing=0.2)(q, labels, c)), rel=1e-6)
+    assert float(smoothed(q, labels, c)) != pytest.approx(float(exact(q, labels, c)), rel=1e-3)
 
 
 def test_sampled_softmax_matches_the_logq_corrected_formula_and_shares_negatives_per_step():
@@ -88,6 +92,15 @@ def test_sampled_softmax_matches_the_logq_corrected_formula_and_shares_negatives
     logits = np.concatenate([true[:, None], neg], 1)
     expected = (np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1) - true).mean()
     assert got == pytest.approx(expected, rel=1e-4)
+    # Label smoothing: the mass eps goes uniformly to the sampled negatives (hits excluded).
+    smoothed = SampledSoftmaxTask(40, num_negatives=5, alpha=0.75, temperature=0.5, seed=3, label_smoothing=0.1)
+    smoothed.set_item_counts(counts)
+    log_z = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    real = labels[:, None] != sampled[None]
+    uniform = ((log_z[:, None] - neg) * real).sum(1) / real.sum(1)
+    expected_ls = (0.9 * (log_z - true) + 0.1 * uniform).mean()
+    got_ls = float(smoothed(tf.constant(q), tf.constant(labels), _candidates(table), step=7))
+    assert got_ls == pytest.approx(expected_ls, rel=1e-4)
     # Every replica (and a rerun) at the same step draws the same negatives; another step others.
     again = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=7))
     other = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=8))

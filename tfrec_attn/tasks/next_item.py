@@ -12,7 +12,7 @@ candidates it needs:
   sampler keyed on the training step, so every replica of a ``tf.distribute`` strategy
   (and a single device) draws the same negatives; logQ correction and accidental-hit
   removal as in ``tf.nn.sampled_softmax_loss``. With at least as many negatives as
-  catalogue items it is exactly the full softmax.
+  catalogue items it is exactly the full softmax (label smoothing included).
 * :class:`InBatchSoftmaxTask`: ``tfrs.tasks.Retrieval`` over the labels of the *global*
   batch: candidate vectors and ids are all-gathered across replicas, so N replicas train
   the same objective as one device at the same global batch.
@@ -125,13 +125,15 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         alpha: float. Negatives ~ (count + 1) ** alpha.
         temperature: float.
         seed: int. Seeds the stateless sampler (with the training step).
+        label_smoothing: float. Exact mode: as the full softmax. Sampled: the mass goes
+            uniformly to the step's sampled negatives (other than the label).
 
     The sampling distribution is a non-trainable weight (checkpointed with the model):
     set it from the training counts with :meth:`set_item_counts`.
     """
 
     def __init__(self, num_indices: int, num_negatives: int = 256, alpha: float = 0.75,
-                 temperature: float = 1.0, seed: int = 0, **kwargs):
+                 temperature: float = 1.0, seed: int = 0, label_smoothing: float = 0.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.num_indices = num_indices
@@ -139,8 +141,9 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         self.alpha = alpha
         self.temperature = temperature
         self.seed = seed
+        self.label_smoothing = label_smoothing
         self.exact = num_negatives >= num_indices - FIRST_ITEM_INDEX
-        self._full = FullSoftmaxTask(temperature, name="full_softmax") if self.exact else None
+        self._full = FullSoftmaxTask(temperature, label_smoothing, name="full_softmax") if self.exact else None
         self.log_probability = self.add_weight(
             name="log_sampling_probability", shape=(num_indices,), trainable=False,
             initializer=tf.keras.initializers.Constant(self._log_probability(np.zeros(num_indices))))
@@ -175,13 +178,20 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis])  # the label is no negative
         sampled_logits = tf.where(hits, _NEG, sampled_logits)
         logits = tf.concat([true_logits[:, tf.newaxis], sampled_logits], axis=1)
-        losses = tf.reduce_logsumexp(logits, axis=1) - true_logits
+        log_z = tf.reduce_logsumexp(logits, axis=1)
+        losses = log_z - true_logits
+        if self.label_smoothing:
+            negatives = tf.cast(tf.logical_not(hits), tf.float32)
+            smoothed = tf.math.divide_no_nan(
+                tf.reduce_sum(negatives * (log_z[:, tf.newaxis] - sampled_logits), axis=1),
+                tf.reduce_sum(negatives, axis=1))
+            losses = (1.0 - self.label_smoothing) * losses + self.label_smoothing * smoothed
         return global_weighted_mean(losses, weights)
 
     def get_config(self):
         return {**super().get_config(), "num_indices": self.num_indices,
                 "num_negatives": self.num_negatives, "alpha": self.alpha,
-                "temperature": self.temperature, "seed": self.seed}
+                "temperature": self.temperature, "seed": self.seed, "label_smoothing": self.label_smoothing}
 
 
 @register
@@ -266,7 +276,8 @@ def build_task(loss_config, num_indices: int, seed: int = 0):
         return FullSoftmaxTask(loss_config.temperature, loss_config.label_smoothing, name="task")
     if loss_config.type == "sampled":
         return SampledSoftmaxTask(num_indices, loss_config.num_negatives, loss_config.sampling_alpha,
-                                  loss_config.temperature, seed=seed, name="task")
+                                  loss_config.temperature, seed=seed, label_smoothing=loss_config.label_smoothing,
+                                  name="task")
     if loss_config.type == "in_batch":
         return InBatchSoftmaxTask(num_indices, loss_config.temperature, loss_config.max_positions,
                                   name="task")

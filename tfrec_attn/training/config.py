@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 
 
 LR_SCALING = ("none", "linear", "sqrt")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -83,7 +84,7 @@ class LossConfig:
     type: str = "sampled"  # tfrec_attn.tasks.LOSS_TYPES: full | sampled | in_batch
     num_negatives: int = 2048  # sampled: negatives per step (>= catalogue size: exact full softmax)
     temperature: float = 0.5  # logits / temperature (chosen on validation)
-    label_smoothing: float = 0.0  # full softmax only
+    label_smoothing: float = 0.0  # full and sampled softmax (not in_batch)
     sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
     max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
     future_window: int = 1  # each position predicts the next `future_window` items (1 = next only)
@@ -97,6 +98,10 @@ class TrainConfig:
     learning_rate: float = 5e-3
     learning_rate_scaling: str = "none"  # none | linear | sqrt: x (batch_size / reference_batch_size)
     reference_batch_size: int = 32  # the batch size `learning_rate` was chosen for
+    # constant, or cosine decay to 0 over `epochs` epochs (the same curve in selection and refit,
+    # whose shorter run stops where the chosen epoch was), after `warmup_epochs` of linear warm-up
+    learning_rate_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     weight_decay: float = 0.0  # decoupled (AdamW) when > 0
     clipnorm: float = 0.0
     weight_averaging: float = 0.0  # > 0: the optimizer's EMA of the weights (this momentum) is judged and kept
@@ -191,6 +196,8 @@ class RetrievalConfig(RunConfig):
             ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
             ("loss.temperature", loss.temperature > 0, "must be > 0"),
             ("loss.label_smoothing", 0.0 <= loss.label_smoothing < 1.0, "must be in [0, 1)"),
+            ("loss.label_smoothing", not (loss.label_smoothing and loss.type == "in_batch"),
+             "is not supported with loss.type=in_batch (use full or sampled)"),
             ("loss.sampling_alpha", 0.0 <= loss.sampling_alpha <= 1.0, "must be in [0, 1]"),
             ("loss.max_positions", loss.max_positions > 0, "must be > 0"),
             ("loss.future_window", loss.future_window >= 1, "must be >= 1"),
@@ -200,6 +207,9 @@ class RetrievalConfig(RunConfig):
             ("train.learning_rate", train.learning_rate > 0, "must be > 0"),
             ("train.learning_rate_scaling", train.learning_rate_scaling in LR_SCALING,
              one_of(LR_SCALING)),
+            ("train.learning_rate_schedule", train.learning_rate_schedule in LR_SCHEDULES,
+             one_of(LR_SCHEDULES)),
+            ("train.warmup_epochs", 0.0 <= train.warmup_epochs < train.epochs, "must be in [0, train.epochs)"),
             ("train.reference_batch_size", train.reference_batch_size > 0, "must be > 0"),
             ("train.steps_per_execution", train.steps_per_execution > 0, "must be > 0"),
             ("train.strategy", train.strategy in STRATEGIES, one_of(STRATEGIES)),

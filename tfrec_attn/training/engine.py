@@ -184,7 +184,8 @@ class Trainer:
         return (f"strategy {name} (train.strategy={self.train.strategy}), {self.replicas} replica(s) in sync; "
                 f"global batch {self.train.batch_size} = {self.per_replica_batch} per replica; "
                 f"learning rate {self.learning_rate:g} (train.learning_rate {self.train.learning_rate:g}, "
-                f"scaling {self.train.learning_rate_scaling})")
+                f"scaling {self.train.learning_rate_scaling}, schedule {self.train.learning_rate_schedule}"
+                + (f", {self.train.warmup_epochs:g} warm-up epochs" if self.train.warmup_epochs else "") + ")")
 
     def prepare(self) -> None:
         """The run directory (chief) or a temporary one (other workers), and the recipe's data."""
@@ -236,10 +237,30 @@ class Trainer:
             raise ConfigError(f"{self.output_dir} holds an interrupted run with another config ({detail}); "
                               f"rerun with its config ({saved_path}) to resume, or delete {backup} to start afresh")
 
-    def _optimizer(self):
+    def learning_rate_schedule(self, include_validation: bool = False):
+        """``train.learning_rate`` (scaled for the global batch), or its warm-up / cosine
+        schedule over optimizer steps. The curve is laid out over ``train.epochs`` epochs of
+        this stage's length, so a refit for the chosen N epochs follows the selection run's
+        curve up to epoch N."""
         import tensorflow as tf
 
-        kwargs = {"learning_rate": self.learning_rate}
+        train = self.train
+        steps = self.steps_per_epoch(include_validation)
+        warmup = int(round(train.warmup_epochs * steps))
+        if train.learning_rate_schedule == "constant" and not warmup:
+            return self.learning_rate
+        if train.learning_rate_schedule == "cosine":
+            return tf.keras.optimizers.schedules.CosineDecay(
+                0.0 if warmup else self.learning_rate, max(1, train.epochs * steps - warmup),
+                warmup_target=self.learning_rate if warmup else None, warmup_steps=warmup)
+        from tfrec_attn.training.schedules import LinearWarmup
+
+        return LinearWarmup(self.learning_rate, warmup)
+
+    def _optimizer(self, include_validation: bool = False):
+        import tensorflow as tf
+
+        kwargs = {"learning_rate": self.learning_rate_schedule(include_validation)}
         if self.train.clipnorm:
             kwargs["clipnorm"] = self.train.clipnorm
         if self.train.weight_averaging:
@@ -248,8 +269,9 @@ class Trainer:
             return tf.keras.optimizers.AdamW(weight_decay=self.train.weight_decay, **kwargs)
         return tf.keras.optimizers.Adam(**kwargs)
 
-    def new_model(self):
-        """A new, compiled model from the seed (selection and refit start alike)."""
+    def new_model(self, include_validation: bool = False):
+        """A new, compiled model from the seed (selection and refit start alike; a refit
+        trains on the validation targets too: ``include_validation``)."""
         import tensorflow as tf
 
         self.prepare()
@@ -260,7 +282,7 @@ class Trainer:
         try:
             with self.strategy.scope():
                 model = self.recipe.build_model(static_shapes=self.train.jit_compile)
-                optimizer = self._optimizer()
+                optimizer = self._optimizer(include_validation)
                 if tf.keras.mixed_precision.global_policy().name == "mixed_float16":
                     optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
                 model.compile(optimizer=optimizer, jit_compile=self.train.jit_compile,
@@ -386,7 +408,7 @@ class Trainer:
     def refit(self, epochs: int):
         """A new model trained on train + validation targets for ``epochs`` epochs (the
         hyperparameters and the epoch count were chosen on validation)."""
-        model = self.new_model()
+        model = self.new_model(include_validation=True)
         model.fit(self.dataset(include_validation=True), epochs=epochs, verbose=self.verbose,
                   **self._fit_kwargs(True))
         return model
