@@ -55,8 +55,8 @@ def test_one_source_of_defaults_and_includes(tmp_path):
     pipeline = load_config(os.path.join(configs, "ml100k_pipeline.yaml"), cls=PipelineConfig)
     expected = dataclasses.asdict(RetrievalConfig())
     expected["train"]["time_budget_seconds"] = 360.0
-    expected["model"]["item_tower"]["type"] = "hybrid"
-    assert dataclasses.asdict(pipeline.retrieval) == expected
+    assert dataclasses.asdict(pipeline.retrieval) == expected  # the id item tower: the measured choice
+    assert (pipeline.cold_start.item_tower.type, pipeline.cold_start.item_tower.projection) == ("text", "mlp")
     base = tmp_path / "base.yaml"
     base.write_text("model:\n  dropout: 0.2\n  num_heads: 3\n")
     top = tmp_path / "top.yaml"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tfrec_attn.app.stages import PipelineConfig
 from tfrec_attn.serving.config import (
     parse_batching_parameters,
     parse_model_server_config,
@@ -22,8 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "serving")
 EXPORTED_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")).export.model_name
 _RANKING_EXPORT = load_config(os.path.join(ROOT, "training", "configs", "ml100k_ranking.yaml")).export
-# What `tfrec-attn run` exports under OUTPUT/export: retrieval, ranking, recommend.
-EXPORTED_MODELS = [EXPORTED_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
+# What `tfrec-attn run` exports under OUTPUT/export: retrieval, retrieval_text (the cold-start
+# stage's text tower), ranking, recommend.
+_TEXT_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_pipeline.yaml"),
+                          cls=PipelineConfig).cold_start.model_name
+EXPORTED_MODELS = [EXPORTED_MODEL, _TEXT_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
 MANIFEST = os.path.join("k8s", "tfserving.yaml")
 
 
@@ -35,7 +39,7 @@ def read(name):
 def test_model_config_points_at_the_export_layout():
     config = read_model_server_config(os.path.join(SERVING, "models.config"))
     models = config.model_config_list.config
-    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "ranking", "recommend"]
+    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "retrieval_text", "ranking", "recommend"]
     for model in models:
         assert model.base_path == f"/models/{model.name}"  # /models <- OUTPUT/export
         assert model.model_platform == "tensorflow"
@@ -128,31 +132,41 @@ def test_config_files_reject_typos(name):
 
 
 @pytest.fixture(scope="module")
-def three_exports(tiny_model, tmp_path_factory):
-    """OUTPUT/export as `tfrec-attn run` writes it: retrieval, ranking and recommend (tiny,
-    seeded, untrained) over the tiny catalogue."""
+def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
+    """OUTPUT/export as `tfrec-attn run` writes it: retrieval, retrieval_text (a text item
+    tower on a tiny BERT), ranking and recommend (tiny, seeded, untrained) over the tiny
+    catalogue."""
     import tensorflow as tf
 
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.export.ranking import export_ranking, export_recommend
     from tfrec_attn.features.ranking import UserFeatureEncoder
+    from tfrec_attn.models import build_retrieval_model
     from tfrec_attn.models.ranking import build_ranking_model
+    from tfrec_attn.text.features import text_features
 
     retrieval, vocabulary = tiny_model
+    text_config = load_config(None, ["model.item_tower.type=text", f"model.item_tower.encoder={tiny_bert_dir}",
+                                     "model.embedding_dim=16", "model.num_blocks=1", "model.max_len=20"])
+    texts = ["", ""] + [f"the {item} story" for item in vocabulary.item_ids]  # pad, OOV, then the items
+    features = text_features(text_config.model.item_tower, texts, cache=False, progress=False)
+    text_model = build_retrieval_model(text_config.model, text_config.loss, vocabulary.num_indices,
+                                       text_features=features)
     config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
     encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
     tf.keras.utils.set_random_seed(config.seed)
     ranker = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
     base = tmp_path_factory.mktemp("export")
-    export_retrieval(retrieval, vocabulary, str(base), model_name=EXPORTED_MODELS[0], k=10)
-    export_ranking(ranker, vocabulary, encoder, str(base), model_name=EXPORTED_MODELS[1], max_len=6)
-    export_recommend(retrieval, vocabulary, ranker, vocabulary, encoder, str(base), model_name=EXPORTED_MODELS[2],
-                     k=5, candidates=12, max_len=6)
+    export_retrieval(retrieval, vocabulary, str(base), model_name=EXPORTED_MODEL, k=10)
+    export_retrieval(text_model, vocabulary, str(base), model_name=_TEXT_MODEL, k=10)
+    export_ranking(ranker, vocabulary, encoder, str(base), model_name=_RANKING_EXPORT.model_name, max_len=6)
+    export_recommend(retrieval, vocabulary, ranker, vocabulary, encoder, str(base),
+                     model_name=_RANKING_EXPORT.recommend_name, k=5, candidates=12, max_len=6)
     return str(base)
 
 
-def test_models_config_serves_the_three_exports_and_the_readme_examples_run(three_exports, capsys):
-    """models.config (/models -> the export base) serves all three; the README's gRPC block
+def test_models_config_serves_the_main_job_exports_and_the_readme_examples_run(main_job_exports, capsys):
+    """models.config (/models -> the export base) serves all four; the README's gRPC block
     and REST line work against it (its MovieLens ids swapped for the tiny catalogue's)."""
     import json
     import urllib.request
@@ -160,7 +174,7 @@ def test_models_config_serves_the_three_exports_and_the_readme_examples_run(thre
     from tfrec_attn.serving.client import RecommenderClient
     from tfrec_attn.serving.server import ModelServer
 
-    config = parse_model_server_config(read("models.config").replace('"/models/', f'"{three_exports}/'))
+    config = parse_model_server_config(read("models.config").replace('"/models/', f'"{main_job_exports}/'))
     server = ModelServer(config, port=0, host="127.0.0.1", poll_wait_seconds=0, rest_port=0).start()
     ids = {"50": "i3", "172": "i7", "133": "i1", "181": "i2", "100": "i4"}
     try:
@@ -188,10 +202,11 @@ def test_models_config_serves_the_three_exports_and_the_readme_examples_run(thre
         server.stop()
 
 
-def test_ranking_and_recommend_graphs_use_stock_tensorflow_ops_only(three_exports):
+def test_ranking_and_recommend_graphs_use_stock_tensorflow_ops_only(main_job_exports):
     """Every op of their graphs is registered by plain `import tensorflow` (what the stock
     tensorflow_model_server links), in a process that imports nothing else."""
-    paths = [os.path.join(three_exports, name, "1", "saved_model.pb") for name in EXPORTED_MODELS[1:]]
+    paths = [os.path.join(main_job_exports, name, "1", "saved_model.pb")
+             for name in (_RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name)]
     code = (
         "import sys\n"
         "import tensorflow\n"

@@ -12,10 +12,16 @@ from tfrec_attn.evaluation.cold_start import COLD_METRICS
 
 
 def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: str, *, verbose: int = 0,
-                     item_features=None) -> dict:
-    """Rows of the cold-start protocol: the configured item tower and the id-only tower,
-    each trained on the cold split within ``cold_config.time_budget_seconds``, the
-    content-only baseline (MiniLM cosine, no training) and MostPop."""
+                     item_features=None):
+    """Rows of the cold-start protocol: ``cold_config.item_tower`` (a text or hybrid tower)
+    and the id-only tower, each trained on the cold split with the retrieval config's user
+    tower and training within ``cold_config.time_budget_seconds``, the content-only
+    baseline (MiniLM cosine, no training) and MostPop.
+
+    Returns:
+        (``{"split": ..., "rows": ...}``, the text-reading tower's TrainResult: the model
+        that embeds new items from their text).
+    """
     import dataclasses
 
     from tfrec_attn.baselines import ContentBaseline, MostPopBaseline
@@ -31,26 +37,34 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
     print(f"cold items: {s['cold_items']} (test targets of a seeded {cold_config.fraction:.0%} of users); "
           f"{s['removed_interactions']:,} interactions removed from training; cold test users "
           f"{s['cold_users']}, warm {s['warm_users']}", flush=True)
-    features = item_features if item_features is not None else \
-        catalogue_text_features(retrieval_config, dataset, cold.split)
-    rows = {}
-    towers = [retrieval_config.model.item_tower.type] + (["id"] if cold_config.compare_id else [])
-    for tower in dict.fromkeys(towers):
-        config = dataclasses.replace(retrieval_config, model=dataclasses.replace(
-            retrieval_config.model, item_tower=dataclasses.replace(retrieval_config.model.item_tower, type=tower)),
+    text_tower = cold_config.item_tower
+    towers = {text_tower.type: text_tower}
+    if cold_config.compare_id:
+        towers["id"] = dataclasses.replace(text_tower, type="id")
+
+    def config_for(tower):
+        return dataclasses.replace(
+            retrieval_config, model=dataclasses.replace(retrieval_config.model, item_tower=tower),
             train=dataclasses.replace(retrieval_config.train, time_budget_seconds=cold_config.time_budget_seconds,
                                       refit_with_validation=False))
+
+    features = item_features if item_features is not None else \
+        catalogue_text_features(config_for(text_tower), dataset, cold.split)
+    rows, text_trained = {}, None
+    for kind, tower in towers.items():
         began = time.perf_counter()
-        trained = train_retrieval(config, dataset, os.path.join(output_dir, "cold_start", tower), verbose=verbose,
-                                  split=cold.split, evaluate_test=False)
+        trained = train_retrieval(config_for(tower), dataset, os.path.join(output_dir, "cold_start", kind),
+                                  verbose=verbose, split=cold.split, evaluate_test=False)
         scorer = catalogue_scorer(trained.model, trained.vocabulary, cold.split,
-                                  item_features=features if tower != "id" else None)
-        name = {"id": "id-only tower (cold ids are OOV)", "text": "text tower", "hybrid": "hybrid tower"}[tower]
+                                  item_features=features if kind != "id" else None)
+        name = {"id": "id-only tower (cold ids are OOV)", "text": "text tower", "hybrid": "hybrid tower"}[kind]
         rows[name] = {**evaluate_cold_start(cold, scorer), "seconds": time.perf_counter() - began}
+        if kind != "id":
+            text_trained = trained
     rows["content only (MiniLM cosine, no training)"] = evaluate_cold_start(cold, ContentBaseline(features).score_fn())
     rows["MostPop"] = evaluate_cold_start(cold, MostPopBaseline().fit(cold.split).score_fn())
     print(format_cold_table(rows), flush=True)
-    return {"split": s, "rows": rows}
+    return {"split": s, "rows": rows, "item_tower": text_tower.type}, text_trained
 
 
 def format_cold_table(rows) -> str:
@@ -109,5 +123,6 @@ def new_item_demo(client, export_base: str, model_name: str, new_item, trained, 
     print(f"now in the top {k} of {len(reached)} of {len(users)} test users asked over gRPC", flush=True)
     for r in reached[:3]:
         print(f"  user {r['user_id']} (rank {r['rank']}); recently: {'; '.join(r['recent'])}")
-    return {"item_id": item.item_id, "text": item.text, "version": version, "seconds_to_served": seconds,
+    return {"item_id": item.item_id, "text": item.text, "model": model_name, "version": version,
+            "seconds_to_served": seconds,
             "nearest": nearest, "users_asked": len(users), "users_reached": reached}

@@ -62,7 +62,9 @@ def _cold_text(cold) -> tuple[str, str]:
     outro = ""
     if new:
         nearest = "; ".join(f"{n['title']} ({n['cosine']:.2f})" for n in new["nearest"])
-        outro = (f"New item **{new['text']}** (id {new['item_id']}), added with `tfrec-attn index add-items` as "
+        tower = cold.get("item_tower", "text")
+        outro = (f"New item **{new['text']}** (id {new['item_id']}), added with `tfrec-attn index add-items` to "
+                 f"`{new.get('model', 'retrieval')}` (the {tower} tower above, which never saw the cold items) as "
                  f"version {new['version']} of the running server ({new['seconds_to_served']:.1f} s, no "
                  f"retraining). Nearest catalogue items: {nearest}. It is now in the top 10 of "
                  f"{len(new['users_reached'])} of {new['users_asked']} test users asked over gRPC.")

@@ -2,12 +2,13 @@
 
 prepare data -> baselines (MostPop, ALS) -> train retrieval -> train the attention ranker on
 the retrieval candidates -> evaluate everything with the full-ranking protocol (retrieval
-only and two-stage) and the rating table -> (text/hybrid item towers) the cold-start
-protocol's table -> export versioned SavedModels (retrieval, ranking, recommend) -> start the
-local gRPC server -> query the ``recommend`` model through the client for a few users ->
+only and two-stage) and the rating table -> the cold-start protocol's table (a text item
+tower trained without the cold items, against the id-only tower) -> export versioned
+SavedModels (retrieval, ranking, recommend, and the text tower's ``retrieval_text``) -> start
+the local gRPC server -> query the ``recommend`` model through the client for a few users ->
 print their recommendations with titles, scores, predicted ratings and the history items
-that explain them (target attention) -> (text/hybrid) add a new item to the running server
-by its text -> stop the server -> write the report.
+that explain them (target attention) -> add a new item to the running ``retrieval_text`` by
+its text -> stop the server -> write the report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import time
 import numpy as np
 import yaml
 
-from tfrec_attn.training.config import ConfigError, RetrievalConfig, load_config, save_config
+from tfrec_attn.training.config import (
+    ConfigError,
+    ItemTowerConfig,
+    RetrievalConfig,
+    load_config,
+    save_config,
+)
 from tfrec_attn.training.ranking_config import RankingConfig
 
 
@@ -49,13 +56,20 @@ class NewItemConfig:
 
 @dataclasses.dataclass
 class ColdStartConfig:
-    """The cold-start stage (text and hybrid item towers): the protocol's table
-    (:mod:`tfrec_attn.evaluation.cold_start`) and a new item added to the running server."""
+    """The cold-start stage: the protocol's table (:mod:`tfrec_attn.evaluation.cold_start`)
+    for ``item_tower`` (and the id-only tower), and a new item added by its text to the
+    running server through that tower's export, ``model_name``. The main retrieval model
+    keeps the item tower measured best on warm users (``retrieval.model.item_tower``)."""
 
     enabled: bool = True
     fraction: float = 0.2  # of evaluated users whose test targets become cold items
     time_budget_seconds: float = 90.0  # per cold-split training (the item tower and id-only)
     compare_id: bool = True  # also train the id-only tower on the cold split (cold ids are OOV)
+    # The tower that reads item text, trained on the cold split: the text tower with the MLP
+    # projection is the measured cold-start choice (docs/benchmarks.md, "Cold start").
+    item_tower: ItemTowerConfig = dataclasses.field(
+        default_factory=lambda: ItemTowerConfig(type="text", projection="mlp"))
+    model_name: str = "retrieval_text"  # its export, served next to the main models
     new_item: NewItemConfig = dataclasses.field(default_factory=NewItemConfig)
     users_to_scan: int = 300  # test users asked over gRPC whether the new item is now in their top k
 
@@ -86,6 +100,18 @@ class PipelineConfig:
             raise ConfigError(f"{where('cold_start.fraction')}: cold_start.fraction must be in (0, 1]")
         if self.cold_start.time_budget_seconds <= 0:
             raise ConfigError(f"{where('cold_start.time_budget_seconds')}: must be > 0")
+        if self.cold_start.item_tower.type not in ("text", "hybrid"):
+            raise ConfigError(f"{where('cold_start.item_tower.type')}: cold_start.item_tower.type="
+                              f"{self.cold_start.item_tower.type!r} must be text or hybrid (it embeds new items "
+                              "from their text)")
+        # The cold tower is a retrieval item tower: its fields are checked like retrieval's.
+        from tfrec_attn.training.config import ModelConfig
+
+        try:
+            RetrievalConfig(model=ModelConfig(item_tower=self.cold_start.item_tower)).validate(
+                lambda path: where(path.replace("model.item_tower", "cold_start.item_tower")))
+        except ConfigError as error:
+            raise ConfigError(str(error).replace("model.item_tower.", "cold_start.item_tower.")) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
@@ -165,7 +191,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     os.makedirs(output_dir, exist_ok=True)
     retrieval_config = config.retrieval
-    cold_stage = config.cold_start.enabled and retrieval_config.model.item_tower.type != "id"
+    cold_stage = config.cold_start.enabled
     two_stage = config.two_stage
     stages = Stages(7 + cold_stage + two_stage)
     save_config(retrieval_config, os.path.join(output_dir, "retrieval_config.yaml"))
@@ -231,16 +257,17 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         for row, value in ratings.items():
             print(f"rating, test events: {row:<44} RMSE {value['RMSE']:.4f}  MAE {value['MAE']:.4f}")
 
-    # 4b. cold start (text and hybrid item towers) -------------------------------------
-    cold_start = None
+    # 4b. cold start: a text item tower vs the id-only tower ---------------------------
+    cold_start = cold_trained = None
     if cold_stage:
-        stages("cold start: items known only by their text (cold-start protocol)")
+        stages(f"cold start: items known only by their text ({config.cold_start.item_tower.type} item tower, "
+               "cold-start protocol)")
         from tfrec_attn.app.cold_start import cold_start_table
 
         budget = config.quick.cold_start_budget_seconds if quick else config.cold_start.time_budget_seconds
-        cold_start = cold_start_table(dataset, split, retrieval_config,
-                                      dataclasses.replace(config.cold_start, time_budget_seconds=budget), output_dir,
-                                      verbose=0)
+        cold_start, cold_trained = cold_start_table(
+            dataset, split, retrieval_config, dataclasses.replace(config.cold_start, time_budget_seconds=budget),
+            output_dir, verbose=0)
 
     # 5. export -----------------------------------------------------------------------
     stages("export versioned SavedModels")
@@ -256,6 +283,12 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         print(f"exported {ranked.recipe.export(ranked.model, export_base)}")
         print(f"exported {ranked.recipe.export_recommend(ranked.model, export_base)}")
         served += [config.ranking.export.model_name, config.ranking.export.recommend_name]
+    if cold_trained is not None:  # new items are embedded from their text by this one
+        text_export = export_retrieval(cold_trained.model, cold_trained.vocabulary, export_base,
+                                       model_name=config.cold_start.model_name, k=retrieval_config.export.k,
+                                       index="brute_force")
+        print(f"exported {text_export} (the cold-start stage's {config.cold_start.item_tower.type} tower)")
+        served.append(config.cold_start.model_name)
     from tfrec_attn.app.two_stage import write_models_config
 
     models_config = write_models_config(export_base, served)
@@ -307,10 +340,11 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         if cold_stage:
             from tfrec_attn.app.cold_start import new_item_demo
 
-            with RecommenderClient(target, model_name=model_name) as client:
+            text_model = config.cold_start.model_name
+            with RecommenderClient(target, model_name=text_model) as client:
                 cold_start["new_item"] = new_item_demo(
-                    client, export_base, model_name, config.cold_start.new_item, trained, split, dataset, config.k,
-                    config.cold_start.users_to_scan, retrieval_config.seed)
+                    client, export_base, text_model, config.cold_start.new_item, cold_trained, split, dataset,
+                    config.k, config.cold_start.users_to_scan, retrieval_config.seed)
     finally:
         code = stop_server(proc)
     print_samples(samples, dataset)
