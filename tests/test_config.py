@@ -142,5 +142,3 @@ def test_learning_rate_schedules_follow_each_stage_and_bad_ones_are_named(tmp_pa
         load_config(None, ["train.learning_rate_schedule=step"])
     with pytest.raises(ConfigError, match=r"train.warmup_epochs=9.0 must be in \[0, train.epochs\)"):
         load_config(None, ["train.epochs=4", "train.warmup_epochs=9"])
-    with pytest.raises(ConfigError, match=r"loss.label_smoothing=0.1 is not supported with loss.type=in_batch"):
-        load_config(None, ["loss.type=in_batch", "loss.label_smoothing=0.1"])

@@ -118,6 +118,13 @@ def test_in_batch_softmax_removes_accidental_hits():
     row01 = -np.log(np.exp(5) / (np.exp(5) + np.exp(0)))
     row2 = -np.log(np.exp(5) / (np.exp(5) + 2 * np.exp(0)))
     assert loss == pytest.approx((2 * row01 + row2) / 3, rel=1e-4)
+    # Label smoothing: eps of each row's mass on its negatives, the accidental hit not among them.
+    smoothed = InBatchSoftmaxTask(4, max_positions=10, label_smoothing=0.2)
+    smoothed.set_item_counts(np.array([0, 0, 1.0, 1.0]))
+    log_z01, log_z2 = np.log(np.exp(5) + 1), np.log(np.exp(5) + 2)
+    row01_ls = 0.8 * (log_z01 - 5) + 0.2 * log_z01        # one negative (logit 0)
+    row2_ls = 0.8 * (log_z2 - 5) + 0.2 * log_z2           # two negatives (logit 0)
+    assert float(smoothed(q, labels, _candidates(c_table))) == pytest.approx((2 * row01_ls + row2_ls) / 3, rel=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,10 @@ candidates it needs:
   batch: candidate vectors and ids are all-gathered across replicas, so N replicas train
   the same objective as one device at the same global batch.
 
+Label smoothing (``label_smoothing`` = eps): each query's loss is ``(1 - eps) * CE(label) +
+eps * mean CE`` over every real item (full softmax, and the sampled one in its exact mode)
+or over its sampled / in-batch negatives (accidental hits excluded).
+
 Losses are means over the **global** batch (``tf.nn.compute_average_loss`` semantics with
 per-position weights): each replica divides its weighted sum by the weight total summed
 over replicas, because Keras sums gradients over replicas.
@@ -194,6 +198,28 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
                 "temperature": self.temperature, "seed": self.seed, "label_smoothing": self.label_smoothing}
 
 
+class SmoothedSoftmaxLoss(tf.keras.losses.Loss):
+    """Cross-entropy over logits whose excluded entries (``tfrs`` accidental hits: ~``MIN_FLOAT``)
+    take no part, with the mass ``label_smoothing`` spread over the others than the label."""
+
+    def __init__(self, label_smoothing: float, **kwargs):
+        super().__init__(reduction=tf.keras.losses.Reduction.NONE, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.float32)
+        logits = tf.cast(y_pred, tf.float32)
+        log_z = tf.reduce_logsumexp(logits, axis=-1)
+        nll = log_z - tf.reduce_sum(y_true * logits, axis=-1)
+        negatives = tf.cast(logits > -1e30, tf.float32) * (1.0 - y_true)
+        uniform = tf.math.divide_no_nan(
+            tf.reduce_sum(negatives * (log_z[:, tf.newaxis] - logits), axis=-1), tf.reduce_sum(negatives, axis=-1))
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 @register
 class InBatchSoftmaxTask(tf.keras.layers.Layer):
     """In-batch negatives via ``tfrs.tasks.Retrieval`` (logQ + accidental-hit removal).
@@ -203,22 +229,25 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
         temperature: float.
         max_positions: int. At most this many positions per replica act as queries (the
             score matrix is max_positions x global positions).
+        label_smoothing: float. The mass goes to the query's in-batch negatives.
 
     The candidate sampling probability (for logQ) is a non-trainable weight, set from the
     training counts with :meth:`set_item_counts`.
     """
 
-    def __init__(self, num_indices: int, temperature: float = 1.0, max_positions: int = 4096, **kwargs):
+    def __init__(self, num_indices: int, temperature: float = 1.0, max_positions: int = 4096,
+                 label_smoothing: float = 0.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.num_indices = num_indices
         self.temperature = temperature
         self.max_positions = max_positions
+        self.label_smoothing = label_smoothing
         self.probability = self.add_weight(
             name="candidate_probability", shape=(num_indices,), trainable=False,
             initializer=tf.keras.initializers.Constant(1.0 / num_indices))
         self.retrieval = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(
+            loss=SmoothedSoftmaxLoss(label_smoothing) if label_smoothing else tf.keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             temperature=temperature, remove_accidental_hits=True)
         self.retrieval.built = True
@@ -254,7 +283,8 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_indices": self.num_indices,
-                "temperature": self.temperature, "max_positions": self.max_positions}
+                "temperature": self.temperature, "max_positions": self.max_positions,
+                "label_smoothing": self.label_smoothing}
 
 
 def _gather_others_after(context, *tensors):
@@ -280,5 +310,5 @@ def build_task(loss_config, num_indices: int, seed: int = 0):
                                   name="task")
     if loss_config.type == "in_batch":
         return InBatchSoftmaxTask(num_indices, loss_config.temperature, loss_config.max_positions,
-                                  name="task")
+                                  loss_config.label_smoothing, name="task")
     raise ValueError(f"loss.type must be one of {', '.join(LOSS_TYPES)}, got {loss_config.type!r}")

@@ -85,7 +85,7 @@ class LossConfig:
     type: str = "sampled"  # tfrec_attn.tasks.LOSS_TYPES: full | sampled | in_batch
     num_negatives: int = 2048  # sampled: negatives per step (>= catalogue size: exact full softmax)
     temperature: float = 0.5  # logits / temperature (chosen on validation)
-    label_smoothing: float = 0.0  # full and sampled softmax (not in_batch)
+    label_smoothing: float = 0.2  # mass on each query's negatives (chosen on validation)
     sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
     max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
     future_window: int = 1  # each position predicts the next `future_window` items (1 = next only)
@@ -197,8 +197,6 @@ class RetrievalConfig(RunConfig):
             ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
             ("loss.temperature", loss.temperature > 0, "must be > 0"),
             ("loss.label_smoothing", 0.0 <= loss.label_smoothing < 1.0, "must be in [0, 1)"),
-            ("loss.label_smoothing", not (loss.label_smoothing and loss.type == "in_batch"),
-             "is not supported with loss.type=in_batch (use full or sampled)"),
             ("loss.sampling_alpha", 0.0 <= loss.sampling_alpha <= 1.0, "must be in [0, 1]"),
             ("loss.max_positions", loss.max_positions > 0, "must be > 0"),
             ("loss.future_window", loss.future_window >= 1, "must be >= 1"),
