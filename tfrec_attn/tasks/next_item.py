@@ -199,8 +199,9 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
 
 
 class SmoothedSoftmaxLoss(tf.keras.losses.Loss):
-    """Cross-entropy over logits whose excluded entries (``tfrs`` accidental hits: ~``MIN_FLOAT``)
-    take no part, with the mass ``label_smoothing`` spread over the others than the label."""
+    """Cross-entropy over logits whose excluded entries (``tfrs`` accidental hits, pushed to
+    ~``MIN_FLOAT``) take no part, with the mass ``label_smoothing`` spread uniformly over the
+    remaining entries other than the label."""
 
     def __init__(self, label_smoothing: float, **kwargs):
         super().__init__(reduction=tf.keras.losses.Reduction.NONE, **kwargs)
