@@ -142,3 +142,18 @@ def test_learning_rate_schedules_follow_each_stage_and_bad_ones_are_named(tmp_pa
         load_config(None, ["train.learning_rate_schedule=step"])
     with pytest.raises(ConfigError, match=r"train.warmup_epochs=9.0 must be in \[0, train.epochs\)"):
         load_config(None, ["train.epochs=4", "train.warmup_epochs=9"])
+
+
+def test_cold_start_item_tower_errors_name_its_field(tmp_path):
+    from tfrec_attn.app.stages import PipelineConfig
+
+    path = write(tmp_path, "cold_start:\n  item_tower:\n    type: text\n    projection: deep\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: cold_start.item_tower.projection='deep' must be one of "
+                                          r"linear, mlp$"):
+        load_config(path, cls=PipelineConfig)
+    with pytest.raises(ConfigError, match=r"^--set cold_start.item_tower.type=id: cold_start.item_tower.type='id' "
+                                          r"must be text or hybrid"):
+        load_config(None, ["cold_start.item_tower.type=id"], cls=PipelineConfig)
+    with pytest.raises(ConfigError, match=r"^--set retrieval.model.item_tower.max_tokens=2: "
+                                          r"model.item_tower.max_tokens=2 must be >= 3"):
+        load_config(None, ["retrieval.model.item_tower.max_tokens=2"], cls=PipelineConfig)

@@ -104,14 +104,7 @@ class PipelineConfig:
             raise ConfigError(f"{where('cold_start.item_tower.type')}: cold_start.item_tower.type="
                               f"{self.cold_start.item_tower.type!r} must be text or hybrid (it embeds new items "
                               "from their text)")
-        # The cold tower is a retrieval item tower: its fields are checked like retrieval's.
-        from tfrec_attn.training.config import ModelConfig
-
-        try:
-            RetrievalConfig(model=ModelConfig(item_tower=self.cold_start.item_tower)).validate(
-                lambda path: where(path.replace("model.item_tower", "cold_start.item_tower")))
-        except ConfigError as error:
-            raise ConfigError(str(error).replace("model.item_tower.", "cold_start.item_tower.")) from None
+        self.cold_start.item_tower.validate(where, prefix="cold_start.item_tower")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

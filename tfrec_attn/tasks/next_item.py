@@ -79,6 +79,25 @@ def global_weighted_mean(losses, weights=None):
     return tf.math.divide_no_nan(numerator, denominator)
 
 
+def smoothed_cross_entropy(logits, label, negatives, label_smoothing: float):
+    """Per-row ``(1 - eps) * CE(label) + eps * mean CE over the negatives``.
+
+    Args:
+        logits: float [n, m].
+        label: float [n, m], one-hot.
+        negatives: float [n, m], 1 where a column is a negative (excluded columns are 0
+            here and carry ~-inf logits).
+        label_smoothing: float eps.
+    """
+    log_z = tf.reduce_logsumexp(logits, axis=-1)
+    losses = log_z - tf.reduce_sum(label * logits, axis=-1)
+    if not label_smoothing:
+        return losses
+    uniform = tf.math.divide_no_nan(tf.reduce_sum(negatives * (log_z[:, tf.newaxis] - logits), axis=-1),
+                                    tf.reduce_sum(negatives, axis=-1))
+    return (1.0 - label_smoothing) * losses + label_smoothing * uniform
+
+
 def _real_item_mask(num_indices) -> tf.Tensor:
     return tf.concat([tf.zeros([FIRST_ITEM_INDEX]), tf.ones([num_indices - FIRST_ITEM_INDEX])], 0)
 
@@ -182,14 +201,9 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis])  # the label is no negative
         sampled_logits = tf.where(hits, _NEG, sampled_logits)
         logits = tf.concat([true_logits[:, tf.newaxis], sampled_logits], axis=1)
-        log_z = tf.reduce_logsumexp(logits, axis=1)
-        losses = log_z - true_logits
-        if self.label_smoothing:
-            negatives = tf.cast(tf.logical_not(hits), tf.float32)
-            smoothed = tf.math.divide_no_nan(
-                tf.reduce_sum(negatives * (log_z[:, tf.newaxis] - sampled_logits), axis=1),
-                tf.reduce_sum(negatives, axis=1))
-            losses = (1.0 - self.label_smoothing) * losses + self.label_smoothing * smoothed
+        label = tf.one_hot(tf.zeros_like(labels), tf.shape(logits)[1])  # the label is column 0
+        negatives = tf.concat([tf.zeros_like(true_logits[:, tf.newaxis]), tf.cast(~hits, tf.float32)], axis=1)
+        losses = smoothed_cross_entropy(logits, label, negatives, self.label_smoothing)
         return global_weighted_mean(losses, weights)
 
     def get_config(self):
@@ -210,12 +224,8 @@ class SmoothedSoftmaxLoss(tf.keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = tf.cast(y_true, tf.float32)
         logits = tf.cast(y_pred, tf.float32)
-        log_z = tf.reduce_logsumexp(logits, axis=-1)
-        nll = log_z - tf.reduce_sum(y_true * logits, axis=-1)
         negatives = tf.cast(logits > -1e30, tf.float32) * (1.0 - y_true)
-        uniform = tf.math.divide_no_nan(
-            tf.reduce_sum(negatives * (log_z[:, tf.newaxis] - logits), axis=-1), tf.reduce_sum(negatives, axis=-1))
-        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+        return smoothed_cross_entropy(logits, y_true, negatives, self.label_smoothing)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}

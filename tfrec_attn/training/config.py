@@ -59,6 +59,30 @@ class ItemTowerConfig:
     trainable_layers: int = 0
     encoder_learning_rate: float = 1e-4
 
+    def validate(self, where=lambda path: path, prefix: str = "model.item_tower") -> None:
+        """Raises :class:`ConfigError` naming the value's origin; ``prefix``: where this
+        tower sits in its config (a retrieval model's, or the main job's cold-start tower)."""
+        from tfrec_attn.layers.item_tower import FUSION_TYPES, ITEM_TOWER_TYPES, PROJECTION_TYPES
+        from tfrec_attn.layers.text_encoder import POOLING_TYPES
+
+        def one_of(choices):
+            return f"must be one of {', '.join(choices)}"
+
+        checks = [
+            ("type", self.type in ITEM_TOWER_TYPES, one_of(ITEM_TOWER_TYPES)),
+            ("max_tokens", self.max_tokens >= 3, "must be >= 3 ([CLS] text [SEP])"),
+            ("pooling", self.pooling in POOLING_TYPES, one_of(POOLING_TYPES)),
+            ("projection", self.projection in PROJECTION_TYPES, one_of(PROJECTION_TYPES)),
+            ("fusion", self.fusion in FUSION_TYPES, one_of(FUSION_TYPES)),
+            ("id_dropout", 0.0 <= self.id_dropout < 1.0, "must be in [0, 1)"),
+            ("trainable_layers", self.trainable_layers >= 0, "must be >= 0 (0 = frozen)"),
+            ("encoder_learning_rate", self.encoder_learning_rate > 0, "must be > 0"),
+        ]
+        for name, ok, problem in checks:
+            if not ok:
+                path = f"{prefix}.{name}"
+                raise ConfigError(f"{where(path)}: {path}={getattr(self, name)!r} {problem}")
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -164,8 +188,6 @@ class RetrievalConfig(RunConfig):
         from tfrec_attn.data.movielens import RELEASES
         from tfrec_attn.export.index import INDEX_TYPES
         from tfrec_attn.layers.attention import POSITIONAL_TYPES
-        from tfrec_attn.layers.item_tower import FUSION_TYPES, ITEM_TOWER_TYPES, PROJECTION_TYPES
-        from tfrec_attn.layers.text_encoder import POOLING_TYPES
         from tfrec_attn.tasks.next_item import LOSS_TYPES
         from tfrec_attn.training.distribute import STRATEGIES
 
@@ -185,14 +207,6 @@ class RetrievalConfig(RunConfig):
             ("model.attention_dropout", m.attention_dropout < 1.0, "must be < 1"),
             ("model.ffn_dim", m.ffn_dim >= 0, "must be >= 0 (0 = embedding_dim)"),
             ("model.positional", m.positional in POSITIONAL_TYPES, one_of(POSITIONAL_TYPES)),
-            ("model.item_tower.type", m.item_tower.type in ITEM_TOWER_TYPES, one_of(ITEM_TOWER_TYPES)),
-            ("model.item_tower.max_tokens", m.item_tower.max_tokens >= 3, "must be >= 3 ([CLS] text [SEP])"),
-            ("model.item_tower.pooling", m.item_tower.pooling in POOLING_TYPES, one_of(POOLING_TYPES)),
-            ("model.item_tower.projection", m.item_tower.projection in PROJECTION_TYPES, one_of(PROJECTION_TYPES)),
-            ("model.item_tower.fusion", m.item_tower.fusion in FUSION_TYPES, one_of(FUSION_TYPES)),
-            ("model.item_tower.id_dropout", 0.0 <= m.item_tower.id_dropout < 1.0, "must be in [0, 1)"),
-            ("model.item_tower.trainable_layers", m.item_tower.trainable_layers >= 0, "must be >= 0 (0 = frozen)"),
-            ("model.item_tower.encoder_learning_rate", m.item_tower.encoder_learning_rate > 0, "must be > 0"),
             ("loss.type", loss.type in LOSS_TYPES, one_of(LOSS_TYPES)),
             ("loss.num_negatives", loss.num_negatives > 0, "must be > 0"),
             ("loss.temperature", loss.temperature > 0, "must be > 0"),
@@ -225,6 +239,7 @@ class RetrievalConfig(RunConfig):
         for path, ok, problem in checks:
             if not ok:
                 raise ConfigError(f"{where(path)}: {path}={_get(self, path)!r} {problem}")
+        m.item_tower.validate(where)
 
 
 
