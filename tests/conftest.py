@@ -39,10 +39,10 @@ def tiny_model():
     """An untrained (seeded) retrieval model over a 40-item synthetic catalogue."""
     import tensorflow as tf
 
+    from tfrec_attn.config import load_config
     from tfrec_attn.data import leave_one_out
     from tfrec_attn.data.synthetic import planted_sequences
     from tfrec_attn.features.vocab import ItemVocabulary
-    from tfrec_attn.training.config import load_config
     from tfrec_attn.training.retrieval import build_model
 
     tf.keras.utils.set_random_seed(0)

@@ -18,7 +18,7 @@ from tfrec_attn.training import distribute
 
 
 def _config(loss: str, extra=()):
-    from tfrec_attn.training.config import load_config
+    from tfrec_attn.config import load_config
 
     return load_config(None, [
         "model.embedding_dim=16", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.0",
@@ -41,7 +41,7 @@ def equivalence(loss: str, steps: int, out: str) -> None:
     for name, strategy in (("one_device", tf.distribute.get_strategy()),
                            ("mirrored", distribute.make_strategy("mirrored"))):
         if loss == "ranking":  # the DIN ranker, random negatives, listwise loss
-            from tfrec_attn.training.config import load_config
+            from tfrec_attn.config import load_config
             from tfrec_attn.training.ranking import RankingRecipe
 
             config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=20",

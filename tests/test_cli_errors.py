@@ -3,6 +3,7 @@
 Each case runs the real `tfrec-attn` entry point in a fresh process.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -176,3 +177,95 @@ def test_query_says_when_no_history_id_is_known(server):
                      "items of the model's vocabulary in its order, not a recommendation"]
     _, notes = query(server, "--history", "i1,zz,i2", "-k", "5")
     assert notes == ["note: 1 of 3 history ids are unknown to the model and were ignored: zz"]
+
+
+def assert_one_error_line(proc, *fragments):
+    """Exit 2, no traceback, and stderr is exactly one ``error: ...`` line holding ``fragments``."""
+    assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def ranking_export(tiny_model, tmp_path_factory):
+    """A ranking export (serving_default: history + candidates -> scores, rating) of a seeded,
+    untrained ranker over the tiny catalogue."""
+    import tensorflow as tf
+
+    from tfrec_attn.config import load_config
+    from tfrec_attn.export.ranking import export_ranking
+    from tfrec_attn.features.ranking import UserFeatureEncoder
+    from tfrec_attn.models.ranking import build_ranking_model
+
+    _, vocabulary = tiny_model
+    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
+    encoder = UserFeatureEncoder(["F", "M"], ["other"])
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
+    base = tmp_path_factory.mktemp("ranking_export")
+    return export_ranking(model, vocabulary, encoder, str(base), max_len=6, num_ratings=5)
+
+
+def test_a_ranking_export_handed_to_evaluate_is_one_error_line(ranking_export, tmp_path):
+    """The retrieval evaluator refuses a ranking export by its signature, and says what works."""
+    d = write_files(tmp_path)
+    base = os.path.dirname(ranking_export)  # BASE/ranking: resolved to its newest version
+    proc = run_cli(["evaluate", base, "--interactions", f"{d}/good.csv"])
+    assert_one_error_line(proc, f"error: {ranking_export}: a ranking export (its serving_default takes "
+                                "candidates, history and returns rating, scores), not a retrieval export",
+                          "history (string [batch, None]) -> item_ids and scores", "RUN_DIR/metrics.json",
+                          "evaluate the run's recommend export")
+
+
+def test_the_saved_model_evaluator_refuses_a_ranking_export(ranking_export, tiny_export):
+    """API users get the same error, before any scoring."""
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.errors import TfrecAttnError
+    from tfrec_attn.evaluation.saved_model import (
+        ExportKindError,
+        evaluate_saved_model,
+        load_saved_model,
+    )
+
+    split = leave_one_out(planted_sequences(num_items=40, num_users=50).interactions)
+    with pytest.raises(ExportKindError, match="a ranking export") as info:
+        evaluate_saved_model(ranking_export, split)
+    assert isinstance(info.value, TfrecAttnError) and isinstance(info.value, ValueError)
+    path, loaded = load_saved_model(tiny_export[0])  # a retrieval export loads as before
+    assert path == tiny_export[1] and "serving_default" in loaded.signatures
+
+
+# `import implicit` or `import threadpoolctl` fails as in a plain `pip install .` (no [als] extra).
+WITHOUT = ("import sys\n"
+           "for name in sys.argv.pop(1).split(','):\n"
+           "    sys.modules[name] = None\n"
+           "from tfrec_attn.app.cli import main\n"
+           "sys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("missing", ["implicit", "threadpoolctl"])
+def test_baselines_without_the_als_extra_is_one_error_line(missing, tmp_path):
+    d = write_files(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, missing, "baselines", "--interactions", f"{d}/good.csv"],
+                          capture_output=True, text=True, timeout=300)
+    # A warning about the tiny catalogue may come first; the error is the only `error:` line, and last.
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [proc.stderr.strip().splitlines()[-1]]
+    assert errors[0] == (f"error: the ALS baseline needs the `implicit` and `threadpoolctl` packages, and "
+                         f"`{missing}` is not installed: pip install 'tfrec_attn[als]' (in a checkout: "
+                         "pip install -e '.[als]'), or leave ALS out (tfrec-attn baselines --models MostPop)")
+    assert proc.stdout == ""  # it fails before fitting MostPop, not after
+
+
+def test_mostpop_works_without_the_als_extra(tmp_path):
+    d = write_files(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, "implicit,threadpoolctl", "baselines", "--interactions",
+                           f"{d}/good.csv", "--models", "MostPop", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["MostPop"]["HR@10"] == 1.0  # 3 items: every target is in the top 10

@@ -1,6 +1,6 @@
 import pytest
 
-from tfrec_attn.training.config import ConfigError, load_config
+from tfrec_attn.config import ConfigError, load_config
 
 
 def write(tmp_path, text):
@@ -46,8 +46,7 @@ def test_one_source_of_defaults_and_includes(tmp_path):
     import dataclasses
     import os
 
-    from tfrec_attn.app.stages import PipelineConfig
-    from tfrec_attn.training.config import RetrievalConfig
+    from tfrec_attn.config import PipelineConfig, RetrievalConfig
 
     configs = os.path.join(os.path.dirname(__file__), "..", "training", "configs")
     shipped = load_config(os.path.join(configs, "ml100k_retrieval.yaml"))
@@ -61,7 +60,7 @@ def test_one_source_of_defaults_and_includes(tmp_path):
     base.write_text("model:\n  dropout: 0.2\n  num_heads: 3\n")
     top = tmp_path / "top.yaml"
     top.write_text("retrieval:\n  include: base.yaml\n  model:\n    dropout: 0.1\n")
-    with pytest.raises(ConfigError, match=rf"^{base}:3: model.num_heads=3 must divide"):
+    with pytest.raises(ConfigError, match=rf"^{base}:3: retrieval.model.num_heads=3 must divide retrieval.model.embedding_dim=64"):
         load_config(str(top), cls=PipelineConfig)
     config = load_config(str(top), ["retrieval.model.num_heads=2"], cls=PipelineConfig)
     assert config.retrieval.model.dropout == 0.1 and config.retrieval.model.num_heads == 2
@@ -93,8 +92,8 @@ def test_scientific_notation_without_a_dot_is_a_float():
 
 
 def test_resuming_with_another_model_is_refused_with_what_differs(tmp_path):
+    from tfrec_attn.config import save_config
     from tfrec_attn.data.synthetic import planted_sequences
-    from tfrec_attn.training.config import save_config
     from tfrec_attn.training.engine import Trainer
     from tfrec_attn.training.retrieval import RetrievalRecipe
 
@@ -145,7 +144,7 @@ def test_learning_rate_schedules_follow_each_stage_and_bad_ones_are_named(tmp_pa
 
 
 def test_cold_start_item_tower_errors_name_its_field(tmp_path):
-    from tfrec_attn.app.stages import PipelineConfig
+    from tfrec_attn.config import PipelineConfig
 
     path = write(tmp_path, "cold_start:\n  item_tower:\n    type: text\n    projection: deep\n")
     with pytest.raises(ConfigError, match=rf"^{path}:4: cold_start.item_tower.projection='deep' must be one of "
@@ -155,5 +154,56 @@ def test_cold_start_item_tower_errors_name_its_field(tmp_path):
                                           r"must be text or hybrid"):
         load_config(None, ["cold_start.item_tower.type=id"], cls=PipelineConfig)
     with pytest.raises(ConfigError, match=r"^--set retrieval.model.item_tower.max_tokens=2: "
-                                          r"model.item_tower.max_tokens=2 must be >= 3"):
+                                          r"retrieval.model.item_tower.max_tokens=2 must be >= 3"):
         load_config(None, ["retrieval.model.item_tower.max_tokens=2"], cls=PipelineConfig)
+
+
+def test_every_recipe_config_loads_by_name_through_the_registry(tmp_path):
+    import os
+
+    from tfrec_attn.config import (
+        PipelineConfig,
+        RankingConfig,
+        RatingConfig,
+        RetrievalConfig,
+        recipe_names,
+    )
+
+    assert set(recipe_names()) >= {"retrieval", "ranking", "rating", "pipeline"}
+    expected = {"retrieval": RetrievalConfig, "ranking": RankingConfig, "rating": RatingConfig,
+                "pipeline": PipelineConfig}
+    for name, cls in expected.items():
+        config = load_config(write(tmp_path, f"recipe: {name}\n"))
+        assert type(config) is cls and config.recipe == name
+    configs = os.path.join(os.path.dirname(__file__), "..", "training", "configs")
+    shipped = {f: type(load_config(os.path.join(configs, f))) for f in sorted(os.listdir(configs))}
+    assert shipped == {"ml100k_pipeline.yaml": PipelineConfig, "ml100k_ranking.yaml": RankingConfig,
+                       "ml100k_rating.yaml": RatingConfig, "ml100k_retrieval.yaml": RetrievalConfig}
+    # A file without `recipe:` is a retrieval config; a wrong recipe is refused at its line.
+    assert type(load_config(write(tmp_path, "seed: 3\n"))) is RetrievalConfig
+    path = write(tmp_path, "seed: 3\nrecipe: rankng\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:2: recipe='rankng' is not a known recipe; known: "
+                                          r"pipeline, ranking, rating, retrieval$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"recipe='ranking' must be rating"):  # a class asked for by name
+        load_config(write(tmp_path, "recipe: ranking\n"), cls=RatingConfig)
+
+
+def test_each_section_validates_itself_at_its_own_path(tmp_path):
+    """The same section class names its whole path wherever it sits (a ranking run's `train`,
+    the main job's `ranking.train`, a rating run's `split`), with the file and line."""
+    path = write(tmp_path, "recipe: ranking\ntrain:\n  positions_per_user: -1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3: train.positions_per_user=-1 must be >= 0 \(0 = all\)$"):
+        load_config(path)
+    path = write(tmp_path, "recipe: pipeline\nranking:\n  train:\n    epochs: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: ranking.train.epochs=0 must be > 0$"):
+        load_config(path)
+    path = write(tmp_path, "recipe: rating\nsplit:\n  fold: 6\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3: split.fold=6 must be in 1..5 \(u1..u5\)$"):
+        load_config(path)
+    path = write(tmp_path, "recipe: pipeline\nretrieval:\n  loss:\n    temperature: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: retrieval.loss.temperature=0.0 must be > 0$"):
+        load_config(path)
+    # A section given in part keeps its parent's defaults for the rest (the cold-start text tower).
+    config = load_config(write(tmp_path, "recipe: pipeline\ncold_start:\n  item_tower:\n    max_tokens: 96\n"))
+    assert (config.cold_start.item_tower.type, config.cold_start.item_tower.max_tokens) == ("text", 96)

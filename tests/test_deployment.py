@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tfrec_attn.app.stages import PipelineConfig
+from tfrec_attn.config import PipelineConfig, load_config
 from tfrec_attn.serving.config import (
     parse_batching_parameters,
     parse_model_server_config,
@@ -17,7 +17,6 @@ from tfrec_attn.serving.config import (
     read_batching_parameters,
     read_model_server_config,
 )
-from tfrec_attn.training.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "serving")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.training.config import load_config
+from tfrec_attn.config import load_config
 
 MAX_LEN = 6
 # 9 known items (the 3 oldest are beyond max_len), padding and an unknown id.

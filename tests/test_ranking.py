@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.training.config import load_config
+from tfrec_attn.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN = ["recipe=ranking", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
@@ -106,7 +106,7 @@ def test_padding_and_unknown_items_never_receive_attention(overrides):
 def test_rating_head_beats_the_biased_baseline_on_biases_plus_an_interaction():
     from tfrec_attn.baselines import BiasedBaseline
     from tfrec_attn.data import Interactions
-    from tfrec_attn.training.ranking import history_arrays
+    from tfrec_attn.data.ranking_rows import history_arrays
 
     rng = np.random.default_rng(0)
     users, items, per_user = 300, 60, 30
@@ -186,7 +186,7 @@ HISTORIES = [["i3", "i7", "nope", "i1", "", ""], ["i12", "", "", "", "", ""]]
 
 def reference_recommendations(two_models, histories, k=5, candidates=12, because=3):
     """What the recommend export must return, from the two in-memory models."""
-    from tfrec_attn.training.ranking import history_arrays
+    from tfrec_attn.data.ranking_rows import history_arrays
 
     retrieval, vocabulary, model, _ = two_models
     out = []
@@ -364,9 +364,9 @@ def test_tfrec_attn_train_on_a_ranking_config_trains_reports_and_exports_both_mo
 
 
 def test_ranker_item_embeddings_start_from_the_retrieval_model(tiny_model):
-    from tfrec_attn.evaluation.two_stage import Retriever
+    from tfrec_attn.evaluation.retrieval import Retriever
     from tfrec_attn.features.vocab import ItemVocabulary
-    from tfrec_attn.training.ranking import retrieval_item_init
+    from tfrec_attn.models.initialization import retrieval_item_init
 
     retrieval, vocabulary = tiny_model
     source = np.asarray(retrieval.item_embeddings())

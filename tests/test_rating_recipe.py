@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 
 from tfrec_attn.baselines import BiasedBaseline
+from tfrec_attn.config import ConfigError, load_config
 from tfrec_attn.data import Dataset, Interactions, Item, RatingSplit, User
 from tfrec_attn.evaluation.rating import rating_metrics
-from tfrec_attn.training.config import ConfigError, load_config
-from tfrec_attn.training.rating import RatingRecipe, train_rating
+from tfrec_attn.training import RatingRecipe, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["recipe=ranking", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
+TINY = ["recipe=rating", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
         "model.max_len=40", "model.dropout=0.0", "model.normalization=softmax", "model.event_feature_dropout=0",
-        "loss.interaction_weight=0", "loss.rating_weight=1", "loss.hard_negatives=0", "loss.random_negatives=0",
-        "train.epochs=12", "train.batch_size=64", "train.reference_batch_size=64", "train.learning_rate=0.005",
+        "loss.rating_weight=1", "train.epochs=12", "train.batch_size=64", "train.reference_batch_size=64", "train.learning_rate=0.005",
         "train.patience=3", "train.steps_per_execution=4", "train.refit_with_validation=false"]
 
 
@@ -108,7 +107,7 @@ def test_history_keeps_the_newest_max_len_ratings_oldest_first():
 def test_the_rating_head_beats_the_biased_baseline_and_stays_in_range(tmp_path):
     dataset, split = planted_dataset()
     config = load_config(None, TINY)
-    result = train_rating(config, dataset, split, str(tmp_path / "run"), verbose=0)
+    result = train(config, dataset, str(tmp_path / "run"), split=split, verbose=0)
     test = result.metrics["test"]
     baseline = BiasedBaseline().fit(split.train)
     reference = rating_metrics(baseline.predict(split.test.user_ids, split.test.item_ids), split.test.ratings)
@@ -125,11 +124,12 @@ def test_the_rating_head_beats_the_biased_baseline_and_stays_in_range(tmp_path):
     assert result.metrics["validation"]["val_rmse"] > 0 and (tmp_path / "run" / "metrics.json").is_file()
 
 
-def test_interaction_loss_is_refused():
-    dataset, split = planted_dataset(num_users=10, per_user=5)
-    config = load_config(None, TINY + ["loss.interaction_weight=1", "loss.random_negatives=5"])
-    with pytest.raises(ConfigError, match=r"loss.interaction_weight=1.0 must be 0"):
-        RatingRecipe(config, dataset, split)
+def test_interaction_loss_and_text_features_are_refused():
+    # The rating recipe trains the rating head alone: its loss has no interaction term to set.
+    with pytest.raises(ConfigError, match=r"--set loss.interaction_weight=1: unknown key 'loss.interaction_weight'"):
+        load_config(None, TINY + ["loss.interaction_weight=1"])
+    with pytest.raises(ConfigError, match=r"model.text_features=True is not supported by the rating recipe"):
+        load_config(None, TINY + ["model.text_features=true"])
 
 
 def test_bench_rating_reports_ours_beside_the_baseline_and_the_literature(tmp_path):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfrec_attn.config import load_config
 from tfrec_attn.data.synthetic import planted_sequences
 from tfrec_attn.evaluation import Evaluator
 from tfrec_attn.evaluation.saved_model import evaluate_saved_model
 from tfrec_attn.export import export_retrieval
 from tfrec_attn.tasks import Candidates, FullSoftmaxTask, InBatchSoftmaxTask, SampledSoftmaxTask
-from tfrec_attn.training.config import load_config
-from tfrec_attn.training.retrieval import train_retrieval
+from tfrec_attn.training import RunDirectory, train
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
 FAST = [
@@ -131,7 +131,7 @@ def test_in_batch_softmax_removes_accidental_hits():
 def planted_run(tmp_path_factory):
     config = load_config(CONFIG, FAST)
     out = str(tmp_path_factory.mktemp("planted"))
-    return train_retrieval(config, planted_sequences(), out, verbose=0)
+    return train(config, planted_sequences(), out, verbose=0)
 
 
 def test_planted_pattern_is_learned_within_seconds(planted_run):
@@ -206,10 +206,10 @@ def test_saved_model_reloads_without_tfrec_attn(planted_run, tmp_path):
 
 
 def test_evaluator_on_in_memory_model_is_reproducible(planted_run):
-    from tfrec_attn.training.retrieval import catalogue_scorer, load_run
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
 
-    config, vocabulary, model = load_run(planted_run.output_dir)
-    scorer = catalogue_scorer(model, vocabulary, planted_run.split)
+    loaded = RunDirectory(planted_run.output_dir).load()
+    scorer = catalogue_scorer(loaded.model, loaded.vocabulary, planted_run.split)
     again = Evaluator(planted_run.split, "test").evaluate(scorer)
     assert again["NDCG@10"] == pytest.approx(planted_run.metrics["test"]["NDCG@10"], abs=1e-6)
 
@@ -268,7 +268,7 @@ def test_mixed_precision_numerics_on_cpu(loss):
 def test_item_bias_scaling_and_future_window_train_and_export_consistently(tmp_path):
     config = load_config(CONFIG, FAST + ["model.item_bias=true", "model.scale_embeddings=true",
                                          "loss.future_window=3", "loss.future_weight=0.5"])
-    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    run = train(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
     assert run.metrics["test"]["HR@10"] >= 0.9
     assert run.model.item_embeddings().shape[-1] == 33  # 32 + bias
     bias = run.model.item_bias.embeddings.numpy()
@@ -311,15 +311,15 @@ def test_optimizer_ema_is_judged_and_kept(tmp_path):
 
 
 def test_refit_with_validation_trains_on_validation_targets(tmp_path):
-    from tfrec_attn.training.retrieval import catalogue_scorer, load_run
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
 
     config = load_config(CONFIG, FAST + ["train.epochs=4", "train.refit_with_validation=true"])
-    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    run = train(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
     assert run.metrics["refit_seconds"] > 0 and "refit" in run.metrics["note"]
     assert run.split.train_sequences(include_validation=True)[0].tolist() == run.split.sequences[0][:-1].tolist()
-    # The returned model is the refit one, and it is what load_run (and export) restore.
-    _, vocabulary, reloaded = load_run(run.output_dir)
-    scorer = catalogue_scorer(reloaded, vocabulary, run.split)
+    # The returned model is the refit one, and it is what the run directory (and export) restore.
+    loaded = RunDirectory(run.output_dir).load()
+    scorer = catalogue_scorer(loaded.model, loaded.vocabulary, run.split)
     again = Evaluator(run.split, "test").evaluate(scorer)
     assert again["NDCG@10"] == pytest.approx(run.metrics["test"]["NDCG@10"], abs=1e-6)
 
@@ -375,7 +375,7 @@ def test_validation_every_other_epoch_selects_among_the_evaluated_epochs(tmp_pat
     from tfrec_attn.training.engine import read_history
 
     config = load_config(CONFIG, FAST + ["train.epochs=4", "train.eval_every=2"])
-    run = train_retrieval(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
+    run = train(config, planted_sequences(), str(tmp_path / "run"), verbose=0)
     history = read_history(str(tmp_path / "run" / "history.csv"))
     assert [("val_ndcg10" in row) for row in history] == [False, True, False, True]
     assert run.metrics["best_epoch"] in (2, 4) and run.metrics["validation"]["val_ndcg10"] > 0

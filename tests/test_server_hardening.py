@@ -24,7 +24,8 @@ from tensorflow_serving.apis import (
 
 from tfrec_attn.serving.config import ServingConfigError, single_model_config
 from tfrec_attn.serving.predict import HTTP_STATUS
-from tfrec_attn.serving.rest import RestOptions, RestServer, json_to_array, response_to_json
+from tfrec_attn.serving.rest import RestOptions, RestServer
+from tfrec_attn.serving.rest_codec import json_to_array, response_to_json
 from tfrec_attn.serving.servable import (
     RequestLimits,
     register_op_libraries,
@@ -147,7 +148,7 @@ def test_start_with_a_corrupt_newest_version_serves_the_older_one_and_picks_up_a
     ("only corrupt", "no version under"),
 ])
 def test_a_model_with_nothing_to_serve_fails_at_start_with_one_line(tiny_export, tmp_path, layout, message):
-    from tfrec_attn.app.cli import known_errors
+    from tfrec_attn.errors import TfrecAttnError
 
     base = tmp_path / "retrieval"
     if layout != "missing":
@@ -163,7 +164,7 @@ def test_a_model_with_nothing_to_serve_fails_at_start_with_one_line(tiny_export,
     assert message in text and str(base) in text and "\n" not in text
     if layout == "only corrupt":
         assert "version 3:" in text  # the reason, not just the fact
-    assert isinstance(info.value, known_errors())  # the CLI prints `error: ...` and exits 2
+    assert isinstance(info.value, TfrecAttnError)  # the CLI prints `error: ...` and exits 2
     assert server.port is None and server.rest is None  # nothing was bound
 
 

@@ -249,19 +249,122 @@ def test_server_side_batching_merges_concurrent_requests(tiny_export):
         server.stop()
 
 
-def test_client_retries_unavailable_only(server):
+class FlakyServer:
+    """A loopback PredictionService / ModelService whose first ``failures`` calls of each
+    method end with ``code``, then answer; it records when each call arrived."""
+
+    def __init__(self, failures: int, code=grpc.StatusCode.UNAVAILABLE):
+        from concurrent import futures
+
+        self.calls: dict[str, list[float]] = {"Predict": [], "GetModelStatus": []}
+        outer = self
+
+        def answer(method, context, response):
+            outer.calls[method].append(time.perf_counter())
+            if len(outer.calls[method]) <= failures:
+                context.abort(code, f"{method}: attempt {len(outer.calls[method])} refused")
+            return response
+
+        class Predictions(prediction_service_pb2_grpc.PredictionServiceServicer):
+            def Predict(self, request, context):
+                response = predict_pb2.PredictResponse()
+                response.outputs["echo"].CopyFrom(request.inputs["history"])
+                return answer("Predict", context, response)
+
+        class Models(model_service_pb2_grpc.ModelServiceServicer):
+            def GetModelStatus(self, request, context):
+                response = get_model_status_pb2.GetModelStatusResponse()
+                response.model_version_status.add(version=7, state=30)
+                return answer("GetModelStatus", context, response)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Predictions(), self.server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(Models(), self.server)
+        self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def gaps(self, method: str) -> list[float]:
+        times = self.calls[method]
+        return [b - a for a, b in zip(times, times[1:])]
+
+    def stop(self):
+        self.server.stop(None)
+
+
+def test_client_retries_unavailable_through_grpc_retry_policy():
+    """A server that answers UNAVAILABLE twice, then OK: the channel's retry policy makes the
+    third attempt, after backoffs of ~0.1 s then ~0.2 s (gRPC's jitter: x0.8-1.2)."""
+    flaky = FlakyServer(failures=2)
+    try:
+        with RecommenderClient(flaky.target, retries=2, backoff=0.1, timeout=10) as client:
+            out = client.predict({"history": HISTORY})
+            assert out["echo"].tolist() == HISTORY.astype(bytes).tolist()
+            assert client.status() == {7: "AVAILABLE"}  # ModelService calls are retried too
+        for method in ("Predict", "GetModelStatus"):
+            assert len(flaky.calls[method]) == 3
+            first, second = flaky.gaps(method)
+            assert 0.08 <= first and 0.16 <= second, (method, first, second)
+    finally:
+        flaky.stop()
+    flaky = FlakyServer(failures=1)
+    try:  # a 2 MB request is retried too (gRPC buffers only 256 KiB per call for retries by default)
+        big = np.arange(1 << 19, dtype=np.float32).reshape(1, -1)
+        with RecommenderClient(flaky.target, retries=1, backoff=0.01) as client:
+            np.testing.assert_array_equal(client.predict({"history": big})["echo"], big)
+        assert len(flaky.calls["Predict"]) == 2
+    finally:
+        flaky.stop()
+
+
+def test_client_gives_up_after_its_retries_and_never_retries_other_codes():
+    flaky = FlakyServer(failures=10)
+    try:
+        with RecommenderClient(flaky.target, retries=3, backoff=0.01) as client, \
+                pytest.raises(ServingError) as info:
+            client.predict({"history": HISTORY})
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert str(info.value) == "UNAVAILABLE: Predict: attempt 4 refused"  # the last attempt's answer
+        assert len(flaky.calls["Predict"]) == 4
+        with RecommenderClient(flaky.target, retries=0) as client, pytest.raises(ServingError):
+            client.status()
+        assert len(flaky.calls["GetModelStatus"]) == 1  # retries=0: no retry policy
+    finally:
+        flaky.stop()
+    flaky = FlakyServer(failures=10, code=grpc.StatusCode.NOT_FOUND)
+    try:
+        with RecommenderClient(flaky.target, retries=4, backoff=5) as client, pytest.raises(ServingError) as info:
+            client.predict({"history": HISTORY})
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+        assert len(flaky.calls["Predict"]) == 1  # NOT_FOUND is not retried
+    finally:
+        flaky.stop()
+
+
+def test_client_to_a_server_that_never_comes_up_ends_in_one_serving_error(server):
     start_time = time.perf_counter()
-    client = RecommenderClient("127.0.0.1:9", retries=2, backoff=0.05, timeout=2)
+    client = RecommenderClient("127.0.0.1:9", retries=2, backoff=0.05, timeout=5)
     with pytest.raises(ServingError) as info:
         client.recommend(["i1"])
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    assert time.perf_counter() - start_time >= 0.05 + 0.1  # two backoffs happened
-    client = RecommenderClient(f"127.0.0.1:{server.port}", model_name="nope", retries=5, backoff=5)
+    assert "\n" not in str(info.value) and str(info.value).startswith("UNAVAILABLE: ")
+    elapsed = time.perf_counter() - start_time
+    assert 0.8 * (0.05 + 0.1) <= elapsed < 5  # two backoffs, then the error (not the deadline)
+    client = RecommenderClient(f"127.0.0.1:{server.port}", model_name="nope", retries=4, backoff=5)
     start_time = time.perf_counter()
     with pytest.raises(ServingError) as info:
         client.recommend(["i1"])
     assert info.value.code == grpc.StatusCode.NOT_FOUND
-    assert time.perf_counter() - start_time < 5  # NOT_FOUND is not retried
+    assert time.perf_counter() - start_time < 4  # NOT_FOUND is not retried
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"retries": 5}, r"retries=5 must be an integer in \[0, 4\]"),
+    ({"retries": -1}, r"retries=-1 must be"),
+    ({"backoff": 0}, r"backoff=0 must be >= 0.001 seconds"),
+])
+def test_client_rejects_retry_settings_grpc_cannot_apply(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RecommenderClient("127.0.0.1:9", **kwargs)
 
 
 def test_config_parsing():

@@ -41,7 +41,7 @@ def _hf_tokenizer(model_dir):
 
 
 def test_in_graph_token_ids_equal_transformers_bert_tokenizer(minilm_dir):
-    from tfrec_attn.layers.text_encoder import BertTokenization
+    from tfrec_attn.text.tokenization import BertTokenization
 
     max_tokens = 24
     layer = BertTokenization(os.path.join(minilm_dir, "vocab.txt"), lower_case=True, max_tokens=max_tokens)
@@ -57,7 +57,7 @@ def test_in_graph_token_ids_equal_transformers_bert_tokenizer(minilm_dir):
 
 
 def test_tokenization_pads_to_the_longest_text_not_max_tokens(tiny_bert_dir):
-    from tfrec_attn.layers.text_encoder import BertTokenization
+    from tfrec_attn.text.tokenization import BertTokenization
 
     layer = BertTokenization(os.path.join(tiny_bert_dir, "vocab.txt"), max_tokens=64)
     out = layer(tf.constant(["red cat", "a"]))
@@ -66,7 +66,7 @@ def test_tokenization_pads_to_the_longest_text_not_max_tokens(tiny_bert_dir):
 
 
 def test_encoder_output_does_not_depend_on_padding_or_batch(tiny_bert_dir):
-    from tfrec_attn.layers.text_encoder import TextEncoder
+    from tfrec_attn.text.encoder import TextEncoder
 
     encoder = TextEncoder(tiny_bert_dir, max_tokens=16)
     texts = ["red cat", "the blue horse of the green story and the black wolf", "fox"]
@@ -80,7 +80,7 @@ def test_encoder_output_does_not_depend_on_padding_or_batch(tiny_bert_dir):
 def test_minilm_loads_from_pytorch_safetensors_and_mean_pools(minilm_dir):
     """The PyTorch checkpoint loads with every weight used; the encoder equals BERT's
     masked mean of the last hidden states over transformers' own tokenization."""
-    from tfrec_attn.layers.text_encoder import TextEncoder
+    from tfrec_attn.text.encoder import TextEncoder
     from tfrec_attn.text.pretrained import weights_format
 
     assert weights_format(minilm_dir) == "pt"
@@ -142,7 +142,7 @@ def test_missing_model_directory_and_unknown_name_say_where_they_looked(tmp_path
 # -- a text tower trained on a catalogue whose texts carry the pattern ----------------------
 
 def _topic_config(tower, bert_dir, extra=()):
-    from tfrec_attn.training.config import load_config
+    from tfrec_attn.config import load_config
 
     return load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml"), [
         f"model.item_tower.type={tower}", f"model.item_tower.encoder={bert_dir}", "model.embedding_dim=16",
@@ -156,14 +156,14 @@ def topic_runs(tiny_bert_dir, tmp_path_factory):
     from tfrec_attn.data import leave_one_out
     from tfrec_attn.data.synthetic import topic_sequences
     from tfrec_attn.evaluation import cold_start_split
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.training import train
 
     data = topic_sequences()
     cold = cold_start_split(leave_one_out(data.interactions), fraction=0.04)
     runs = {}
     for tower in ("text", "id"):
         out = str(tmp_path_factory.mktemp(f"topics_{tower}"))
-        runs[tower] = train_retrieval(_topic_config(tower, tiny_bert_dir), data, out, verbose=0,
+        runs[tower] = train(_topic_config(tower, tiny_bert_dir), data, out, verbose=0,
                                       split=cold.split, evaluate_test=False)
         runs[tower].run_dir = out
     return data, cold, runs
@@ -171,7 +171,8 @@ def topic_runs(tiny_bert_dir, tmp_path_factory):
 
 def test_text_tower_recommends_cold_items_from_their_text(topic_runs, tiny_bert_dir):
     from tfrec_attn.evaluation import evaluate_cold_start
-    from tfrec_attn.training.retrieval import catalogue_scorer, catalogue_text_features
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.training.retrieval import catalogue_text_features
 
     data, cold, runs = topic_runs
     assert len(cold.cold_items) >= 8 and len(cold.cold_users) >= 50
@@ -314,7 +315,7 @@ def test_add_items_cli_errors_name_the_file_and_field(topic_runs, tmp_path):
 def test_fine_tuning_trains_only_the_last_encoder_layers_with_their_own_optimizer(tiny_bert_dir, tmp_path):
     from tfrec_attn.data.synthetic import topic_sequences
     from tfrec_attn.models import load_model
-    from tfrec_attn.training.retrieval import RetrievalRecipe, train_retrieval
+    from tfrec_attn.training import RetrievalRecipe, train
 
     config = _topic_config("hybrid", tiny_bert_dir, ["model.item_tower.trainable_layers=1", "train.epochs=1",
                                                       "model.item_tower.encoder_learning_rate=0.01"])
@@ -328,7 +329,7 @@ def test_fine_tuning_trains_only_the_last_encoder_layers_with_their_own_optimize
     first = [v.numpy().copy() for v in layers[0].weights]
     last = [v.numpy().copy() for v in layers[1].weights]
     out = str(tmp_path / "run")
-    result = train_retrieval(config, data, out, verbose=0, evaluate_test=False)
+    result = train(config, data, out, verbose=0, evaluate_test=False)
     tuned = result.model.item_tower.encoder_model.bert.bert.encoder.layer
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(first, tuned[0].weights))  # frozen
     assert any(not np.allclose(a, v.numpy()) for a, v in zip(last, tuned[1].weights))  # fine-tuned

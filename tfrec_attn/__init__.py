@@ -1,5 +1,19 @@
 """tfrec_attn: attention-based recommendation on TensorFlow Recommenders.
 
+The package is a stack of layers; a module imports only from its own layer or the ones below
+it (lazy imports inside functions included; ``tests/test_layering.py`` checks it). Bottom first:
+
+    errors → features → data → text → layers → tasks → models → export → evaluation
+        → baselines → config → training → serving → app
+
+``errors``: the error base class. ``features``: in-graph preprocessing and the item id spaces.
+``data``: readers, splits, input pipelines. ``text``: BERT encoders, tokenization, weights.
+``layers``: Keras layers and towers. ``tasks``: losses. ``models``: ``tfrs.Model``s.
+``export``: SavedModels. ``evaluation``: the protocol and scorers. ``baselines``: non-neural
+models. ``config``: typed configs and their registry. ``training``: the engine, recipes and
+run directories. ``serving``: the TF-Serving-compatible server and client. ``app``: the
+command line and the main job.
+
 TFRS 0.7.7 runs on Keras 2 (the ``tf-keras`` package). TensorFlow picks the Keras
 behind ``tf.keras`` from ``TF_USE_LEGACY_KERAS`` the first time ``tf.keras`` is
 touched, so this module sets it before anything of ours imports TensorFlow.

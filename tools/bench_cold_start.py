@@ -66,14 +66,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from tfrec_attn.baselines import ContentBaseline, MostPopBaseline
+    from tfrec_attn.config import load_config
     from tfrec_attn.data import read_movielens
     from tfrec_attn.evaluation import cold_start_split, evaluate_cold_start
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.retrieval import (
-        catalogue_scorer,
-        catalogue_text_features,
-        train_retrieval,
-    )
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.training import train
+    from tfrec_attn.training.retrieval import catalogue_text_features
 
     data = read_movielens(args.data)
     from tfrec_attn.data.splits import leave_one_out
@@ -92,7 +90,7 @@ def main(argv=None) -> int:
             out = os.path.join(args.work_dir, f"{tower}-{seed}")
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
-            result = train_retrieval(config, data, out, verbose=0, split=cold.split, evaluate_test=False)
+            result = train(config, data, out, verbose=0, split=cold.split, evaluate_test=False)
             seconds = time.perf_counter() - start
             item_features = features if tower != "id" else None
             scorer = catalogue_scorer(result.model, result.vocabulary, cold.split, item_features=item_features)

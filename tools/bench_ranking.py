@@ -46,26 +46,26 @@ def data_dir(args) -> str:
 
 def retrieval_run(args, dataset, seed: int):
     """The retrieval run of ``seed`` under OUT (trained unless it is there)."""
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.config import load_config
+    from tfrec_attn.training import train
 
     path = os.path.join(args.out, f"retrieval-{seed}")
     if not os.path.isfile(os.path.join(path, "metrics.json")):
         config = load_config(RETRIEVAL_CONFIG, [f"seed={seed}", *args.retrieval_set])
         began = time.perf_counter()
-        train_retrieval(config, dataset, path, verbose=0)
+        train(config, dataset, path, verbose=0)
         print(f"retrieval seed {seed}: trained in {time.perf_counter() - began:.0f}s", flush=True)
     return path
 
 
 def train_ranker(args, dataset, seed: int, overrides, name: str):
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.ranking import train_ranking
+    from tfrec_attn.config import load_config
+    from tfrec_attn.training import train
 
     run = retrieval_run(args, dataset, seed)
     config = load_config(RANKING_CONFIG, [f"seed={seed}", f"retrieval.run_dir={run}", *args.set, *overrides])
     began = time.perf_counter()
-    result = train_ranking(config, dataset, os.path.join(args.out, f"{name}-{seed}"), verbose=0)
+    result = train(config, dataset, os.path.join(args.out, f"{name}-{seed}"), verbose=0)
     seconds = time.perf_counter() - began
     m = result.metrics
     row = {"seed": seed, "variant": name, "seconds": seconds, "epochs": m["epochs"], "best_epoch": m["best_epoch"],
@@ -130,8 +130,7 @@ def cmd_latency(args, dataset):
         else (None, None)
     base = args.export_base or os.path.join(args.out, f"latency-{seed}", "export")
     if result is not None:
-        result.recipe.export(result.model, base)
-        result.recipe.export_recommend(result.model, base)
+        result.export(base)  # ranking + recommend
     from tfrec_attn.export.saved_model import versions
 
     ranking = tf.saved_model.load(os.path.join(base, "ranking", str(versions(os.path.join(base, "ranking"))[-1])))
@@ -161,9 +160,11 @@ def cmd_latency(args, dataset):
                                                          candidates=tf.constant([candidates[i]])), args.calls),
         "recommend_in_process": timed(lambda i: rec_fn(history=tf.constant([histories[i]])), args.calls),
     }
-    from tfrec_attn.app.two_stage import write_models_config
+    from tfrec_attn.serving.config import write_model_server_config
 
-    server = ServerProcess(None, "--model_config_file", write_models_config(base, ["ranking", "recommend"]))
+    models_config = write_model_server_config(os.path.join(base, "models.config"), [
+        (name, os.path.abspath(os.path.join(base, name))) for name in ("ranking", "recommend")])
+    server = ServerProcess(None, "--model_config_file", models_config)
     try:
         with RecommenderClient(server.target, model_name="recommend", timeout=30) as client:
             results["recommend_grpc"] = timed(lambda i: client.predict({"history": np.array([histories[i]], object)}),

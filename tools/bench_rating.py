@@ -66,26 +66,24 @@ def benchmark(dataset, split, config_path: str | None = CONFIG, seeds=(42,), ove
         overrides: ``key=value`` strings applied to every run.
         work_dir: str. Run directories ``{work_dir}/seed{seed}`` (replaced).
     """
-    from tfrec_attn.baselines import BiasedBaseline
-    from tfrec_attn.evaluation.rating import rating_metrics
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.rating import train_rating
+    from tfrec_attn.baselines.biased import biased_baseline_metrics
+    from tfrec_attn.config import load_config
+    from tfrec_attn.training import train
 
     began = time.perf_counter()
-    baseline = BiasedBaseline().fit(split.train)
     result = {"split": split.name, "train_ratings": len(split.train), "test_ratings": len(split.test),
               "config": config_path, "overrides": list(overrides), "machine": machine(),
               "date": time.strftime("%Y-%m-%d"), "target": TARGET,
               "published": [{"name": n, "RMSE": r, "MAE": m, "protocol": p} for n, r, m, p in PUBLISHED],
-              "baseline": rating_metrics(baseline.predict(split.test.user_ids, split.test.item_ids),
-                                         split.test.ratings),
+              "baseline": biased_baseline_metrics(split.train, split.test.user_ids, split.test.item_ids,
+                                                  split.test.ratings),
               "runs": []}
     for seed in seeds:
         config = load_config(config_path, [*overrides, f"seed={seed}"])
         out = os.path.join(work_dir, f"seed{seed}")
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        trained = train_rating(config, dataset, split, out, verbose=verbose)
+        trained = train(config, dataset, out, split=split, verbose=verbose)
         m = trained.metrics
         result["runs"].append({
             "seed": seed, "RMSE": m["test"]["RMSE"], "MAE": m["test"]["MAE"], "count": m["test"]["count"],

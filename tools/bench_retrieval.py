@@ -101,8 +101,8 @@ def machine() -> str:
 
 
 def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose=0):
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.config import load_config
+    from tfrec_attn.training import train
 
     sets = list(overrides) + [f"seed={seed}"]
     if budget:
@@ -110,7 +110,7 @@ def run_one(name, overrides, seed, data, work, budget, track_test=False, verbose
     config = load_config(CONFIG, sets)
     out = os.path.join(work, f"{name.replace(' ', '_').replace('/', '_')}-{seed}")
     shutil.rmtree(out, ignore_errors=True)
-    result = train_retrieval(config, data, out, verbose=verbose, track_test=track_test)
+    result = train(config, data, out, verbose=verbose, track_test=track_test)
     m = result.metrics
     return {"name": name, "seed": seed, "overrides": sets, "run_dir": out,
             "validation_ndcg10": m["validation"].get("val_ndcg10"),
@@ -172,9 +172,9 @@ def scale(args):
     catalogue's cost), and a 1M-interaction data set (20,000 users x ~50 items). Reports
     seconds per epoch (training + the per-epoch full-ranking validation) and sequences/s.
     """
+    from tfrec_attn.config import load_config
     from tfrec_attn.data.synthetic import popularity_sequences
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.training import train
 
     rows = []
     for name, users, mean_len in (("943 users x ~106 items, 84,100-item catalogue", 943, 106),
@@ -186,7 +186,7 @@ def scale(args):
         out = os.path.join(args.work_dir, f"scale-{users}")
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        result = train_retrieval(config, data, out, verbose=args.verbose)
+        result = train(config, data, out, verbose=args.verbose)
         total = time.perf_counter() - t
         first, steady = epoch_seconds(out)
         sequences = sum(len(s) >= 2 for s in result.split.train_sequences())
@@ -214,10 +214,11 @@ def synthetic(args):
     catalogue) then runs once on the trained model, timed: its NDCG@10 after 2 epochs is
     the sanity check and its seconds what each validated epoch adds.
     """
+    from tfrec_attn.config import load_config
     from tfrec_attn.data.synthetic import popularity_sequences
-    from tfrec_attn.training.config import load_config
+    from tfrec_attn.evaluation.retrieval import evaluate_model
+    from tfrec_attn.training import train
     from tfrec_attn.training.engine import read_history
-    from tfrec_attn.training.retrieval import evaluate_model, train_retrieval
 
     began = time.perf_counter()
     data = popularity_sequences(args.items, args.users, args.mean_len, zipf=args.zipf, seed=0)
@@ -240,7 +241,7 @@ def synthetic(args):
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
         try:
-            result = train_retrieval(config, data, out, verbose=args.verbose, evaluate_test=False, split=split)
+            result = train(config, data, out, verbose=args.verbose, evaluate_test=False, split=split)
         except Exception as error:  # one option failing (e.g. XLA) must not lose the sweep
             lines = [line for line in str(error).strip().splitlines() if line.strip()]
             message = f"{type(error).__name__}: {' / '.join(lines[-2:])[:400]}"

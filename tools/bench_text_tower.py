@@ -30,8 +30,8 @@ CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
 
 
 def embed(args, data):
-    from tfrec_attn.layers.text_encoder import TextEncoder, encode_texts
     from tfrec_attn.text import DEFAULT_ENCODER, resolve_model_dir
+    from tfrec_attn.text.encoder import TextEncoder, encode_texts
 
     texts = [item.text for item in data.items.values()]
     began = time.perf_counter()
@@ -48,15 +48,15 @@ def embed(args, data):
 
 
 def add_items_bench(args, data):
+    from tfrec_attn.config import load_config
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.export.saved_model import versions
-    from tfrec_attn.training.config import load_config
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.training import train
 
     work = tempfile.mkdtemp(prefix="bench_add_items_")
     config = load_config(CONFIG, ["model.item_tower.type=hybrid", "model.item_tower.id_dropout=0.3", "train.epochs=1",
                                   "train.refit_with_validation=false"])
-    result = train_retrieval(config, data, os.path.join(work, "run"), verbose=0, evaluate_test=False)
+    result = train(config, data, os.path.join(work, "run"), verbose=0, evaluate_test=False)
     base = os.path.join(work, "export")
     export_retrieval(result.model, result.vocabulary, base)
     items = list(data.items.values())[: args.n]
@@ -86,7 +86,7 @@ def finetune(args, data):
     """Seconds per training step with the encoder's last layer trainable."""
     import tensorflow as tf
 
-    from tfrec_attn.training.config import load_config
+    from tfrec_attn.config import load_config
     from tfrec_attn.training.retrieval import RetrievalRecipe
 
     overrides = ["model.item_tower.type=hybrid", "model.item_tower.trainable_layers=1", *args.set]

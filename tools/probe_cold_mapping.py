@@ -67,11 +67,14 @@ def probe(run, data, cold, args) -> None:
 
     from tfrec_attn.evaluation import evaluate_cold_start
     from tfrec_attn.evaluation.protocol import Evaluator
-    from tfrec_attn.training.retrieval import catalogue_scorer, catalogue_text_features, load_run
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.training import RunDirectory
+    from tfrec_attn.training.retrieval import catalogue_text_features
 
     split = cold.split
-    config, vocabulary, model = load_run(run)
-    features = catalogue_text_features(config if config.model.item_tower.type != "id" else _text_config(config),
+    loaded = RunDirectory(run).load()
+    config, vocabulary, model = loaded.config, loaded.vocabulary, loaded.model
+    features = catalogue_text_features(config if config.model.item_tower.reads_text else _text_config(config),
                                        data, split, progress=False)
     tower = model.item_tower
     table = tower.embedding if hasattr(tower, "embedding") else tower.id_embedding

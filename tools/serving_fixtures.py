@@ -21,9 +21,9 @@ def build_export(base_path: str, item_ids, k: int = 10, overrides=(), model_name
     not depend on the weights' values, only on the architecture and the catalogue size."""
     import tensorflow as tf
 
+    from tfrec_attn.config import load_config
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.features.vocab import ItemVocabulary
-    from tfrec_attn.training.config import load_config
     from tfrec_attn.training.retrieval import build_model
 
     tf.keras.utils.set_random_seed(0)

@@ -10,14 +10,13 @@ curves): only the recipe differs. It exports the ranking model and the ``recomme
 """
 
 import argparse
-import os
 
 import tfrec_attn  # noqa: F401  (before TensorFlow: Keras 2 for TFRS)
+from tfrec_attn.config import load_config
 from tfrec_attn.data import load_dataset
 from tfrec_attn.evaluation import format_table
-from tfrec_attn.training.config import load_config
-from tfrec_attn.training.engine import Trainer
-from tfrec_attn.training.ranking import RankingRecipe, comparison_rows
+from tfrec_attn.evaluation.two_stage import comparison_rows
+from tfrec_attn.training import RankingRecipe, Trainer
 
 
 def main():
@@ -34,10 +33,8 @@ def main():
     trainer = Trainer(recipe, config, args.output_dir)
     result = trainer.run()                                           # select -> report
     print(format_table(comparison_rows(result.metrics["test"])))
-    if trainer.chief:
-        export = os.path.join(args.output_dir, "export")
-        print("exported", recipe.export(result.model, export))
-        print("exported", recipe.export_recommend(result.model, export))
+    if trainer.chief:  # RUN/export/ranking/1 and RUN/export/recommend/1
+        print("exported", *recipe.export(result.model, result.run.export_base))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ to train another model the same way.
 """
 
 import argparse
-import os
 
 import tfrec_attn  # noqa: F401  (before TensorFlow: Keras 2 for TFRS)
+from tfrec_attn.config import load_config
 from tfrec_attn.data import load_dataset
-from tfrec_attn.training.config import load_config
-from tfrec_attn.training.engine import Trainer
-from tfrec_attn.training.retrieval import RetrievalRecipe
+from tfrec_attn.training import RetrievalRecipe, Trainer
 
 
 def main():
@@ -37,7 +35,7 @@ def main():
     result = trainer.run()                                           # select -> refit -> report
     print(f"test NDCG@10 {result.metrics['test']['NDCG@10']:.4f}, HR@10 {result.metrics['test']['HR@10']:.4f}")
     if trainer.chief:
-        print("exported", recipe.export(result.model, os.path.join(args.output_dir, "export")))
+        print("exported", *recipe.export(result.model, result.run.export_base))  # RUN/export/retrieval/1
 
 
 if __name__ == "__main__":

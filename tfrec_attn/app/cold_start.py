@@ -26,11 +26,9 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
 
     from tfrec_attn.baselines import ContentBaseline, MostPopBaseline
     from tfrec_attn.evaluation import cold_start_split, evaluate_cold_start
-    from tfrec_attn.training.retrieval import (
-        catalogue_scorer,
-        catalogue_text_features,
-        train_retrieval,
-    )
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.training import train
+    from tfrec_attn.training.retrieval import catalogue_text_features
 
     cold = cold_start_split(split, cold_config.fraction, seed=0)
     s = cold.summary()
@@ -53,13 +51,13 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
     rows, text_trained = {}, None
     for kind, tower in towers.items():
         began = time.perf_counter()
-        trained = train_retrieval(config_for(tower), dataset, os.path.join(output_dir, "cold_start", kind),
-                                  verbose=verbose, split=cold.split, evaluate_test=False)
+        trained = train(config_for(tower), dataset, os.path.join(output_dir, "cold_start", kind), verbose=verbose,
+                        split=cold.split, evaluate_test=False)
         scorer = catalogue_scorer(trained.model, trained.vocabulary, cold.split,
-                                  item_features=features if kind != "id" else None)
+                                  item_features=features if tower.reads_text else None)
         name = {"id": "id-only tower (cold ids are OOV)", "text": "text tower", "hybrid": "hybrid tower"}[kind]
         rows[name] = {**evaluate_cold_start(cold, scorer), "seconds": time.perf_counter() - began}
-        if kind != "id":
+        if tower.reads_text:
             text_trained = trained
     rows["content only (MiniLM cosine, no training)"] = evaluate_cold_start(cold, ContentBaseline(features).score_fn())
     rows["MostPop"] = evaluate_cold_start(cold, MostPopBaseline().fit(cold.split).score_fn())

@@ -28,10 +28,12 @@ import os
 
 import numpy as np
 
+from tfrec_attn.errors import TfrecAttnError
+
 RANKING_INPUTS = {"history", "candidates"}
 
 
-class ExplainError(ValueError):
+class ExplainError(TfrecAttnError, ValueError):
     """The model or the request cannot be explained (the message says why and what to give)."""
 
 

@@ -13,6 +13,32 @@ PACKAGES = ("tfrec_attn", "tensorflow", "tf-keras", "tensorflow-recommenders", "
             "tensorflow-serving-api", "scann", "transformers", "implicit", "numpy", "grpcio")
 COLUMNS = ("HR@10", "NDCG@10", "HR@50", "MRR")
 COLD_COLUMNS = [(part, metric) for part in ("cold", "warm") for metric in ("HR@10", "NDCG@10", "HR@50")]
+HIT = "✓"  # marks the held-out next item among a sample user's recommendations
+
+
+def hit_rank(sample) -> int | None:
+    """The 1-based rank of ``sample``'s held-out next item (``test_target``) among its
+    ``recommendations``; None when it is not recommended."""
+    for rank, rec in enumerate(sample["recommendations"], start=1):
+        if rec["item_id"] == sample["test_target"]:
+            return rank
+    return None
+
+
+def held_out(sample, title: str | None = None) -> str:
+    """``held-out next item: TITLE, id ID, a hit at rank R ✓`` (or ``..., not in the top K``).
+
+    Args:
+        sample: dict. A sample user of the run summary (``test_target``, ``recommendations``,
+            optionally ``test_target_title``).
+        title: str or None. The held-out item's title (default: ``test_target_title``,
+            else the id alone).
+    """
+    target = sample["test_target"]
+    title = title or sample.get("test_target_title") or target
+    rank = hit_rank(sample)
+    where = f"a hit at rank {rank} {HIT}" if rank else f"not in the top {len(sample['recommendations'])}"
+    return f"held-out next item: {title}{'' if title == target else f', id {target}'}, {where}"
 
 
 def versions() -> dict[str, str]:
@@ -72,11 +98,10 @@ def _cold_text(cold) -> tuple[str, str]:
 
 
 def _two_stage_rows(two):
-    """[name, HR@10, NDCG@10, HR@50, MRR] rows: retrieval only, ranker only, two-stage."""
-    from tfrec_attn.training.ranking import comparison_rows
-
+    """[name, HR@10, NDCG@10, HR@50, MRR] rows: retrieval only, ranker only, two-stage
+    (:func:`tfrec_attn.evaluation.two_stage.comparison_rows`, in the summary)."""
     return [[name] + [f"{row[c]:.4f}" if c in row else "–" for c in COLUMNS]
-            for name, row in comparison_rows(two["metrics"]).items()]
+            for name, row in (two.get("rows") or {}).items()]
 
 
 def _two_stage_text(two) -> str:
@@ -136,16 +161,19 @@ def _markdown(summary, images) -> str:
         for r in (cold.get("new_item") or {}).get("users_reached", [])[:5]:
             lines.append(f"- user {r['user_id']}: rank {r['rank']}; recently watched {'; '.join(r['recent'])}")
         lines.append("")
-    lines += ["## Sample recommendations (through the gRPC server)", ""]
+    lines += ["## Sample recommendations (through the gRPC server)", "",
+              f"{HIT} marks the user's held-out next item (the test target) where it is recommended.", ""]
     for sample in summary["samples"]:
-        lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; held-out next item: "
-                  f"{sample['test_target']}; model `{sample.get('model', 'retrieval')}`)", "",
+        lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; {held_out(sample)}; "
+                  f"model `{sample.get('model', 'retrieval')}`)", "",
                   "| # | item | score | predicted rating | because (history item, weight) |",
                   "|---|---|---|---|---|"]
+        hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
             rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
-            lines.append(f"| {rank} | {rec['title']} | {rec['score']:.3f} | {rating} | {because} |")
+            item = f"**{rec['title']}** {HIT}" if rank == hit else rec["title"]
+            lines.append(f"| {rank} | {item} | {rec['score']:.3f} | {rating} | {because} |")
         lines.append("")
     lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["stage_seconds"].items()]
@@ -170,7 +198,8 @@ def _html(summary, images) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>tfrec_attn report</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}.num td:not(:first-child){text-align:right}</style></head><body>",
+        "th{background:#f3f3f3}.num td:not(:first-child){text-align:right}"
+        ".hit{background:#e3f5e1;font-weight:600}</style></head><body>",
         f"<h1>tfrec_attn report — {e(d['dataset'])}</h1>",
         f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')}; total wall time {summary['total_seconds']:.0f} s"
         f"{' (quick profile, user subset)' if summary['quick'] else ''}.</p>",
@@ -210,15 +239,19 @@ def _html(summary, images) -> str:
         if reached:
             parts.append("<ul>" + "".join(f"<li>user {e(r['user_id'])}: rank {r['rank']}; recently watched "
                                           f"{e('; '.join(r['recent']))}</li>" for r in reached) + "</ul>")
-    parts.append("<h2>Sample recommendations (through the gRPC server)</h2>")
+    parts.append("<h2>Sample recommendations (through the gRPC server)</h2>"
+                 f"<p><span class='hit'>{HIT} highlighted</span>: the user's held-out next item (the test "
+                 "target) where it is recommended.</p>")
     for sample in summary["samples"]:
         parts.append(f"<h3>User {e(sample['user_id'])}</h3><p>{len(sample['history'])} items watched; "
-                     f"held-out next item: {e(sample['test_target'])}</p>"
+                     f"{e(held_out(sample))}</p>"
                      "<table><tr><th>#</th><th>item</th><th>score</th><th>predicted rating</th><th>because</th></tr>")
+        hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{e(b['title'])} ({b['weight']:+.2f})" for b in rec["because"])
             rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
-            parts.append(f"<tr><td>{rank}</td><td>{e(rec['title'])}</td><td>{rec['score']:.3f}</td>"
+            row, item = ("<tr class='hit'>", f"{e(rec['title'])} {HIT}") if rank == hit else ("<tr>", e(rec["title"]))
+            parts.append(f"{row}<td>{rank}</td><td>{item}</td><td>{rec['score']:.3f}</td>"
                          f"<td>{rating}</td><td>{because}</td></tr>")
         parts.append("</table>")
     parts.append("<h2>Interactions per user</h2>" + img(images.get("lengths")))

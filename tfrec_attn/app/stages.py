@@ -16,99 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 
 import numpy as np
-import yaml
 
-from tfrec_attn.training.config import (
-    ConfigError,
-    ItemTowerConfig,
-    RetrievalConfig,
-    load_config,
-    save_config,
-)
-from tfrec_attn.training.ranking_config import RankingConfig
-
-
-@dataclasses.dataclass
-class QuickConfig:
-    """The ``--quick`` smoke profile: a user subset and cheaper training."""
-
-    max_users: int = 300
-    overrides: list[str] = dataclasses.field(default_factory=list)
-    ranking_overrides: list[str] = dataclasses.field(default_factory=list)
-    cold_start_budget_seconds: float = 20.0  # per cold-split training
-
-
-@dataclasses.dataclass
-class NewItemConfig:
-    """An item that is not in the data, added to the running server by its text."""
-
-    item_id: str = "new-1"
-    title: str = "Star Wars: Episode I - The Phantom Menace (1999)"
-    genres: list[str] = dataclasses.field(default_factory=lambda: ["Action", "Adventure", "Fantasy", "Sci-Fi"])
-    description: str = ""
-
-
-@dataclasses.dataclass
-class ColdStartConfig:
-    """The cold-start stage: the protocol's table (:mod:`tfrec_attn.evaluation.cold_start`)
-    for ``item_tower`` (and the id-only tower), and a new item added by its text to the
-    running server through that tower's export, ``model_name``. The main retrieval model
-    keeps the item tower measured best on warm users (``retrieval.model.item_tower``)."""
-
-    enabled: bool = True
-    fraction: float = 0.2  # of evaluated users whose test targets become cold items
-    time_budget_seconds: float = 90.0  # per cold-split training (the item tower and id-only)
-    compare_id: bool = True  # also train the id-only tower on the cold split (cold ids are OOV)
-    # The tower that reads item text, trained on the cold split: the text tower with the MLP
-    # projection is the measured cold-start choice (docs/benchmarks.md, "Cold start").
-    item_tower: ItemTowerConfig = dataclasses.field(
-        default_factory=lambda: ItemTowerConfig(type="text", projection="mlp"))
-    model_name: str = "retrieval_text"  # its export, served next to the main models
-    new_item: NewItemConfig = dataclasses.field(default_factory=NewItemConfig)
-    users_to_scan: int = 300  # test users asked over gRPC whether the new item is now in their top k
-
-
-@dataclasses.dataclass
-class PipelineConfig:
-    """``tfrec-attn run``: train -> evaluate -> export -> serve -> query, and a report."""
-
-    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
-    two_stage: bool = True  # train the ranking model on the retrieval candidates, serve `recommend`
-    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["MostPop", "ALS"])
-    sample_users: int = 3  # users whose recommendations are queried and shown
-    k: int = 10  # recommendations shown per user
-    cold_start: ColdStartConfig = dataclasses.field(default_factory=ColdStartConfig)
-    quick: QuickConfig = dataclasses.field(default_factory=QuickConfig)
-
-    def validate(self, where=lambda path: path) -> None:
-        self.retrieval.validate(lambda p: where(f"retrieval.{p}"))
-        self.ranking.validate(lambda p: where(f"ranking.{p}"))
-        for name in self.baselines:
-            if name not in ("MostPop", "ALS"):
-                raise ConfigError(f"{where('baselines')}: baselines has {name!r}; known: MostPop, ALS")
-        if self.sample_users < 1 or self.k < 1 or self.quick.max_users < 10:
-            raise ConfigError(f"{where('sample_users')}: sample_users, k must be >= 1 and "
-                              "quick.max_users >= 10")
-        if not 0 < self.cold_start.fraction <= 1:
-            raise ConfigError(f"{where('cold_start.fraction')}: cold_start.fraction must be in (0, 1]")
-        if self.cold_start.time_budget_seconds <= 0:
-            raise ConfigError(f"{where('cold_start.time_budget_seconds')}: must be > 0")
-        if self.cold_start.item_tower.type not in ("text", "hybrid"):
-            raise ConfigError(f"{where('cold_start.item_tower.type')}: cold_start.item_tower.type="
-                              f"{self.cold_start.item_tower.type!r} must be text or hybrid (it embeds new items "
-                              "from their text)")
-        self.cold_start.item_tower.validate(where, prefix="cold_start.item_tower")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
-
+from tfrec_attn.config import PipelineConfig, load_config, save_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                               "training", "configs", "ml100k_pipeline.yaml")
@@ -148,30 +61,6 @@ def subset_users(dataset, max_users: int, seed: int):
         return dataset
     rng = np.random.default_rng(seed)
     return dataset.subset_users(rng.choice(users, size=max_users, replace=False))
-
-
-def start_server(model_config_file: str, poll_seconds: float = 0):
-    """Serves the models of a TF Serving ``model_config_list`` file. ``poll_seconds``: 0 loads
-    the versions once (TF Serving's meaning); > 0 polls for new ones."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrec_attn.app.cli", "serve", "--port", "0", "--host", "127.0.0.1",
-         "--model_config_file", model_config_file, "--file_system_poll_wait_seconds", str(poll_seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"the model server did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, f"127.0.0.1:{match.group(1)}"
-
-
-def stop_server(proc) -> int:
-    proc.terminate()
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: bool = False,
@@ -215,28 +104,31 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 3. retrieval --------------------------------------------------------------------
     stages(f"train retrieval (transformer user tower, {retrieval_config.model.item_tower.type} item tower)")
-    from tfrec_attn.training.retrieval import train_retrieval
+    from tfrec_attn.training import train
 
-    run_dir = os.path.join(output_dir, "retrieval")
-    trained = train_retrieval(retrieval_config, dataset, run_dir, verbose=verbose, split=split)
+    trained = train(retrieval_config, dataset, os.path.join(output_dir, "retrieval"), verbose=verbose, split=split)
     results["Transformer retrieval"] = trained.metrics["test"]
     timings["Transformer retrieval"] = trained.metrics["train_seconds"]
 
     # 3b. ranking ---------------------------------------------------------------------
     ranked = None
-    ratings = {}
+    ratings, two_stage_rows = {}, {}
     if two_stage:
-        from tfrec_attn.app.two_stage import rating_table, train_ranking_stage
+        from tfrec_attn.evaluation.two_stage import comparison_rows, rating_rows
+        from tfrec_attn.training.retrieval import retrievers
 
         stages(f"train ranking ({config.ranking.model.attention.upper()} target attention) on the retrieval "
                f"top-{config.ranking.retrieval.candidates}")
-        ranked = train_ranking_stage(config.ranking, dataset, split, retrieval_config, trained, output_dir,
-                                     verbose=verbose)
+        # The in-memory retrieval model gives the test candidates, its selection checkpoint the
+        # validation candidates and hard negatives (with the catalogue's text features it computed).
+        final, selection = retrievers(trained)
+        ranked = train(config.ranking, dataset, os.path.join(output_dir, "ranking"), verbose=verbose, split=split,
+                       retrieval=final, selection_retrieval=selection)
         test = ranked.metrics["test"]
         name = f"Two-stage (retrieval + {config.ranking.model.attention.upper()} ranking)"
         results[name] = {k: v for k, v in test.items() if "_" not in k}
         timings[name] = trained.metrics["train_seconds"] + ranked.metrics["train_seconds"]
-        ratings = rating_table(split, test)
+        ratings, two_stage_rows = rating_rows(test), comparison_rows(test)
 
     # 4. evaluation table -------------------------------------------------------------
     stages("evaluate (test split, full ranking)")
@@ -264,35 +156,34 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 5. export -----------------------------------------------------------------------
     stages("export versioned SavedModels")
-    from tfrec_attn.export import export_retrieval
-
     export_base = os.path.join(output_dir, "export")
-    model_name = retrieval_config.export.model_name
-    exported = export_retrieval(trained.model, trained.vocabulary, export_base, model_name=model_name,
-                                k=retrieval_config.export.k, index="brute_force")
-    print(f"exported {exported}")
-    served = [model_name]
+    # Each stage's recipe exports its models with its config's export settings.
+    exports = {"retrieval": trained.export(export_base)}
     if ranked is not None:
-        print(f"exported {ranked.recipe.export(ranked.model, export_base)}")
-        print(f"exported {ranked.recipe.export_recommend(ranked.model, export_base)}")
-        served += [config.ranking.export.model_name, config.ranking.export.recommend_name]
+        exports["ranking"] = ranked.export(export_base)  # ranking + recommend
     if cold_trained is not None:  # new items are embedded from their text by this one
-        text_export = export_retrieval(cold_trained.model, cold_trained.vocabulary, export_base,
-                                       model_name=config.cold_start.model_name, k=retrieval_config.export.k,
-                                       index="brute_force")
-        print(f"exported {text_export} (the cold-start stage's {config.cold_start.item_tower.type} tower)")
-        served.append(config.cold_start.model_name)
-    from tfrec_attn.app.two_stage import write_models_config
+        exports["cold_start"] = cold_trained.export(export_base, model_name=config.cold_start.model_name)
+    for stage, paths in exports.items():
+        for path in paths:
+            print(f"exported {path}" + (f" (the cold-start stage's {config.cold_start.item_tower.type} tower)"
+                                        if stage == "cold_start" else ""))
+    exported = exports["retrieval"][0]
+    model_name = retrieval_config.export.model_name
+    from tfrec_attn.serving.config import write_model_server_config
 
-    models_config = write_models_config(export_base, served)
+    served = [model.name for model in config.served_models()]  # `serve:`, less the stages skipped
+    models_config = write_model_server_config(
+        os.path.join(export_base, "models.config"),
+        [(name, os.path.abspath(os.path.join(export_base, name))) for name in served])
 
     # 6. serve + query ----------------------------------------------------------------
     stages("serve (local gRPC server) and query through the client")
     from tfrec_attn.serving.client import RecommenderClient
+    from tfrec_attn.serving.process import start_server, stop_server
 
     proc, target = start_server(models_config, 0.5 if cold_stage else 0)
     samples = []
-    heatmap = None
+    explained = None
     try:
         print(f"server up at {target} (pid {proc.pid}), serving {', '.join(served)}")
         rng = np.random.default_rng(retrieval_config.seed)
@@ -315,6 +206,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                     "user_id": str(split.user_ids[user]),
                     "history": history,
                     "test_target": str(split.item_vocab[split.sequences[user][-1]]),
+                    "test_target_title": dataset.item_title(str(split.item_vocab[split.sequences[user][-1]])),
                     "model": asked,
                     "recommendations": [{"item_id": rec[0], "title": dataset.item_title(rec[0]), "score": rec[1],
                                          "rating": getattr(rec, "rating", None),
@@ -322,14 +214,13 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                                      for h, w in why[rec[0]]]}
                                         for rec in recs],
                 })
-        if ranked is not None and samples:
-            from tfrec_attn.app.two_stage import heatmap_from_server
-
+        if ranked is not None and samples:  # the served ranker's target attention (its `explain`, over gRPC)
+            recent = samples[0]["history"][-config.ranking.model.max_len:]  # what the ranker reads
+            candidates = [r["item_id"] for r in samples[0]["recommendations"]]
             with RecommenderClient(target, model_name=config.ranking.export.model_name) as client:
-                heatmap = heatmap_from_server(client, samples[0]["history"],
-                                              [r["item_id"] for r in samples[0]["recommendations"]], dataset,
-                                              os.path.join(output_dir, "target_attention.png"),
-                                              last=config.ranking.model.max_len)
+                explained = client.predict({"history": np.array([recent], object),
+                                            "candidates": np.array([candidates], object)}, "explain")
+            explained = (explained["attention"][0], candidates, recent)
         if cold_stage:
             from tfrec_attn.app.cold_start import new_item_demo
 
@@ -345,10 +236,17 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 
     # 7. report -----------------------------------------------------------------------
     stages("report")
-    from tfrec_attn.app.plots import plot_attention
+    from tfrec_attn.app.plots import attention_heatmap, plot_attention
     from tfrec_attn.app.report import write_report
 
-    self_attention = None
+    heatmap = self_attention = None
+    if explained is not None:
+        weights, candidates, recent = explained
+        heatmap = attention_heatmap(
+            weights, [dataset.item_title(c) for c in candidates], [dataset.item_title(h) for h in recent],
+            os.path.join(output_dir, "target_attention.png"),
+            title=f"Ranking model: each candidate's target attention over the history "
+                  f"({config.ranking.model.attention.upper()})")
     if samples:
         self_attention = plot_attention(trained.model, trained.vocabulary, samples[0]["history"], dataset,
                                         os.path.join(output_dir, "attention.png"))
@@ -363,24 +261,31 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
             "metrics": ranked.metrics["test"], "validation": ranked.metrics["validation"],
             "best_epoch": ranked.metrics["best_epoch"], "epochs": ranked.metrics["epochs"],
             "train_seconds": ranked.metrics["train_seconds"], "attention": config.ranking.model.attention,
-            "candidates": config.ranking.retrieval.candidates, "ratings": ratings},
+            "candidates": config.ranking.retrieval.candidates, "ratings": ratings, "rows": two_stage_rows},
     }
     with open(os.path.join(output_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    report = write_report(output_dir, summary, curves=os.path.join(run_dir, "curves.png"), attention=self_attention,
+    report = write_report(output_dir, summary, curves=trained.run.curves_file, attention=self_attention,
                           target_attention=heatmap, lengths=os.path.join(output_dir, "sequence_lengths.png"))
     print(f"report: {report} (and report.md); total {stages.elapsed:.0f}s")
     return summary
 
 
 def print_samples(samples, dataset) -> None:
+    """Each sample user's recent history, held-out next item (by title) and recommendations,
+    the held-out item marked where it is recommended (a hit)."""
+    from tfrec_attn.app.report import HIT, held_out, hit_rank
+
     for sample in samples:
         recent = ", ".join(dataset.item_title(i) for i in sample["history"][-5:])
         print(f"\nuser {sample['user_id']} — {len(sample['history'])} items watched; most recent: {recent}")
+        print(f"  {held_out(sample, dataset.item_title(sample['test_target']))}")
+        hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
             because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
             rating = f"  ~{rec['rating']:.1f}★" if rec.get("rating") is not None else ""
-            print(f"  {rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}{rating}   because: {because}")
+            mark = HIT if rank == hit else " "
+            print(f" {mark}{rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}{rating}   because: {because}")
 
 
 def load_pipeline_config(path: str | None, overrides=(), quick: bool = False) -> PipelineConfig:

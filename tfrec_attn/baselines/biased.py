@@ -107,3 +107,12 @@ class BiasedBaseline:
         item_bias = np.where(items >= 0, self.item_bias[np.maximum(items, 0)], 0.0)
         predicted = self.global_mean + user_bias + item_bias
         return np.clip(predicted, *self.rating_range).astype(np.float32)
+
+
+def biased_baseline_metrics(train: Interactions, user_ids, item_ids, actual) -> dict:
+    """RMSE / MAE / count of :class:`BiasedBaseline` fitted on ``train`` for the rated
+    ``(user_ids, item_ids)`` pairs (``actual``: their ratings, NaN = unrated): the reference
+    every rating figure of the project is set beside."""
+    from tfrec_attn.evaluation.rating import rating_metrics
+
+    return rating_metrics(BiasedBaseline().fit(train).predict(user_ids, item_ids), actual)

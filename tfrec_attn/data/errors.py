@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tfrec_attn.errors import TfrecAttnError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(TfrecAttnError, ValueError):
     """A malformed record in an input file.
 
     The message always reads ``FILE:LINE: field 'NAME': PROBLEM (got VALUE)`` so
@@ -20,7 +22,7 @@ class DataFormatError(ValueError):
         super().__init__(f"{self.path}:{line}: field '{field}': {problem}{got}")
 
 
-class DataFileError(ValueError):
+class DataFileError(TfrecAttnError, ValueError):
     """A whole input file is unusable (a directory, empty, no rows after its header).
 
     The message reads ``FILE: PROBLEM``.
@@ -32,9 +34,9 @@ class DataFileError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(TfrecAttnError, FileNotFoundError):
     """The data set is not on disk and could not be downloaded."""
 
 
-class ChecksumError(IOError):
+class ChecksumError(TfrecAttnError, IOError):
     """A downloaded archive does not match its pinned checksum."""

@@ -8,7 +8,7 @@ excluded: the project's full-ranking protocol); the remaining test users give th
 figures of the same run. The same code scores every model (a ``score_fn``).
 
     >>> cold = cold_start_split(split)
-    >>> model = train_retrieval(config, dataset, out, split=cold.split)  # never sees cold items
+    >>> model = train(config, dataset, out, split=cold.split).model  # never sees cold items
     >>> evaluate_cold_start(cold, score_fn)  # {"cold": {...}, "warm": {...}}
 """
 

@@ -7,6 +7,10 @@ Before scoring, :func:`vocabulary_coverage` says how much of the evaluated data 
 knows: a model asked about ids outside its vocabulary ranks none of them (an unknown
 target is a guaranteed miss, an unknown history is read as an empty one), so data that
 does not match the model would otherwise just score 0 without a word.
+
+Only a model whose ``serving_default`` maps ``history`` to ranked ``item_ids`` (a retrieval
+export, or a ``recommend`` export: both stages in one graph) can be measured this way; any
+other SavedModel, a ranking export above all, is an :class:`ExportKindError` at load time.
 """
 
 from __future__ import annotations
@@ -17,10 +21,20 @@ import os
 import numpy as np
 
 from tfrec_attn.data.sequences import history_batch
+from tfrec_attn.errors import TfrecAttnError
 from tfrec_attn.evaluation.protocol import Evaluator
 
 # Below this fraction of known test targets the data is taken for other data than the model's.
 MIN_KNOWN_TARGETS = 0.5
+# What an ExportKindError says the evaluator needs.
+_NEEDED = ("full-ranking evaluation (`tfrec-attn evaluate`) ranks the whole catalogue through a retrieval "
+           "export's serving_default: history (string [batch, None]) -> item_ids and scores ([batch, K], "
+           "best first)")
+
+
+class ExportKindError(TfrecAttnError, ValueError):
+    """A SavedModel whose ``serving_default`` is not ``history`` -> ``item_ids`` (not a
+    retrieval or ``recommend`` export), handed to the full-ranking evaluator."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,11 +104,40 @@ def resolve_saved_model(path: str) -> str:
 
 
 def load_saved_model(path: str):
-    """``(version directory, loaded SavedModel)`` of a SavedModel or TF Serving model dir."""
+    """``(version directory, loaded SavedModel)`` of a SavedModel or TF Serving model dir;
+    :class:`ExportKindError` unless it is a retrieval or ``recommend`` export
+    (:func:`check_retrieval_export`)."""
     import tensorflow as tf
 
     path = resolve_saved_model(path)
-    return path, tf.saved_model.load(path)
+    loaded = tf.saved_model.load(path)
+    check_retrieval_export(loaded, path)
+    return path, loaded
+
+
+def check_retrieval_export(loaded, path: str) -> None:
+    """Raises :class:`ExportKindError` unless ``loaded``'s ``serving_default`` takes
+    ``history`` alone and returns ``item_ids`` (what :func:`evaluate_saved_model` calls).
+
+    The message names what the SavedModel's ``serving_default`` is instead, and for a
+    ranking export (``history`` + ``candidates`` -> ``scores``) where its metrics are.
+    """
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        found = ", ".join(sorted(loaded.signatures)) or "none"
+        raise ExportKindError(f"{path}: no serving_default signature (signatures: {found}): {_NEEDED}")
+    inputs = sorted(signature.structured_input_signature[1])
+    outputs = sorted(signature.structured_outputs)
+    if inputs == ["history"] and "item_ids" in outputs:
+        return
+    found = f"its serving_default takes {', '.join(inputs) or 'nothing'} and returns {', '.join(outputs)}"
+    if set(inputs) == {"candidates", "history"} and "scores" in outputs:
+        raise ExportKindError(
+            f"{path}: a ranking export ({found}), not a retrieval export: {_NEEDED}. A ranking model's "
+            "test metrics (ranker alone and two-stage) are those `tfrec-attn train` printed, in its run's "
+            "RUN_DIR/metrics.json; to measure both stages through a SavedModel, evaluate the run's "
+            "recommend export (EXPORT/recommend) instead")
+    raise ExportKindError(f"{path}: not a retrieval export ({found}): {_NEEDED}")
 
 
 def known_items(loaded, item_ids, chunk: int = 8192) -> np.ndarray | None:
@@ -123,6 +166,8 @@ def evaluate_saved_model(path: str, split, stage: str = "test", batch_size: int 
 
     if loaded is None:
         path, loaded = load_saved_model(path)
+    else:
+        check_retrieval_export(loaded, path)
     signature = loaded.signatures["serving_default"]
     position = {item: i for i, item in enumerate(split.item_vocab)}
     evaluator = Evaluator(split, stage)

@@ -16,37 +16,15 @@ and the metrics are exactly the project's full-ranking protocol
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
+
+from tfrec_attn.evaluation.protocol import Evaluator
+from tfrec_attn.evaluation.rating import rating_metrics
+from tfrec_attn.evaluation.retrieval import Retriever
 
 ROWS = 32  # users per ranker batch (fixed shapes: one trace per model)
 OFFSET = 1e9  # non-candidates rank below every candidate
 RETRIEVAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # candidates of the blend weight (chosen on validation)
-
-
-@dataclasses.dataclass
-class Retriever:
-    """A trained retrieval model and what scoring its catalogue needs.
-
-    Attributes:
-        model: SequentialRetrievalModel.
-        vocabulary: ItemVocabulary. The model's.
-        item_features: float [num_items, text_dim] or None. Text features of the split's
-            catalogue (text and hybrid towers score unknown items from them).
-        item_texts: list of str or None.
-    """
-
-    model: object
-    vocabulary: object
-    item_features: np.ndarray | None = None
-    item_texts: list | None = None
-
-    def scorer(self, split):
-        from tfrec_attn.training.retrieval import catalogue_scorer
-
-        return catalogue_scorer(self.model, self.vocabulary, split, item_features=self.item_features,
-                                item_texts=self.item_texts)
 
 
 def ranker_outputs(model, inputs: dict, candidates: np.ndarray) -> dict:
@@ -94,8 +72,6 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
         choose_weight: bool. Pick the model's ``retrieval_weight`` on this stage (validation
             only) from :data:`RETRIEVAL_WEIGHTS`, and set it.
     """
-    from tfrec_attn.evaluation.protocol import Evaluator
-
     split = recipe.split
     evaluator = Evaluator(split, stage, users=users)
     users = evaluator.users
@@ -112,11 +88,9 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
     if negatives is not None:
         metrics["AUC"] = float(np.mean(auc(out["scores"])))
     actual = np.array([split.ratings[u][position] for u in users], np.float32)
-    known = np.isfinite(actual)
-    if known.any():
-        error = out["rating"][known, 0] - actual[known]
-        metrics["RMSE"] = float(np.sqrt(np.mean(error ** 2)))
-        metrics["MAE"] = float(np.mean(np.abs(error)))
+    if np.isfinite(actual).any():
+        rated = rating_metrics(out["rating"][:, 0], actual)
+        metrics.update(RMSE=rated["RMSE"], MAE=rated["MAE"])
 
     if retrieval is None:
         return metrics
@@ -164,3 +138,29 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
     alone = evaluator.evaluate(scorer, sampled=False)
     metrics.update({f"retrieval_{name}": value for name, value in alone.items() if name != "users"})
     return metrics
+
+
+def comparison_rows(metrics: dict) -> dict:
+    """``{row name: metrics}`` of a two-stage evaluation for ``format_table``: retrieval
+    alone, the ranker alone on the retrieval candidates, and the two-stage order."""
+    rows = {}
+    for title, prefix in (("retrieval only", "retrieval_"), ("ranker only", "ranker_only_"), ("two-stage", "")):
+        if prefix:
+            row = {name[len(prefix):]: value for name, value in metrics.items() if name.startswith(prefix)}
+        else:
+            row = {name: value for name, value in metrics.items() if name in ("HR@10", "NDCG@10", "HR@50", "MRR")}
+        if row:
+            rows[title] = row
+    return rows
+
+
+def rating_rows(metrics: dict) -> dict:
+    """``{row name: {"RMSE", "MAE", "count"}}`` of a ranking run's test metrics: the rating
+    head beside the biased baseline and the global mean on the same test events."""
+    if "baseline_RMSE" not in metrics:
+        return {}
+    count = metrics["rating_count"]
+    return {"biased baseline (mean + user + item bias)": {"RMSE": metrics["baseline_RMSE"],
+                                                          "MAE": metrics["baseline_MAE"], "count": count},
+            "global mean": {"RMSE": metrics["mean_RMSE"], "MAE": metrics["mean_MAE"], "count": count},
+            "attention ranker (rating head)": {"RMSE": metrics["RMSE"], "MAE": metrics["MAE"], "count": count}}

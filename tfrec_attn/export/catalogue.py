@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfrec_attn.errors import TfrecAttnError
 from tfrec_attn.export.saved_model import publish_saved_model, versions
 from tfrec_attn.export.signatures import (
     CANDIDATES_SPEC,
@@ -23,9 +24,10 @@ from tfrec_attn.export.signatures import (
     ITEM_IDS_SPEC,
     ITEM_TEXTS_SPEC,
 )
+from tfrec_attn.layers.item_tower import reads_text
 
 
-class AddItemsError(ValueError):
+class AddItemsError(TfrecAttnError, ValueError):
     """The export or the new items cannot be combined (named in the message)."""
 
 
@@ -126,7 +128,7 @@ def add_items(export_base: str, items: dict, *, model_name: str = "retrieval", b
         if not hasattr(base, name):
             raise AddItemsError(f"{source}: has no {name!r}; export it again with this version of tfrec_attn")
     tower = base.item_tower_type.numpy().decode()
-    if tower == "id":
+    if not reads_text(tower):
         raise AddItemsError(f"{source}: the model's item tower is 'id', which knows items only by id and cannot "
                             "place one it has never seen; train with model.item_tower.type=text or hybrid")
     known = set(base.catalogue_ids.numpy().astype(str))

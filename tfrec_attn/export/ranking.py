@@ -21,9 +21,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrec_attn.export.signatures import CANDIDATES_SPEC, HISTORY_SPEC
-from tfrec_attn.features.ranking import event_gap_ids, event_rating_ids
+from tfrec_attn.features.ranking import NUM_GAP_BUCKETS, event_gap_ids, event_rating_ids
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary, is_item, table_rows
-from tfrec_attn.layers.ranking_network import NUM_GAP_BUCKETS
 
 FEATURE_SPECS = [
     tf.TensorSpec([None, None], tf.float32, name="history_ratings"),

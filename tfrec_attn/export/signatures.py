@@ -59,7 +59,7 @@ class RetrievalServingModule(tf.Module):
 
         self.model = model
         self._encode_texts = None
-        if getattr(model.item_tower, "text_dim", 0):
+        if model.item_tower.reads_text:
             encoder = text_encoder or model.item_tower.text_encoder()
             # Track the encoder's weights and tokenizer (vocab.txt asset) but not the Keras
             # model: saving a Keras BERT traces every layer's call (a minute on 2 cores).
@@ -73,7 +73,7 @@ class RetrievalServingModule(tf.Module):
         self.catalogue_ids = tf.Variable(list(vocabulary.item_ids), trainable=False, dtype=tf.string,
                                          name="catalogue_ids")
         # id | text | hybrid: whether embed_items can place an unseen item (add-items checks it).
-        self.item_tower_type = tf.Variable(getattr(model.item_tower, "kind", "id"), trainable=False,
+        self.item_tower_type = tf.Variable(model.item_tower.kind, trainable=False,
                                            dtype=tf.string, name="item_tower_type")
         candidates = tf.cast(model.item_embeddings(), tf.float32)
         self.index = build_index(index, candidates, tf.constant(list(vocabulary.item_ids)), self.k,

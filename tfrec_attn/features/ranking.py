@@ -19,11 +19,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfrec_attn.layers.attention import register
+from tfrec_attn.features.serializable import register
 
 USER_FEATURES = ("age", "gender", "occupation", "zip")
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # ML-1M's age groups; ML-100K ages fall in them
 DECADES = tuple(range(1920, 2030, 10))  # release decade buckets (before 1920 = the first)
+NUM_GAP_BUCKETS = 14  # event time gaps: 0 = unknown, then log2 buckets of days before the newest event
 
 
 def item_feature_table(dataset, vocabulary, text_features=None) -> np.ndarray:

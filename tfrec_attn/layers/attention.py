@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-register = tf.keras.utils.register_keras_serializable(package="tfrec_attn")
+from tfrec_attn.features.serializable import register
 
 POSITIONAL_TYPES = ("learned", "none")  # recency embeddings, or none
 

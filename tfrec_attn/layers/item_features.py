@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import PAD_INDEX
-from tfrec_attn.layers.attention import register
 
 
 @register

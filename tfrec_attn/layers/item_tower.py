@@ -34,12 +34,19 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
-from tfrec_attn.layers.attention import register
 
 ITEM_TOWER_TYPES = ("id", "text", "hybrid")
+TEXT_TOWER_TYPES = ("text", "hybrid")  # the towers that embed an item from its text
 FUSION_TYPES = ("sum", "gated", "concat_mlp")
 PROJECTION_TYPES = ("linear", "mlp")
+
+
+def reads_text(tower_type: str) -> bool:
+    """Whether an item tower of ``tower_type`` reads item text (and so can embed an item it
+    never saw in training): the one place this is decided."""
+    return tower_type in TEXT_TOWER_TYPES
 
 
 def _embedding_init():
@@ -56,6 +63,8 @@ class IdItemTower(tf.keras.layers.Layer):
     """
 
     text_dim = 0
+    kind = "id"
+    reads_text = False
 
     def __init__(self, num_indices: int, embedding_dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -115,8 +124,8 @@ class TextItemTower(tf.keras.layers.Layer):
                  encoder: str = "", max_tokens: int = 64, pooling: str = "mean", trainable_layers: int = 0,
                  encoder_learning_rate: float = 1e-4, id_dropout_candidates: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if kind not in ("text", "hybrid"):
-            raise ValueError(f"kind must be text or hybrid, got {kind!r}")
+        if not reads_text(kind):
+            raise ValueError(f"kind must be one of {', '.join(TEXT_TOWER_TYPES)}, got {kind!r}")
         if fusion not in FUSION_TYPES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_TYPES)}, got {fusion!r}")
         if projection not in PROJECTION_TYPES:
@@ -137,7 +146,7 @@ class TextItemTower(tf.keras.layers.Layer):
         self.encoder_learning_rate = encoder_learning_rate
         self.encoder_model = None
         if trainable_layers:
-            from tfrec_attn.layers.text_encoder import TextEncoder
+            from tfrec_attn.text.encoder import TextEncoder
             from tfrec_attn.text.pretrained import resolve_model_dir
 
             self.encoder_model = TextEncoder(resolve_model_dir(encoder), max_tokens, pooling,
@@ -215,12 +224,12 @@ class TextItemTower(tf.keras.layers.Layer):
         return self(indices, training=training and self.id_dropout_candidates)
 
     def text_encoder(self):
-        """The :class:`~tfrec_attn.layers.text_encoder.TextEncoder` whose features this tower
+        """The :class:`~tfrec_attn.text.encoder.TextEncoder` whose features this tower
         reads (in-graph tokenization; for exports that embed new items): the fine-tuned one,
         or the frozen pretrained one."""
         if self.encoder_model is not None:
             return self.encoder_model
-        from tfrec_attn.layers.text_encoder import TextEncoder
+        from tfrec_attn.text.encoder import TextEncoder
         from tfrec_attn.text.pretrained import resolve_model_dir
 
         encoder = TextEncoder(resolve_model_dir(self.encoder), self.max_tokens, self.pooling, name="text_encoder")
@@ -228,6 +237,10 @@ class TextItemTower(tf.keras.layers.Layer):
             raise ValueError(f"encoder {self.encoder!r} gives {encoder.hidden_size} features; this tower was "
                              f"trained on {self.text_dim}")
         return encoder
+
+    @property
+    def reads_text(self) -> bool:
+        return reads_text(self.kind)
 
     def get_config(self):
         return {**super().get_config(), "num_indices": self.num_indices, "embedding_dim": self.embedding_dim,
@@ -243,7 +256,7 @@ def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: 
     kind = config if isinstance(config, str) else config.type
     if kind == "id":
         return IdItemTower(num_indices, embedding_dim, name="item_tower")
-    if kind in ("text", "hybrid"):
+    if reads_text(kind):
         if not text_dim:
             raise ValueError(f"model.item_tower.type={kind} needs the text encoder's feature width")
         return TextItemTower(num_indices, embedding_dim, text_dim, kind, config.fusion, config.projection,

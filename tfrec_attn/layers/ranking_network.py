@@ -7,12 +7,11 @@ import math
 
 import tensorflow as tf
 
+from tfrec_attn.features.ranking import NUM_GAP_BUCKETS
+from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
-from tfrec_attn.layers.attention import register
 from tfrec_attn.layers.item_features import ItemFeatureEmbedding
 from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttention, DinAttention
-
-NUM_GAP_BUCKETS = 14  # 0 = unknown, then log2 buckets of days before the newest event
 
 
 @register

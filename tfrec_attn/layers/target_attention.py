@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrec_attn.layers.attention import register
+from tfrec_attn.features.serializable import register
 
 TARGET_ATTENTION_TYPES = ("din", "bst")
 DIN_NORMALIZATIONS = ("none", "softmax")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrec_attn.layers.attention import register
+from tfrec_attn.features.serializable import register
 
 
 def mask_positions(scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrec_attn.layers.attention import register
+from tfrec_attn.features.serializable import register
 from tfrec_attn.models.base import RecommenderModel
 from tfrec_attn.tasks import global_weighted_mean
 

@@ -13,8 +13,8 @@ import functools
 
 import tensorflow as tf
 
+from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
-from tfrec_attn.layers.attention import register
 from tfrec_attn.layers.user_tower import last_position
 from tfrec_attn.models.base import RecommenderModel
 from tfrec_attn.tasks.next_item import Candidates
@@ -159,6 +159,12 @@ class SequentialRetrievalModel(RecommenderModel):
         history = compact_history(history, self.max_len)
         sequence = self.encode(history, training=training)["sequence"]
         return self._query(last_position(sequence, history >= FIRST_ITEM_INDEX))
+
+    def position_queries(self, history):
+        """Query vectors [b, L, d (+1)] after every position of a compact, right-padded
+        ``history`` [b, L] (at most ``max_len`` items): position t scores the item after
+        ``history[:, :t + 1]`` (what training predicts there; hard-negative mining reads it)."""
+        return self._query(self.encode(history)["sequence"])
 
     def explain_history(self, history):
         """Which history items the user embedding attends to.

@@ -5,15 +5,16 @@
     ...     client.recommend(["50", "172", "133"], k=10)
     [("181", 7.31), ("100", 7.02), ...]
 
-Uses only ``tensorflow-serving-api`` stubs and ``grpcio``: deadlines on every call,
-retries with exponential backoff on ``UNAVAILABLE`` only (a server restarting or a full
-batch queue); every other error is raised at once as :class:`ServingError`.
+Uses only ``tensorflow-serving-api`` stubs and ``grpcio``: a deadline on every call, and
+retries on ``UNAVAILABLE`` only (a server down or restarting, or a full batch queue) by
+gRPC's own retry policy (the channel's service config, gRFC A6: exponential backoff with
+jitter, within the call's deadline). What still fails, and every other error, is raised as
+:class:`ServingError`.
 """
 
 from __future__ import annotations
 
-import random
-import time
+import json
 
 import grpc
 import numpy as np
@@ -26,8 +27,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfrec_attn.errors import TfrecAttnError
 
-class ServingError(RuntimeError):
+
+class ServingError(TfrecAttnError, RuntimeError):
     """A call failed; ``code`` is the gRPC status code."""
 
     def __init__(self, code, details):
@@ -95,20 +98,54 @@ def _as_batch(histories) -> np.ndarray:
     return np.array([r + [""] * (width - len(r)) for r in rows], dtype=object)
 
 
+# The services whose calls are retried: every call the client makes.
+RETRIED_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+MAX_RETRIES = 4  # gRPC caps a retry policy's maxAttempts at 5 (gRFC A6), the first attempt included
+_MESSAGE_BYTES = 64 << 20
+
+
+def service_config(retries: int, backoff: float) -> dict:
+    """The channel's gRPC service config: ``retries`` extra attempts on UNAVAILABLE, the first
+    after ``backoff`` seconds, each next one after twice the previous (x0.8-1.2 jitter, gRPC's);
+    no retry policy for ``retries=0``.
+
+    Args:
+        retries: int. In [0, ``MAX_RETRIES``].
+        backoff: float. Seconds, >= 0.001 (gRPC reads durations in milliseconds).
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"retries={retries!r} must be an integer in [0, {MAX_RETRIES}] (gRPC makes at most "
+                         f"{MAX_RETRIES + 1} attempts of a call)")
+    method = {"name": [{"service": service} for service in RETRIED_SERVICES]}
+    if retries:
+        if not backoff >= 0.001:
+            raise ValueError(f"backoff={backoff!r} must be >= 0.001 seconds")
+        method["retryPolicy"] = {
+            "maxAttempts": retries + 1, "initialBackoff": f"{backoff:.3f}s",
+            "maxBackoff": f"{backoff * 2 ** (retries - 1):.3f}s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"]}
+    return {"methodConfig": [method]}
+
+
 class RecommenderClient:
     """Args:
         target: str. ``host:port`` of the gRPC endpoint.
         model_name: str.
         version: int or None. Pin a version (default: the server's latest).
-        timeout: float. Deadline per call in seconds.
-        retries: int. Extra attempts on UNAVAILABLE.
-        backoff: float. First retry delay in seconds (doubles, with jitter).
+        timeout: float. Deadline of a call in seconds, its retries included (past it the
+            call ends with DEADLINE_EXCEEDED).
+        retries: int. Extra attempts on UNAVAILABLE, 0 to ``MAX_RETRIES`` (gRPC's limit).
+        backoff: float. First retry delay in seconds (doubles, with gRPC's jitter).
     """
 
     def __init__(self, target: str, model_name: str = "retrieval", version: int | None = None,
                  timeout: float = 10.0, retries: int = 3, backoff: float = 0.1):
+        config = service_config(retries, backoff)
         self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+            ("grpc.max_receive_message_length", _MESSAGE_BYTES), ("grpc.max_send_message_length", _MESSAGE_BYTES),
+            ("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config)),
+            # a call is retried only while its request fits the retry buffer (256 KiB by default)
+            ("grpc.per_rpc_retry_buffer_size", _MESSAGE_BYTES)])
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.model_name = model_name
@@ -134,16 +171,11 @@ class RecommenderClient:
             spec.signature_name = signature
 
     def _call(self, method, request):
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=self.timeout)
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise ServingError(error.code(), error.details()) from None
-                time.sleep(delay * (1 + random.random()))
-                delay *= 2
-        raise AssertionError("unreachable")
+        """One call; the channel's retry policy retries UNAVAILABLE."""
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise ServingError(error.code(), error.details()) from None
 
     def predict(self, inputs: dict, signature: str = "serving_default") -> dict[str, np.ndarray]:
         """Raw Predict: numpy inputs by alias -> numpy outputs by name."""

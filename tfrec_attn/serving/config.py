@@ -20,7 +20,7 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfrec_attn.training.config import ConfigError
+from tfrec_attn.config import ConfigError
 
 
 class ServingConfigError(ConfigError):
@@ -118,13 +118,9 @@ def parse_monitoring_config(text: str, path: str = "<monitoring config>"):
     return proto
 
 
-def parse_model_server_config(text: str, path: str = "<model config>"):
-    """A ``tensorflow.serving.ModelServerConfig`` from its text format."""
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ServingConfigError(f"{path}:{error}") from None
+def _check_model_server_config(config, path: str):
+    """The rules this server and TF Serving share: a model_config_list of named models with
+    base paths, each name once."""
     if config.WhichOneof("config") != "model_config_list":
         raise ServingConfigError(f"{path}: only model_config_list is supported")
     names = [m.name for m in config.model_config_list.config]
@@ -136,16 +132,64 @@ def parse_model_server_config(text: str, path: str = "<model config>"):
     return config
 
 
+def parse_model_server_config(text: str, path: str = "<model config>"):
+    """A ``tensorflow.serving.ModelServerConfig`` from its text format."""
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise ServingConfigError(f"{path}:{error}") from None
+    return _check_model_server_config(config, path)
+
+
 def read_model_server_config(path: str):
     with open(path, encoding="utf-8") as handle:
         return parse_model_server_config(handle.read(), path)
 
 
+def model_server_config(models, path: str = "<model config>"):
+    """A ``ModelServerConfig`` serving the newest version of each model (TF Serving's default
+    policy, written out): a new version takes traffic once loaded, the previous one unloads.
+
+    Args:
+        models: iterable of ``(name, base_path)`` pairs; ``base_path`` holds integer version
+            directories (``OUTPUT/export/<name>``).
+        path: str. Names the config in errors (ServingConfigError: an empty or repeated name).
+
+    Example:
+        >>> model_server_config([("retrieval", "/models/retrieval")]).model_config_list.config[0].name
+        'retrieval'
+    """
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.SetInParent()
+    for name, base_path in models:
+        model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+        model.model_version_policy.latest.num_versions = 1
+    return _check_model_server_config(config, path)
+
+
+def model_server_config_text(models, comment: str = "") -> str:
+    """:func:`model_server_config` in the text format ``--model_config_file`` reads (protobuf's
+    ``text_format``), after ``comment`` as ``#`` lines."""
+    header = "".join(f"# {line}".rstrip() + "\n" for line in comment.splitlines())
+    return header + text_format.MessageToString(model_server_config(models))
+
+
+def write_model_server_config(path: str, models, comment: str = "") -> str:
+    """Writes :func:`model_server_config_text` to ``path`` (TF Serving's ``models.config``);
+    returns ``path``.
+
+    Example:
+        >>> write_model_server_config("runs/main/export/models.config",
+        ...                           [("retrieval", "/abs/runs/main/export/retrieval")])
+        'runs/main/export/models.config'
+    """
+    text = model_server_config_text(models, comment)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
 def single_model_config(name: str, base_path: str):
     """What ``--model_name`` / ``--model_base_path`` mean: one model, latest version."""
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add()
-    model.name = name
-    model.base_path = base_path
-    model.model_platform = "tensorflow"
-    return config
+    return model_server_config([(name, base_path)])

@@ -35,8 +35,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
-from tfrec_attn.layers.attention import register
 
 LOSS_TYPES = ("full", "sampled", "in_batch")
 _NEG = -1e9

@@ -31,8 +31,8 @@ def _key(model_dir: str, max_tokens: int, pooling: str, texts) -> str:
 
 
 def build_encoder(item_tower_config, model_dir: str | None = None):
-    """The frozen :class:`~tfrec_attn.layers.text_encoder.TextEncoder` a config names."""
-    from tfrec_attn.layers.text_encoder import TextEncoder
+    """The frozen :class:`~tfrec_attn.text.encoder.TextEncoder` a config names."""
+    from tfrec_attn.text.encoder import TextEncoder
 
     c = item_tower_config
     return TextEncoder(model_dir or resolve_model_dir(c.encoder), c.max_tokens, c.pooling, name="text_encoder")
@@ -56,7 +56,7 @@ def text_features(item_tower_config, texts, *, cache: bool = True, progress: boo
                         _key(model_dir, item_tower_config.max_tokens, item_tower_config.pooling, texts) + ".npy")
     if cache and os.path.isfile(path):
         return np.load(path)
-    from tfrec_attn.layers.text_encoder import encode_texts
+    from tfrec_attn.text.encoder import encode_texts
 
     encoder = encoder or build_encoder(item_tower_config, model_dir)
     features = encode_texts(encoder, texts, progress="item texts" if progress else None)

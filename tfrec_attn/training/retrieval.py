@@ -1,8 +1,8 @@
 """The retrieval recipe: the transformer two-tower model on leave-one-out sequences.
 
-    >>> from tfrec_attn.training.retrieval import train_retrieval
-    >>> result = train_retrieval(load_config("training/configs/ml100k_retrieval.yaml"),
-    ...                          read_movielens("ml-100k"), "runs/retrieval")
+    >>> from tfrec_attn.training import train
+    >>> result = train(load_config("training/configs/ml100k_retrieval.yaml"), read_movielens("ml-100k"),
+    ...                "runs/retrieval")
 """
 
 from __future__ import annotations
@@ -13,82 +13,15 @@ import os
 import numpy as np
 
 from tfrec_attn.data.splits import LeaveOneOutSplit, leave_one_out
-from tfrec_attn.evaluation import Evaluator
+from tfrec_attn.evaluation.retrieval import Retriever, evaluate_model
 from tfrec_attn.features.vocab import ItemVocabulary
-from tfrec_attn.training.recipe import Recipe
+from tfrec_attn.training.recipe import Recipe, register_recipe
 
 # Metric names as they appear in Keras logs (CSVLogger, TensorBoard, EarlyStopping).
 LOG_NAMES = {"HR@10": "hr10", "NDCG@10": "ndcg10", "HR@50": "hr50", "MRR": "mrr"}
 
 
-ROWS = 512  # the Evaluator's batch of users
-
-
-def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, pad_width: int | None = None,
-                     item_features=None, item_texts=None):
-    """``score_fn`` for :class:`Evaluator` from a retrieval model: scores over the split's
-    catalogue, in split order.
-
-    Items outside the model's vocabulary (never seen in training) are scored like the
-    export scores new items: from their text features with a text or hybrid item tower,
-    as the OOV item with an id tower (all tied).
-
-    Args:
-        model: SequentialRetrievalModel.
-        vocabulary: ItemVocabulary. The model's.
-        split: LeaveOneOutSplit. Whose catalogue and histories are scored.
-        pad_width: int. Histories are cut to their newest ``pad_width`` items before
-            transfer (the model keeps its newest ``max_len`` anyway).
-        item_features: float [split.num_items, text_dim] text features of the split's
-            catalogue (text towers; rows of unknown items are used).
-        item_texts: list of str [split.num_items]. A fine-tuned text tower encodes the
-            unknown items' texts with its own encoder instead.
-    """
-    import tensorflow as tf
-
-    to_model = vocabulary.model_indices(split.item_vocab)  # split catalogue -> model index
-    known = vocabulary.is_item(to_model)
-    unknown = np.flatnonzero(~known)
-    text_dim = getattr(model.item_tower, "text_dim", 0)
-    # Always a tensor (empty without unknown items): one trace of score_items per model.
-    extra = tf.zeros([0, model.item_embeddings().shape[-1]], tf.float32)
-    if len(unknown):
-        if text_dim and item_features is None and item_texts is None:
-            raise ValueError(f"{len(unknown)} catalogue items are unknown to the model; a text item tower "
-                             "scores them from their text, so pass item_features")
-        if getattr(model.item_tower, "encoder_model", None) is not None and item_texts is not None:
-            from tfrec_attn.layers.text_encoder import encode_texts
-
-            features = encode_texts(model.item_tower.encoder_model, [item_texts[i] for i in unknown])
-        else:
-            features = item_features[unknown] if text_dim else np.zeros((len(unknown), 0), np.float32)
-        extra = tf.constant(model.new_item_vectors(tf.constant(features, tf.float32)))
-    table = np.where(known, vocabulary.table_rows(to_model), 0)
-    table[unknown] = vocabulary.num_indices - 2 + np.arange(len(unknown))  # the extra columns
-    columns = tf.constant(table)
-    width = pad_width or model.max_len
-
-    def score(users, histories):
-        # One shape per model (rows padded to a full evaluation batch, columns to `width`), so
-        # score_items traces once per model, not once per batch shape.
-        batch = np.zeros((max(len(histories), ROWS), width), np.int64)
-        for row, h in enumerate(histories):
-            h = to_model[np.asarray(h, np.int64)][-width:]
-            batch[row, : len(h)] = h
-        scores = model.score_items(tf.constant(batch), extra)
-        return tf.gather(scores[: len(histories)], columns, axis=1).numpy()
-
-    return score
-
-
-def evaluate_model(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, stage: str,
-                   sampled: bool = True, item_features=None, users=None, item_texts=None) -> dict:
-    """The full-ranking protocol's metrics of an in-memory retrieval model (``users``:
-    a subset of ``split.evaluated``, default all)."""
-    scorer = catalogue_scorer(model, vocabulary, split, item_features=item_features, item_texts=item_texts)
-    return Evaluator(split, stage, users=users).evaluate(scorer, sampled=sampled)
-
-
+@register_recipe("retrieval")
 class RetrievalRecipe(Recipe):
     """Transformer two-tower retrieval, next-item softmax at every position.
 
@@ -98,28 +31,43 @@ class RetrievalRecipe(Recipe):
         split: LeaveOneOutSplit. The split to train, select and report on.
     """
 
-    name = "retrieval"
     metric_names = tuple(f"val_{short}" for short in LOG_NAMES.values())
     selection_metric = "val_ndcg10"
 
     def __init__(self, config, dataset=None, split: LeaveOneOutSplit | None = None):
         self.config = config
         self.data = dataset  # item metadata (texts) for text towers
-        self.split = split or leave_one_out(dataset.interactions, config.data.min_interactions)
+        self.split = split if split is not None or dataset is None else \
+            leave_one_out(dataset.interactions, config.data.min_interactions)
         self.vocabulary = None
         self.item_counts = None
         self.item_features = None  # text features of the split's catalogue (text towers)
         self.item_texts = None  # ... and its texts
         self.text_table = None  # the features in model index order
 
-    def prepare(self, output_dir):
+    @classmethod
+    def restore(cls, config, run, dataset=None, split=None):
+        """A finished run's recipe: its vocabulary; with ``dataset`` (or a ``split``), the
+        catalogue's texts and text features that a text tower scores unknown items from."""
+        recipe = cls(config, dataset, split)
+        recipe.vocabulary = ItemVocabulary.load(run.vocab_file("items.txt"))
+        if recipe.split is not None and config.model.item_tower.reads_text:
+            recipe.item_texts = catalogue_texts(config, dataset, recipe.split)
+            recipe.item_features = catalogue_text_features(config, dataset, recipe.split)
+        return recipe
+
+    def retriever(self, model) -> Retriever:
+        """``model`` (one of this recipe's) with what scoring this split's catalogue needs."""
+        return Retriever(model, self.vocabulary, self.item_features, self.item_texts)
+
+    def prepare(self, run):
         self.vocabulary = training_vocabulary(self.split)
         counts = np.zeros(self.vocabulary.num_indices, np.float64)
         to_model = self.vocabulary.model_indices(self.split.item_vocab)
         np.add.at(counts, to_model, self.split.train_item_counts())
         counts[:2] = 0
         self.item_counts = counts
-        if self.config.model.item_tower.type != "id":
+        if self.config.model.item_tower.reads_text:
             from tfrec_attn.text.features import text_features
 
             self.item_texts = catalogue_texts(self.config, self.data, self.split)
@@ -127,8 +75,8 @@ class RetrievalRecipe(Recipe):
             known = self.vocabulary.is_item(to_model)
             self.text_table = np.zeros((self.vocabulary.num_indices, self.item_features.shape[1]), np.float32)
             self.text_table[to_model[known]] = self.item_features[known]
-        if output_dir:
-            self.vocabulary.save(os.path.join(output_dir, "vocab", "items.txt"))
+        if run is not None:
+            self.vocabulary.save(run.vocab_file("items.txt"))
 
     def build_model(self, static_shapes=False):
         from tfrec_attn.models import build_retrieval_model
@@ -198,12 +146,23 @@ class RetrievalRecipe(Recipe):
         return evaluate_model(model, self.vocabulary, self.split, "test", item_features=self.item_features,
                               item_texts=self.item_texts)
 
+    def summary(self, metrics):
+        from tfrec_attn.evaluation import format_table
+
+        return (f"trained {metrics['epochs']} epochs in {metrics['train_seconds']:.0f}s "
+                f"({metrics['sequences_per_second']:.0f} sequences/s); best validation NDCG@10 "
+                f"{metrics['validation'].get('val_ndcg10', float('nan')):.4f} at epoch {metrics['best_epoch']}\n"
+                "test split, full ranking:\n" + format_table({"retrieval": metrics["test"]}))
+
     def export(self, model, base_path, **options):
+        """The retrieval SavedModel (history -> top-k ids and scores, ``rank``, ``embed_items``)
+        with ``export.model_name``, ``export.k`` and ``export.index`` unless ``options`` set them."""
         from tfrec_attn.export import export_retrieval
 
         export = self.config.export
-        settings = {"model_name": export.model_name, "k": export.k, "index": export.index, **options}
-        return export_retrieval(model, self.vocabulary, base_path, **settings)
+        settings = {"model_name": export.model_name, "k": export.k, "index": export.index,
+                    **{name: value for name, value in options.items() if value is not None}}
+        return [export_retrieval(model, self.vocabulary, base_path, **settings)]
 
 
 def training_vocabulary(split: LeaveOneOutSplit) -> ItemVocabulary:
@@ -243,21 +202,29 @@ def sequence_files_dir(root: str, include_validation: bool) -> str:
     return os.path.join(root, "train_validation" if include_validation else "train")
 
 
-def train_retrieval(config, dataset, output_dir: str, *, verbose: int = 1, evaluate_test: bool = True,
-                    track_test: bool = False, split: LeaveOneOutSplit | None = None, strategy=None):
-    """Trains the retrieval recipe with the engine (selection, optional refit, report).
+def load_retrievers(run_dir: str, dataset, split: LeaveOneOutSplit) -> tuple[Retriever, Retriever]:
+    """(final, selection) Retrievers of a retrieval run on disk, scoring ``split``'s catalogue
+    (a ranking recipe's ``retrieval.run_dir``)."""
+    from tfrec_attn.config import ConfigError
+    from tfrec_attn.training.run_dir import RunDirectory
 
-    Returns:
-        TrainResult with ``model``, ``vocabulary``, ``split``, ``metrics``.
-    """
-    from tfrec_attn.training.engine import Trainer
+    run = RunDirectory(run_dir)
+    if not run.finished:
+        raise ConfigError(f"retrieval.run_dir={run_dir!r}: not a finished retrieval run (no {run.MODEL}); "
+                          "train one with `tfrec-attn train training/configs/ml100k_retrieval.yaml`")
+    return retrievers(run.load(dataset, split))
 
-    recipe = RetrievalRecipe(config, dataset, split)
-    result = Trainer(recipe, config, output_dir, verbose=verbose, track_test=track_test,
-                     strategy=strategy).run(evaluate_test=evaluate_test)
-    result.vocabulary = recipe.vocabulary
-    result.split = recipe.split
-    return result
+
+def retrievers(result) -> tuple[Retriever, Retriever]:
+    """(final, selection) Retrievers of a trained retrieval run (a TrainResult): ``final``,
+    its returned model, gives the test candidates; the selection checkpoint (``best``,
+    trained without the validation targets; ``final`` when absent) the validation
+    candidates and the hard negatives. Both read the catalogue's text features the recipe
+    already computed."""
+    final = result.recipe.retriever(result.model)
+    run = result.run
+    best = result.recipe.retriever(run.load_model("best")) if run.has_checkpoint("best") else final
+    return final, best
 
 
 def build_model(config, vocabulary: ItemVocabulary, item_counts=None):
@@ -266,14 +233,3 @@ def build_model(config, vocabulary: ItemVocabulary, item_counts=None):
 
     return build_retrieval_model(config.model, config.loss, vocabulary.num_indices, item_counts=item_counts,
                                  seed=config.seed, static_shapes=config.train.jit_compile)
-
-
-def load_run(output_dir: str):
-    """(config, vocabulary, the run's final model) of a finished run directory; the model
-    comes from ``model.json`` + ``checkpoints/final`` (:func:`tfrec_attn.models.load_model`)."""
-    from tfrec_attn.models import load_model
-    from tfrec_attn.training.config import load_config
-
-    config = load_config(os.path.join(output_dir, "config.yaml"))
-    vocabulary = ItemVocabulary.load(os.path.join(output_dir, "vocab", "items.txt"))
-    return config, vocabulary, load_model(output_dir)

@@ -3,90 +3,24 @@
 A functional Keras model (string [N] -> float [N, hidden]):
 
     text --BertTokenization (tensorflow_text, vocab.txt as a SavedModel asset)-->
-      input_ids, attention_mask [N, T] (T = longest text in the batch, <= max_tokens)
+      input_ids, attention_mask, token_type_ids [N, T] (T = longest text in the batch, <= max_tokens)
     --transformers.TFBertModel--> last hidden states --masked mean (or [CLS])--> [N, hidden]
     (--L2 normalize, as sentence-transformers' all-MiniLM-L6-v2 does)
 
-Tokenization matches ``transformers.BertTokenizer`` (lower-casing and accent stripping
-for uncased models, ``[CLS] ... [SEP]``, truncation to ``max_tokens``).
+Tokenization (:mod:`tfrec_attn.text.tokenization`) matches ``transformers.BertTokenizer``;
+the weights load through :func:`tfrec_attn.text.pretrained.load_bert`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
 
-from tfrec_attn.layers.attention import register
-
-POOLING_TYPES = ("mean", "cls")
-
-
-def _special_ids(vocab_path: str) -> dict:
-    ids = {}
-    with open(vocab_path, encoding="utf-8") as f:
-        for index, token in enumerate(f):
-            token = token.rstrip("\n")
-            if token in ("[CLS]", "[SEP]", "[PAD]"):
-                ids[token] = index
-    missing = {"[CLS]", "[SEP]", "[PAD]"} - set(ids)
-    if missing:
-        from tfrec_attn.text.pretrained import PretrainedModelError
-
-        raise PretrainedModelError(f"{vocab_path}: no {', '.join(sorted(missing))} token (not a BERT vocabulary)")
-    return ids
-
-
-def lower_case_of(model_dir: str) -> bool:
-    """Whether the model expects lower-cased, accent-stripped input (``do_lower_case``)."""
-    path = os.path.join(model_dir, "tokenizer_config.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return bool(json.load(f).get("do_lower_case", True))
-    name = os.path.basename(os.path.normpath(model_dir)).lower()
-    return not ("cased" in name and "uncased" not in name)
-
-
-@register
-class BertTokenization(tf.keras.layers.Layer):
-    """Strings -> BERT ``input_ids`` / ``attention_mask``, padded to the longest text.
-
-    Args:
-        vocab_path: str. WordPiece ``vocab.txt`` (becomes a SavedModel asset on export).
-        lower_case: bool. Lower-case + strip accents (uncased models).
-        max_tokens: int. Longest output including ``[CLS]`` and ``[SEP]``.
-
-    Call: ``texts`` string [N] -> dict of int32 [N, T]: ``input_ids``, ``attention_mask``.
-    """
-
-    def __init__(self, vocab_path: str, lower_case: bool = True, max_tokens: int = 64, **kwargs):
-        super().__init__(trainable=False, **kwargs)
-        import tensorflow_text as tf_text
-
-        if max_tokens < 3:
-            raise ValueError(f"max_tokens must be >= 3 ([CLS] + a token + [SEP]), got {max_tokens}")
-        self.vocab_path = vocab_path
-        self.lower_case = lower_case
-        self.max_tokens = max_tokens
-        special = _special_ids(vocab_path)
-        self.cls_id, self.sep_id, self.pad_id = special["[CLS]"], special["[SEP]"], special["[PAD]"]
-        self.tokenizer = tf_text.BertTokenizer(vocab_path, lower_case=lower_case, token_out_type=tf.int32,
-                                               unknown_token="[UNK]")
-
-    def call(self, texts):
-        texts = tf.reshape(texts, [-1])
-        tokens = self.tokenizer.tokenize(texts).merge_dims(-2, -1)[:, : self.max_tokens - 2]
-        n = tf.shape(texts)[0]
-        cls = tf.fill([n, 1], self.cls_id)
-        sep = tf.fill([n, 1], self.sep_id)
-        ids = tf.concat([cls, tokens, sep], axis=1)
-        mask = tf.ones_like(ids)
-        return {"input_ids": ids.to_tensor(self.pad_id), "attention_mask": mask.to_tensor(0)}
-
-    def get_config(self):
-        return {**super().get_config(), "vocab_path": self.vocab_path, "lower_case": self.lower_case,
-                "max_tokens": self.max_tokens}
+from tfrec_attn.features.serializable import register
+from tfrec_attn.text.defaults import POOLING_TYPES
+from tfrec_attn.text.pretrained import load_bert
+from tfrec_attn.text.tokenization import BertTokenization, lower_case_of
 
 
 @register
@@ -137,8 +71,6 @@ class TextEncoder(tf.keras.Model):
 
     def __init__(self, model_dir: str, max_tokens: int = 64, pooling: str = "mean", normalize: bool = True,
                  trainable_layers: int = 0, pretrained: bool = True, **kwargs):
-        from tfrec_attn.text.pretrained import load_bert
-
         # === Layers ===
         tokenization = BertTokenization(os.path.join(model_dir, "vocab.txt"), lower_case_of(model_dir),
                                         max_tokens, name="tokenization")
@@ -158,7 +90,8 @@ class TextEncoder(tf.keras.Model):
         # === Functional model ===
         texts = tf.keras.Input(shape=(), dtype=tf.string, name="texts")
         tokens = tokenization(texts)
-        states = bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        states = bert(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                      token_type_ids=tokens["token_type_ids"]).last_hidden_state
         super().__init__(inputs=texts, outputs=pool(states, tokens["attention_mask"]), **kwargs)
 
         # === Config ===

@@ -1,0 +1,72 @@
+"""``tfrec-attn query``: ask a running server for recommendations (or its signatures), with
+notes on what the answer means (a capped K, history ids the model does not know)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tfrec_attn.app.commands.common import CLIError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("query", help="ask a running server for recommendations")
+    p.add_argument("--server", default="127.0.0.1:8500")
+    p.add_argument("--model_name", default="retrieval")
+    p.add_argument("--history", help="comma-separated item ids, oldest first")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--metadata", action="store_true", help="print the model's signatures instead")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tfrec_attn.serving.client import RecommenderClient, ServingError
+
+    if args.k < 1:
+        raise CLIError(f"-k {args.k}: must be >= 1")
+    history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
+    with RecommenderClient(args.server, model_name=args.model_name, timeout=args.timeout) as client:
+        if args.metadata:
+            print(json.dumps(client.metadata(), indent=2))
+            return 0
+        ranked = client.recommend(history, k=args.k)
+        for rank, (item, score) in enumerate(ranked, start=1):
+            print(f"{rank:>3}  {item:<12} {score:9.4f}")
+        notes = []
+        if len(ranked) < args.k:
+            # The export's K is the static width of serving_default's outputs.
+            try:
+                shape = client.metadata()["signatures"]["serving_default"]["outputs"]["item_ids"]["shape"]
+                export_k = shape[1] if len(shape) == 2 and shape[1] > 0 else None
+            except (ServingError, KeyError):
+                export_k = None
+            if export_k is not None and args.k > export_k:
+                notes.append(f"-k {args.k}: the model returns at most {export_k} items (the export's K), so "
+                             f"{len(ranked)} are listed; for more, export with a larger K: `tfrec-attn export "
+                             f"RUN_DIR --k {args.k}` or train with --set export.k={args.k}")
+            else:
+                notes.append(f"-k {args.k}: the model returned {len(ranked)} items (it never returns the "
+                             "history's items, nor more items than its catalogue holds)")
+        # Which history ids does the model know? The `rank` signature scores unknown ids -inf.
+        unknown = []
+        if history:
+            try:
+                unknown = [item for item, score in client.rank(history, history) if score == float("-inf")]
+            except ServingError as error:
+                notes.append(f"could not check the history ids against the model ({error})")
+        zeros = bool(ranked) and all(score == 0.0 for _, score in ranked)
+        answer = ("every item scores 0 (the user vector is zero), so the list is the first items of the "
+                  "model's vocabulary in its order, not a recommendation" if zeros else
+                  "the scores are the model's per-item bias alone (model.item_bias), nothing about this user")
+        if history and unknown and len(set(unknown)) == len(set(history)):
+            notes.append(f"none of the history ids ({', '.join(dict.fromkeys(unknown))}) is known to the model, "
+                         f"so this is its answer for an empty history: {answer}")
+        elif unknown:
+            notes.append(f"{len(set(unknown))} of {len(set(history))} history ids are unknown to the model and were "
+                         f"ignored: {', '.join(dict.fromkeys(unknown))}")
+        elif not history:
+            notes.append(f"no --history: this is the model's answer for an empty history: {answer}")
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    return 0

@@ -1,0 +1,144 @@
+"""The retrieval recipe's config (``recipe: retrieval``, the default): the transformer user
+tower, the item tower, the next-item loss and the export. Every default lives here, once;
+``training/configs/ml100k_retrieval.yaml`` names what the ML-100K run sets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfrec_attn.config.registry import register_config
+from tfrec_attn.config.sections import DataConfig, RunConfig, Section, TrainConfig, one_of
+from tfrec_attn.text.defaults import DEFAULT_ENCODER
+
+
+@dataclasses.dataclass
+class ItemTowerConfig(Section):
+    """The item tower (:mod:`tfrec_attn.layers.item_tower`): ``id``, ``text`` or ``hybrid``.
+
+    ``id`` is the default: it needs nothing but interactions, and on ML-100K it is also the
+    best on known items (validation and test). ``text`` is the measured choice for items
+    never seen in training (cold start); the main job trains both
+    (training/configs/ml100k_pipeline.yaml, docs/benchmarks.md)."""
+
+    type: str = "id"
+    # text / hybrid: the pretrained BERT (Hugging Face name or local directory) and how it reads
+    encoder: str = DEFAULT_ENCODER
+    max_tokens: int = 64  # tokens per item text, [CLS] and [SEP] included
+    pooling: str = "mean"  # mean | cls
+    projection: str = "linear"  # text features -> embedding: linear | mlp
+    # hybrid: how the id embedding and the text projection combine
+    fusion: str = "sum"  # sum | gated | concat_mlp
+    id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
+    id_dropout_candidates: bool = False  # ... on the candidate side too (cold start; costs some warm accuracy)
+    # 0: frozen encoder, catalogue features computed once and cached (fast path);
+    # N > 0: fine-tune the encoder's last N layers with their own learning rate
+    trainable_layers: int = 0
+    encoder_learning_rate: float = 1e-4
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether this tower embeds items from their text (see :func:`layers.item_tower.reads_text`)."""
+        from tfrec_attn.layers.item_tower import reads_text
+
+        return reads_text(self.type)
+
+    def checks(self, at):
+        from tfrec_attn.layers.item_tower import FUSION_TYPES, ITEM_TOWER_TYPES, PROJECTION_TYPES
+        from tfrec_attn.text import POOLING_TYPES
+
+        return [
+            ("type", self.type in ITEM_TOWER_TYPES, one_of(ITEM_TOWER_TYPES)),
+            ("max_tokens", self.max_tokens >= 3, "must be >= 3 ([CLS] text [SEP])"),
+            ("pooling", self.pooling in POOLING_TYPES, one_of(POOLING_TYPES)),
+            ("projection", self.projection in PROJECTION_TYPES, one_of(PROJECTION_TYPES)),
+            ("fusion", self.fusion in FUSION_TYPES, one_of(FUSION_TYPES)),
+            ("id_dropout", 0.0 <= self.id_dropout < 1.0, "must be in [0, 1)"),
+            ("trainable_layers", self.trainable_layers >= 0, "must be >= 0 (0 = frozen)"),
+            ("encoder_learning_rate", self.encoder_learning_rate > 0, "must be > 0"),
+        ]
+
+
+@dataclasses.dataclass
+class ModelConfig(Section):
+    """The transformer user tower and the item tower."""
+
+    embedding_dim: int = 64
+    max_len: int = 200  # most recent history items the user tower reads
+    num_blocks: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 0  # 0 = embedding_dim
+    dropout: float = 0.3
+    attention_dropout: float = -1.0  # < 0 = same as dropout
+    norm_first: bool = True  # pre-LN (True) or post-LN (False)
+    positional: str = "learned"  # learned | none
+    scale_embeddings: bool = True  # multiply history item embeddings by sqrt(embedding_dim)
+    item_bias: bool = False  # score = user . item + b_item (a learned popularity prior)
+    item_tower: ItemTowerConfig = dataclasses.field(default_factory=ItemTowerConfig)
+
+    def checks(self, at):
+        from tfrec_attn.layers.attention import POSITIONAL_TYPES
+
+        return [
+            ("embedding_dim", self.embedding_dim > 0, "must be > 0"),
+            ("max_len", self.max_len > 0, "must be > 0"),
+            ("num_blocks", self.num_blocks >= 0, "must be >= 0"),
+            ("num_heads", self.num_heads > 0 and self.embedding_dim % self.num_heads == 0,
+             f"must divide {at('embedding_dim')}={self.embedding_dim}"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
+            ("attention_dropout", self.attention_dropout < 1.0, "must be < 1"),
+            ("ffn_dim", self.ffn_dim >= 0, "must be >= 0 (0 = embedding_dim)"),
+            ("positional", self.positional in POSITIONAL_TYPES, one_of(POSITIONAL_TYPES)),
+        ]
+
+
+@dataclasses.dataclass
+class LossConfig(Section):
+    """Next-item prediction objective at every position."""
+
+    type: str = "sampled"  # tfrec_attn.tasks.LOSS_TYPES: full | sampled | in_batch
+    num_negatives: int = 2048  # sampled: negatives per step (>= catalogue size: exact full softmax)
+    temperature: float = 0.5  # logits / temperature (chosen on validation)
+    label_smoothing: float = 0.2  # mass on each query's negatives (chosen on validation)
+    sampling_alpha: float = 0.75  # sampled: negatives drawn ~ count**alpha (logQ-corrected)
+    max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
+    future_window: int = 1  # each position predicts the next `future_window` items (1 = next only)
+    future_weight: float = 1.0  # weight of targets beyond the next one
+
+    def checks(self, at):
+        from tfrec_attn.tasks.next_item import LOSS_TYPES
+
+        return [
+            ("type", self.type in LOSS_TYPES, one_of(LOSS_TYPES)),
+            ("num_negatives", self.num_negatives > 0, "must be > 0"),
+            ("temperature", self.temperature > 0, "must be > 0"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "must be in [0, 1)"),
+            ("sampling_alpha", 0.0 <= self.sampling_alpha <= 1.0, "must be in [0, 1]"),
+            ("max_positions", self.max_positions > 0, "must be > 0"),
+            ("future_window", self.future_window >= 1, "must be >= 1"),
+            ("future_weight", self.future_weight >= 0, "must be >= 0"),
+        ]
+
+
+@dataclasses.dataclass
+class ExportConfig(Section):
+    k: int = 100
+    index: str = "brute_force"  # brute_force (TF Serving) | scann (needs `import scann`)
+    model_name: str = "retrieval"
+
+    def checks(self, at):
+        from tfrec_attn.export.index import INDEX_TYPES
+
+        return [("k", self.k > 0, "must be > 0"),
+                ("index", self.index in INDEX_TYPES, one_of(INDEX_TYPES))]
+
+
+@register_config("retrieval")
+@dataclasses.dataclass
+class RetrievalConfig(RunConfig):
+    recipe: str = "retrieval"
+    seed: int = 42
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)

@@ -1,0 +1,103 @@
+"""A trained retrieval model scored over a split's whole catalogue (the full-ranking
+protocol's ``score_fn``), in memory: what validation, test, the two-stage evaluation and the
+cold-start protocol share."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tfrec_attn.data.splits import LeaveOneOutSplit
+from tfrec_attn.evaluation.protocol import Evaluator
+from tfrec_attn.features.vocab import ItemVocabulary
+
+ROWS = 512  # the Evaluator's batch of users
+
+
+def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, pad_width: int | None = None,
+                     item_features=None, item_texts=None):
+    """``score_fn`` for :class:`Evaluator` from a retrieval model: scores over the split's
+    catalogue, in split order.
+
+    Items outside the model's vocabulary (never seen in training) are scored like the
+    export scores new items: from their text features with a text or hybrid item tower,
+    as the OOV item with an id tower (all tied).
+
+    Args:
+        model: SequentialRetrievalModel.
+        vocabulary: ItemVocabulary. The model's.
+        split: LeaveOneOutSplit. Whose catalogue and histories are scored.
+        pad_width: int. Histories are cut to their newest ``pad_width`` items before
+            transfer (the model keeps its newest ``max_len`` anyway).
+        item_features: float [split.num_items, text_dim] text features of the split's
+            catalogue (text towers; rows of unknown items are used).
+        item_texts: list of str [split.num_items]. A fine-tuned text tower encodes the
+            unknown items' texts with its own encoder instead.
+    """
+    import tensorflow as tf
+
+    to_model = vocabulary.model_indices(split.item_vocab)  # split catalogue -> model index
+    known = vocabulary.is_item(to_model)
+    unknown = np.flatnonzero(~known)
+    reads_text = model.item_tower.reads_text
+    # Always a tensor (empty without unknown items): one trace of score_items per model.
+    extra = tf.zeros([0, model.item_embeddings().shape[-1]], tf.float32)
+    if len(unknown):
+        if reads_text and item_features is None and item_texts is None:
+            raise ValueError(f"{len(unknown)} catalogue items are unknown to the model; a text item tower "
+                             "scores them from their text, so pass item_features")
+        if getattr(model.item_tower, "encoder_model", None) is not None and item_texts is not None:
+            from tfrec_attn.text.encoder import encode_texts
+
+            features = encode_texts(model.item_tower.encoder_model, [item_texts[i] for i in unknown])
+        else:
+            features = item_features[unknown] if reads_text else np.zeros((len(unknown), 0), np.float32)
+        extra = tf.constant(model.new_item_vectors(tf.constant(features, tf.float32)))
+    table = np.where(known, vocabulary.table_rows(to_model), 0)
+    table[unknown] = vocabulary.num_indices - 2 + np.arange(len(unknown))  # the extra columns
+    columns = tf.constant(table)
+    width = pad_width or model.max_len
+
+    def score(users, histories):
+        # One shape per model (rows padded to a full evaluation batch, columns to `width`), so
+        # score_items traces once per model, not once per batch shape.
+        batch = np.zeros((max(len(histories), ROWS), width), np.int64)
+        for row, h in enumerate(histories):
+            h = to_model[np.asarray(h, np.int64)][-width:]
+            batch[row, : len(h)] = h
+        scores = model.score_items(tf.constant(batch), extra)
+        return tf.gather(scores[: len(histories)], columns, axis=1).numpy()
+
+    return score
+
+
+def evaluate_model(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, stage: str,
+                   sampled: bool = True, item_features=None, users=None, item_texts=None) -> dict:
+    """The full-ranking protocol's metrics of an in-memory retrieval model (``users``:
+    a subset of ``split.evaluated``, default all)."""
+    scorer = catalogue_scorer(model, vocabulary, split, item_features=item_features, item_texts=item_texts)
+    return Evaluator(split, stage, users=users).evaluate(scorer, sampled=sampled)
+
+
+
+@dataclasses.dataclass
+class Retriever:
+    """A trained retrieval model and what scoring its catalogue needs.
+
+    Attributes:
+        model: SequentialRetrievalModel.
+        vocabulary: ItemVocabulary. The model's.
+        item_features: float [num_items, text_dim] or None. Text features of the split's
+            catalogue (text and hybrid towers score unknown items from them).
+        item_texts: list of str or None.
+    """
+
+    model: object
+    vocabulary: object
+    item_features: np.ndarray | None = None
+    item_texts: list | None = None
+
+    def scorer(self, split):
+        return catalogue_scorer(self.model, self.vocabulary, split, item_features=self.item_features,
+                                item_texts=self.item_texts)
