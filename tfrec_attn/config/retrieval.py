@@ -28,6 +28,10 @@ class ItemTowerConfig(Section):
     projection: str = "linear"  # text features -> embedding: linear | mlp
     # hybrid: how the id embedding and the text projection combine
     fusion: str = "sum"  # sum | gated | concat_mlp
+    whitening: str = "none"  # text / hybrid: none | zca (encodings whitened before the projection: WhitenRec)
+    # id / hybrid: random | pca (the id rows start from the principal components of the items' text
+    # encodings, LLM2BERT4Rec / LLM-ESR; the encoder is used at initialisation only)
+    id_init: str = "random"
     id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
     id_dropout_candidates: bool = False  # ... on the candidate side too (cold start; costs some warm accuracy)
     # 0: frozen encoder, catalogue features computed once and cached (fast path);
@@ -42,8 +46,20 @@ class ItemTowerConfig(Section):
 
         return reads_text(self.type)
 
+    @property
+    def needs_text_features(self) -> bool:
+        """Whether training needs the catalogue's text encodings: a tower that reads text, or an
+        id table initialised from them."""
+        return self.reads_text or self.id_init == "pca"
+
     def checks(self, at):
-        from tfrec_attn.layers.item_tower import FUSION_TYPES, ITEM_TOWER_TYPES, PROJECTION_TYPES
+        from tfrec_attn.layers.item_tower import (
+            FUSION_TYPES,
+            ID_INITS,
+            ITEM_TOWER_TYPES,
+            PROJECTION_TYPES,
+            WHITENING_TYPES,
+        )
         from tfrec_attn.text import POOLING_TYPES
 
         return [
@@ -52,6 +68,14 @@ class ItemTowerConfig(Section):
             ("pooling", self.pooling in POOLING_TYPES, one_of(POOLING_TYPES)),
             ("projection", self.projection in PROJECTION_TYPES, one_of(PROJECTION_TYPES)),
             ("fusion", self.fusion in FUSION_TYPES, one_of(FUSION_TYPES)),
+            ("whitening", self.whitening in WHITENING_TYPES, one_of(WHITENING_TYPES)),
+            ("whitening", self.whitening == "none" or self.reads_text,
+             f"needs a tower that reads text ({at('type')}=text or hybrid)"),
+            ("whitening", self.whitening == "none" or not self.trainable_layers,
+             f"is fitted once on the frozen encoder's features: set {at('trainable_layers')}=0"),
+            ("id_init", self.id_init in ID_INITS, one_of(ID_INITS)),
+            ("id_init", self.id_init == "random" or self.type != "text",
+             f"needs an id table ({at('type')}=id or hybrid); a text tower has none"),
             ("id_dropout", 0.0 <= self.id_dropout < 1.0, "must be in [0, 1)"),
             ("trainable_layers", self.trainable_layers >= 0, "must be >= 0 (0 = frozen)"),
             ("encoder_learning_rate", self.encoder_learning_rate > 0, "must be > 0"),

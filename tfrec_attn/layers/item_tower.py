@@ -22,6 +22,13 @@ Types (``model.item_tower.type``):
   to stand for "known by its text only" and the tower learns to place items from their
   text alone (DropoutNet). Measured trade-off: docs/benchmarks.md.
 
+With ``whitening="zca"`` a text tower whitens the encodings before projecting them (the
+mean and the ZCA matrix are fitted once on the catalogue's features and stored in the
+model, so an export whitens a new item's encoding the same way); with ``projection="mlp"``
+that is WhitenRec's whitened text + MLP adaptor. An id table (the id tower's, the hybrid's)
+may start from the PCA of the items' text encodings instead of random values
+(``model.item_tower.id_init``, set by the retrieval recipe: :attr:`id_table`).
+
 The text towers read the catalogue's text features from a non-trainable table filled
 once from the frozen encoder (:mod:`tfrec_attn.text.features`), the fast path: the
 encoder runs once per item, not once per step. With ``trainable_layers > 0`` the tower
@@ -41,6 +48,8 @@ ITEM_TOWER_TYPES = ("id", "text", "hybrid")
 TEXT_TOWER_TYPES = ("text", "hybrid")  # the towers that embed an item from its text
 FUSION_TYPES = ("sum", "gated", "concat_mlp")
 PROJECTION_TYPES = ("linear", "mlp")
+WHITENING_TYPES = ("none", "zca")  # text encodings as they are, or ZCA-whitened (WhitenRec)
+ID_INITS = ("random", "pca")  # id rows: random, or the principal components of the items' text
 
 
 def reads_text(tower_type: str) -> bool:
@@ -83,6 +92,13 @@ class IdItemTower(tf.keras.layers.Layer):
     def candidate_embeddings(self, indices, training=None):
         return self.embedding(indices)
 
+    @property
+    def id_table(self):
+        """The id embedding variable [num_indices, embedding_dim]."""
+        if not self.embedding.built:
+            self.embedding.build((None,))
+        return self.embedding.embeddings
+
     def all_embeddings(self, training=None):
         del training  # nothing random in an id tower
         if not self.embedding.built:
@@ -117,13 +133,21 @@ class TextItemTower(tf.keras.layers.Layer):
         trainable_layers: int. 0: frozen encoder, cached features (fast path). N > 0:
             fine-tune the encoder's last N transformer layers (texts via :meth:`set_texts`).
         encoder_learning_rate: float. The fine-tuned layers' learning rate.
+        whitening: str. ``none`` or ``zca``: the text features are whitened (mean and matrix
+            fitted by :meth:`set_text_features`, kept as weights) before the projection.
     """
 
     def __init__(self, num_indices: int, embedding_dim: int, text_dim: int, kind: str = "text",
                  fusion: str = "sum", projection: str = "linear", id_dropout: float = 0.0, seed: int = 0,
                  encoder: str = "", max_tokens: int = 64, pooling: str = "mean", trainable_layers: int = 0,
-                 encoder_learning_rate: float = 1e-4, id_dropout_candidates: bool = False, **kwargs):
+                 encoder_learning_rate: float = 1e-4, id_dropout_candidates: bool = False, whitening: str = "none",
+                 **kwargs):
         super().__init__(**kwargs)
+        if whitening not in WHITENING_TYPES:
+            raise ValueError(f"whitening must be one of {', '.join(WHITENING_TYPES)}, got {whitening!r}")
+        if whitening != "none" and trainable_layers:
+            raise ValueError("whitening is fitted once on the frozen encoder's features; it cannot follow a "
+                             "fine-tuned encoder (trainable_layers > 0)")
         if not reads_text(kind):
             raise ValueError(f"kind must be one of {', '.join(TEXT_TOWER_TYPES)}, got {kind!r}")
         if fusion not in FUSION_TYPES:
@@ -154,6 +178,11 @@ class TextItemTower(tf.keras.layers.Layer):
             self.texts = tf.Variable(tf.fill([num_indices], ""), trainable=False, name="catalogue_texts")
         self.text_table = self.add_weight(name="text_features", shape=(num_indices, text_dim),
                                           initializer="zeros", trainable=False)
+        self.whitening = whitening
+        if whitening != "none":
+            self.text_mean = self.add_weight(name="text_mean", shape=(text_dim,), initializer="zeros", trainable=False)
+            self.text_whitening = self.add_weight(name="text_whitening", shape=(text_dim, text_dim),
+                                                  initializer="identity", trainable=False)
         layers = [tf.keras.layers.Dense(embedding_dim, name="text_projection")]
         if projection == "mlp":
             layers = [tf.keras.layers.Dense(2 * embedding_dim, activation="gelu", name="text_hidden")] + layers
@@ -174,8 +203,21 @@ class TextItemTower(tf.keras.layers.Layer):
                 self.fuse.build((None, 2 * embedding_dim))
 
     def set_text_features(self, features) -> None:
-        """Fills the catalogue's text features ([num_indices, text_dim]; rows 0/1 unused)."""
+        """Fills the catalogue's text features ([num_indices, text_dim]; rows 0/1 unused) and,
+        with whitening, fits its mean and matrix on the rows of real items."""
         self.text_table.assign(tf.cast(features, self.text_table.dtype))
+        if self.whitening == "zca":
+            from tfrec_attn.features.projections import zca_whitening
+
+            rows = tf.convert_to_tensor(features).numpy()[FIRST_ITEM_INDEX:]
+            mean, matrix = zca_whitening(rows[(rows != 0).any(axis=1)])
+            self.text_mean.assign(mean)
+            self.text_whitening.assign(matrix)
+
+    @property
+    def id_table(self):
+        """The hybrid's id embedding variable [num_indices, embedding_dim] (None: a text tower)."""
+        return None if self.id_embedding is None else self.id_embedding.embeddings
 
     def set_texts(self, texts) -> None:
         """Fine-tuning: the catalogue's texts in model-index order ([num_indices] str)."""
@@ -196,6 +238,9 @@ class TextItemTower(tf.keras.layers.Layer):
         return self.embed_text_features(indices, self.text_features(indices, training), training=training)
 
     def embed_text_features(self, indices, features, training=None):
+        features = tf.cast(features, tf.float32)
+        if self.whitening != "none":
+            features = tf.tensordot(features - self.text_mean, self.text_whitening, axes=1)  # (x - mean) @ W
         text = self.project(tf.cast(features, self.compute_dtype))
         if self.id_embedding is None:
             return text
@@ -248,7 +293,7 @@ class TextItemTower(tf.keras.layers.Layer):
                 "projection": self.projection, "id_dropout": self.id_dropout, "seed": self.seed,
                 "encoder": self.encoder, "max_tokens": self.max_tokens, "pooling": self.pooling,
                 "trainable_layers": self.trainable_layers, "encoder_learning_rate": self.encoder_learning_rate,
-                "id_dropout_candidates": self.id_dropout_candidates}
+                "id_dropout_candidates": self.id_dropout_candidates, "whitening": self.whitening}
 
 
 def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: int = 0, seed: int = 0):
@@ -262,5 +307,5 @@ def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: 
         return TextItemTower(num_indices, embedding_dim, text_dim, kind, config.fusion, config.projection,
                              config.id_dropout, seed, config.encoder, config.max_tokens, config.pooling,
                              config.trainable_layers, config.encoder_learning_rate, config.id_dropout_candidates,
-                             name="item_tower")
+                             config.whitening, name="item_tower")
     raise ValueError(f"model.item_tower.type must be one of {', '.join(ITEM_TOWER_TYPES)}, got {kind!r}")

@@ -67,7 +67,7 @@ class RetrievalRecipe(Recipe):
         np.add.at(counts, to_model, self.split.train_item_counts())
         counts[:2] = 0
         self.item_counts = counts
-        if self.config.model.item_tower.reads_text:
+        if self.config.model.item_tower.needs_text_features:
             from tfrec_attn.text.features import text_features
 
             self.item_texts = catalogue_texts(self.config, self.data, self.split)
@@ -81,9 +81,16 @@ class RetrievalRecipe(Recipe):
     def build_model(self, static_shapes=False):
         from tfrec_attn.models import build_retrieval_model
 
+        tower = self.config.model.item_tower
         model = build_retrieval_model(self.config.model, self.config.loss, self.vocabulary.num_indices,
-                                      item_counts=self.item_counts, seed=self.config.seed,
-                                      static_shapes=static_shapes, text_features=self.text_table)
+                                      item_counts=self.item_counts, seed=self.config.seed, static_shapes=static_shapes,
+                                      text_features=self.text_table if tower.reads_text else None)
+        if tower.id_init == "pca":  # the id rows of known items: the principal components of their text
+            from tfrec_attn.models.initialization import projected_init
+
+            table = model.item_tower.id_table
+            rows = np.arange(self.vocabulary.num_indices)
+            table.assign(projected_init(table.numpy(), rows[2:], self.text_table[2:]))
         if getattr(model.item_tower, "encoder_model", None) is not None:  # fine-tuning reads the texts
             texts = [""] * self.vocabulary.num_indices
             for index, text in zip(self.vocabulary.model_indices(self.split.item_vocab), self.item_texts):
