@@ -66,12 +66,16 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
 
 
 def format_cold_table(rows) -> str:
+    """The protocol's rows as text: cold and warm HR/NDCG, the warm NDCG@10 without the cold
+    items in the catalogue, and the calibration (cold vs warm top-10 appearances per wanted)."""
     width = max(len(n) for n in rows)
-    head = f"{'model':<{width}}  " + "  ".join(f"{p} {m:>7}" for p in ("cold", "warm") for m in COLD_METRICS)
+    head = (f"{'model':<{width}}  " + "  ".join(f"{p} {m:>7}" for p in ("cold", "warm") for m in COLD_METRICS)
+            + "  warm NDCG@10 w/o cold  cold/warm top-10 rate")
     lines = [head]
     for name, r in rows.items():
         lines.append(f"{name:<{width}}  " + "  ".join(f"{r[p][m]:>{len(p) + 8}.4f}" for p in ("cold", "warm")
-                                                     for m in COLD_METRICS))
+                                                     for m in COLD_METRICS)
+                     + f"  {r['warm_without_cold']['NDCG@10']:>21.4f}  {r['calibration']['cold_to_warm']:>21.2f}")
     return "\n".join(lines)
 
 

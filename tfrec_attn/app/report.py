@@ -13,6 +13,9 @@ PACKAGES = ("tfrec_attn", "tensorflow", "tf-keras", "tensorflow-recommenders", "
             "tensorflow-serving-api", "scann", "transformers", "implicit", "numpy", "grpcio")
 COLUMNS = ("HR@10", "NDCG@10", "HR@50", "MRR")
 COLD_COLUMNS = [(part, metric) for part in ("cold", "warm") for metric in ("HR@10", "NDCG@10", "HR@50")]
+# the warm targets without the cold items in the catalogue; cold vs warm items' top-10
+# appearances per test-target occurrence (1 = new items shown as often as they are wanted)
+COLD_EXTRA = ("warm NDCG@10 without cold items", "cold/warm top-10 rate")
 HIT = "✓"  # marks the held-out next item among a sample user's recommendations
 
 
@@ -73,8 +76,15 @@ def _metric_rows(summary):
 
 
 def _cold_rows(cold):
-    return [[name] + [f"{r[p][m]:.4f}" for p, m in COLD_COLUMNS] + [f"{r.get('seconds', 0):.0f}" if "seconds" in r else "–"]
-            for name, r in cold["rows"].items()]
+    """Per model: the cold and warm figures, the warm NDCG@10 without the cold items in the
+    catalogue, the cold/warm top-10 appearance rate (calibration), training seconds."""
+    def extra(r):
+        if "calibration" not in r:  # a summary written before these figures existed
+            return ["–", "–"]
+        return [f"{r['warm_without_cold']['NDCG@10']:.4f}", f"{r['calibration']['cold_to_warm']:.2f}"]
+
+    return [[name] + [f"{r[p][m]:.4f}" for p, m in COLD_COLUMNS] + extra(r)
+            + [f"{r.get('seconds', 0):.0f}" if "seconds" in r else "–"] for name, r in cold["rows"].items()]
 
 
 def _cold_text(cold) -> tuple[str, str]:
@@ -154,8 +164,9 @@ def _markdown(summary, images) -> str:
     if cold:
         intro, outro = _cold_text(cold)
         lines += ["## Cold start: items known only by their text", "", intro, "",
-                  "| model | " + " | ".join(f"{p} {m}" for p, m in COLD_COLUMNS) + " | training s |",
-                  "|---" * (len(COLD_COLUMNS) + 2) + "|"]
+                  "| model | " + " | ".join(f"{p} {m}" for p, m in COLD_COLUMNS) + " | "
+                  + " | ".join(COLD_EXTRA) + " | training s |",
+                  "|---" * (len(COLD_COLUMNS) + len(COLD_EXTRA) + 2) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in _cold_rows(cold)]
         lines += ["", outro, ""]
         for r in (cold.get("new_item") or {}).get("users_reached", [])[:5]:
@@ -233,7 +244,7 @@ def _html(summary, images) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _cold_rows(cold))
         parts += ["<h2>Cold start: items known only by their text</h2>", f"<p>{e(intro)}</p>",
                   "<table class='num'><tr><th>model</th>" + "".join(f"<th>{p} {m}</th>" for p, m in COLD_COLUMNS)
-                  + "<th>training s</th></tr>" + body + "</table>",
+                  + "".join(f"<th>{e(c)}</th>" for c in COLD_EXTRA) + "<th>training s</th></tr>" + body + "</table>",
                   f"<p>{e(outro).replace('**', '')}</p>"]
         reached = (cold.get("new_item") or {}).get("users_reached", [])[:5]
         if reached:

@@ -5,11 +5,21 @@ users (seed 0). Every interaction with a cold item is removed from training, val
 and every input history; the test targets stay. The cold figures are the test events
 whose target is cold (ranked over the whole catalogue, cold items included, history
 excluded: the project's full-ranking protocol); the remaining test users give the warm
-figures of the same run. The same code scores every model (a ``score_fn``).
+figures of the same run. The same code scores every model (a ``score_fn``), in one pass
+over the evaluated users, and also reports:
+
+* ``warm_without_cold``: the warm users ranked over the catalogue less the cold items. Beside
+  ``warm`` (cold items present) it shows what the new items cost known targets: a model that
+  scores new items too high pushes the warm targets down;
+* ``calibration``: over every evaluated user's top ``k`` (history excluded), the appearances
+  of cold and of warm items, each divided by how often such an item is a test target
+  (``cold_ratio``, ``warm_ratio``), and their quotient ``cold_to_warm``: 1 = new items are
+  recommended as often as they are wanted, relative to known ones; far below 1, buried;
+  far above, pushed.
 
     >>> cold = cold_start_split(split)
     >>> model = train(config, dataset, out, split=cold.split).model  # never sees cold items
-    >>> evaluate_cold_start(cold, score_fn)  # {"cold": {...}, "warm": {...}}
+    >>> evaluate_cold_start(cold, score_fn)  # {"cold", "warm", "warm_without_cold", "calibration"}
 """
 
 from __future__ import annotations
@@ -76,10 +86,49 @@ def cold_start_split(split: LeaveOneOutSplit, fraction: float = 0.2, seed: int =
                           warm_users=new.evaluated[~cold_target], removed=removed)
 
 
-def evaluate_cold_start(cold: ColdStartSplit, score_fn) -> dict:
-    """``{"cold": metrics, "warm": metrics}`` of ``score_fn`` on the test stage, each with
-    HR@10 / NDCG@10 / HR@50 / MRR and the number of ``users``."""
-    from tfrec_attn.evaluation.protocol import Evaluator
+def evaluate_cold_start(cold: ColdStartSplit, score_fn, k: int = 10, batch_size: int = 512) -> dict:
+    """The protocol's figures of ``score_fn`` on the test stage (module docstring):
+    ``cold``, ``warm`` and ``warm_without_cold`` (HR@10 / NDCG@10 / HR@50 / MRR and the number
+    of ``users``) and ``calibration`` (top-``k`` appearances per test-target occurrence)."""
+    from tfrec_attn.evaluation.protocol import Evaluator, full_ranking_metrics
 
-    return {part: Evaluator(cold.split, "test", users=users).evaluate(score_fn, sampled=False)
-            for part, users in (("cold", cold.cold_users), ("warm", cold.warm_users))}
+    evaluator = Evaluator(cold.split, "test", num_negatives=0)
+    users, histories, targets = evaluator.users, evaluator.histories, evaluator.targets
+    is_cold = np.zeros(cold.split.num_items, bool)
+    is_cold[cold.cold_items] = True
+    cold_user = np.isin(users, cold.cold_users)
+    per_user: dict[str, dict[str, list]] = {"cold": {}, "warm": {}, "warm_without_cold": {}}
+    appearances = {"cold": 0, "warm": 0}
+    for start in range(0, len(users), batch_size):
+        rows = slice(start, start + batch_size)
+        batch_histories = histories[rows]
+        scores = np.asarray(score_fn(users[rows], batch_histories), np.float64)
+        metrics = full_ranking_metrics(scores, targets[rows], batch_histories)
+        known = scores.copy()
+        known[:, is_cold] = known.min() - 1.0  # the catalogue less the cold items (ranked below all)
+        without = full_ranking_metrics(known, targets[rows], batch_histories)
+        for name in metrics:
+            per_user["cold"].setdefault(name, []).append(metrics[name][cold_user[rows]])
+            per_user["warm"].setdefault(name, []).append(metrics[name][~cold_user[rows]])
+            per_user["warm_without_cold"].setdefault(name, []).append(without[name][~cold_user[rows]])
+        masked = scores.copy()
+        for row, history in enumerate(batch_histories):
+            masked[row, history] = -np.inf
+        top = np.argpartition(-masked, min(k, masked.shape[1] - 1), axis=1)[:, :k]
+        cold_shown = int(is_cold[top].sum())
+        appearances["cold"] += cold_shown
+        appearances["warm"] += top.size - cold_shown
+    result = {}
+    for part, values in per_user.items():
+        count = int(sum(len(v) for v in next(iter(values.values()))))
+        result[part] = {name: float(np.mean(np.concatenate(v))) if count else float("nan")
+                        for name, v in values.items()}
+        result[part]["users"] = count
+    wanted = {"cold": int(is_cold[targets].sum()), "warm": int((~is_cold[targets]).sum())}
+    ratio = {part: appearances[part] / wanted[part] if wanted[part] else float("nan") for part in wanted}
+    result["calibration"] = {
+        "k": k, "cold_appearances": appearances["cold"], "cold_targets": wanted["cold"], "cold_ratio": ratio["cold"],
+        "warm_appearances": appearances["warm"], "warm_targets": wanted["warm"], "warm_ratio": ratio["warm"],
+        "cold_to_warm": ratio["cold"] / ratio["warm"] if ratio["warm"] else float("inf") if ratio["cold"] else
+        float("nan")}
+    return result
