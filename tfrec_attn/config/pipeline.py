@@ -177,9 +177,7 @@ class PipelineConfig(RunConfig):
         """The sections, then each ``serve`` entry at its path (``serve[1].stage``), then: each
         stage listed once, the exports of the stages that run named apart (each is
         ``OUTPUT/export/<name>``), and every model the job queries served."""
-        super().validate(where, prefix)
-        for i, entry in enumerate(self.serve):
-            entry.validate(self.where, f"serve[{i}]")
+        super().validate(where, prefix)  # each `serve` entry at its path too (``serve[1].stage``)
         first: dict[str, int] = {}
         for i, entry in enumerate(self.serve):
             if entry.stage in first:

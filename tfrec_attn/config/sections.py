@@ -30,7 +30,7 @@ def get_path(obj, path: str):
 class Section:
     """A config section. Subclasses are dataclasses and list their rules in :meth:`checks`;
     :meth:`validate` runs them at the section's own path, then validates every nested section
-    at its path, so an error names the whole path wherever the section sits (a retrieval
+    (and every section of a list field) at its path, so an error names the whole path wherever the section sits (a retrieval
     run's ``model.item_tower`` or the main job's ``cold_start.item_tower``)."""
 
     def checks(self, at) -> list[tuple[str, bool, str]]:
@@ -51,6 +51,10 @@ class Section:
             value = getattr(self, field.name)
             if isinstance(value, Section):
                 value.validate(where, at(field.name))
+            elif isinstance(value, list):  # a list of sections: each at its index (`serve[1].stage`)
+                for i, item in enumerate(value):
+                    if isinstance(item, Section):
+                        item.validate(where, f"{at(field.name)}[{i}]")
 
 
 class RunConfig(Section):
