@@ -12,6 +12,7 @@ import pytest
 
 CLI = [sys.executable, "-m", "tfrec_attn.app.cli"]
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_retrieval.yaml")
+PIPELINE = os.path.join(os.path.dirname(__file__), "..", "training", "configs", "ml100k_pipeline.yaml")
 GOOD = "user_id,item_id,timestamp\n1,a,1\n1,b,2\n1,c,3\n2,a,1\n2,c,2\n2,b,3\n"
 
 FILES = {
@@ -58,6 +59,12 @@ CASES = [
     ("unknown strategy", ["train", CONFIG, "--output-dir", "{d}/run", "--interactions", "{d}/good.csv",
                           "--set", "train.strategy=horovod"],
      "--set train.strategy=horovod: train.strategy='horovod' must be one of auto, one_device"),
+    ("the main job's config handed to train", ["train", PIPELINE, "--output-dir", "{d}/run", "--interactions",
+                                               "{d}/good.csv"],
+     "ml100k_pipeline.yaml:2: recipe='pipeline' is not trained by `tfrec-attn train` (trainable: ranking, rating, "
+     "retrieval); the main job's config runs with `tfrec-attn run --config FILE`"),
+    ("an evaluated run of another recipe", ["evaluate", "{d}/ranking_run", "--interactions", "{d}/good.csv"],
+     "{d}/ranking_run: a ranking run; this command evaluates retrieval runs and exports"),
     ("bad TF_CONFIG", ["train", CONFIG, "--output-dir", "{d}/run", "--interactions", "{d}/good.csv",
                        "--set", "train.strategy=multi_worker_mirrored"], "TF_CONFIG: invalid JSON at line 1 column 2"),
     ("nothing listening", ["query", "--server", "127.0.0.1:1", "--history", "1,2", "--timeout", "3"],
@@ -83,6 +90,8 @@ CASES = [
 def write_files(tmp_path):
     for file, content in FILES.items():
         (tmp_path / file).write_bytes(content)
+    (tmp_path / "ranking_run").mkdir()
+    (tmp_path / "ranking_run" / "config.yaml").write_text("recipe: ranking\n")  # a run dir of another recipe
     return str(tmp_path)
 
 
