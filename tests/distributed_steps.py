@@ -1,10 +1,10 @@
 """Subprocess helper of tests/test_distribute.py (its own process: logical CPU devices must be
 configured before TensorFlow starts).
 
-    python tests/distributed_steps.py equivalence LOSS STEPS OUT.json    (LOSS: a retrieval loss or ranking)
-        trains the same model for STEPS steps at the same global batch and seed on one
-        device and on MirroredStrategy over 2 logical CPUs; writes both losses and the
-        largest weight difference.
+    python tests/distributed_steps.py equivalence LOSS[,LOSS...] STEPS OUT.json    (a retrieval loss or ranking)
+        for each LOSS, trains the same model for STEPS steps at the same global batch and seed
+        on one device and on MirroredStrategy over 2 logical CPUs; writes, by loss, both losses
+        and the largest weight difference (one process for all: TensorFlow starts once).
     python tests/distributed_steps.py parameter_server OUT.json     (TF_CONFIG of the chief set)
         the chief of a ParameterServerStrategy cluster trains a few steps; writes where the
         item embedding's shards live and the losses.
@@ -27,8 +27,13 @@ def _config(loss: str, extra=()):
         *extra])
 
 
-def equivalence(loss: str, steps: int, out: str) -> None:
+def equivalence(losses: str, steps: int, out: str) -> None:
     distribute.split_cpu(2)
+    with open(out, "w") as handle:
+        json.dump({loss: _equivalence(loss, steps) for loss in losses.split(",")}, handle)
+
+
+def _equivalence(loss: str, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
@@ -58,10 +63,8 @@ def equivalence(loss: str, steps: int, out: str) -> None:
     difference = max(float(np.max(np.abs(a - b)))
                      for a, b in zip(results["one_device"]["weights"], results["mirrored"]["weights"]))
     scale = max(float(np.max(np.abs(w))) for w in results["one_device"]["weights"])
-    with open(out, "w") as handle:
-        json.dump({"loss_one_device": results["one_device"]["loss"], "loss_mirrored": results["mirrored"]["loss"],
-                   "replicas": results["mirrored"]["replicas"], "max_weight_difference": difference,
-                   "weight_scale": scale}, handle)
+    return {"loss_one_device": results["one_device"]["loss"], "loss_mirrored": results["mirrored"]["loss"],
+            "replicas": results["mirrored"]["replicas"], "max_weight_difference": difference, "weight_scale": scale}
 
 
 def parameter_server(out: str) -> None:

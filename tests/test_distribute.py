@@ -37,14 +37,23 @@ def run_bounded(cmd, timeout, **kwargs):
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled", "in_batch", "ranking"])
-def test_two_mirrored_replicas_train_exactly_like_one_device(loss, tmp_path):
+LOSSES = ["full", "sampled", "in_batch", "ranking"]
+
+
+@pytest.fixture(scope="module")
+def equivalence(tmp_path_factory):
+    """Every loss trained 6 steps on one device and on 2 mirrored replicas, in one process."""
+    out = tmp_path_factory.mktemp("equivalence") / "result.json"
+    code, log = run_bounded([sys.executable, STEPS, "equivalence", ",".join(LOSSES), "6", str(out)], timeout=480)
+    assert code == 0, log[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_two_mirrored_replicas_train_exactly_like_one_device(loss, equivalence):
     """Same global batch and seed: a per-replica mean (2x the step) or ungathered in-batch
     negatives (another objective) would move the weights apart."""
-    out = tmp_path / "result.json"
-    code, log = run_bounded([sys.executable, STEPS, "equivalence", loss, "6", str(out)], timeout=240)
-    assert code == 0, log[-3000:]
-    result = json.loads(out.read_text())
+    result = equivalence[loss]
     assert result["replicas"] == 2
     assert result["loss_mirrored"] == pytest.approx(result["loss_one_device"], rel=1e-4)
     # The ranker: every weight agrees to ~1e-6 but one near-dead ReLU bias, where Adam's g / sqrt(v)

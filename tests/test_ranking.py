@@ -333,7 +333,7 @@ def test_tfrec_attn_train_on_a_ranking_config_trains_reports_and_exports_both_mo
     from test_cli import CLI, CONFIG, planted_csv
 
     inter = planted_csv(tmp_path, num_users=80, seed=3)
-    small = ["model.embedding_dim=16", "model.max_len=20", "train.batch_size=32", "train.epochs=2",
+    small = ["model.embedding_dim=16", "model.max_len=20", "train.batch_size=32", "train.epochs=1",
              "train.refit_with_validation=false"]
     retrieval = tmp_path / "retrieval"
     cmd = CLI + ["train", CONFIG, "--interactions", str(inter), "--output-dir", str(retrieval), "--keras-verbose", "0",
@@ -352,10 +352,16 @@ def test_tfrec_attn_train_on_a_ranking_config_trains_reports_and_exports_both_mo
     assert "RMSE" not in proc.stdout  # the CSV has no ratings: no rating metrics, no error
     assert f"exported {ranking}/export/ranking/1" in proc.stdout
     assert f"exported {ranking}/export/recommend/1" in proc.stdout
-    # `tfrec-attn export` on the ranking run: the next versions of both.
+    # `tfrec-attn export` on the ranking run: the next versions of both, which a fresh process
+    # exported from the run directory alone and which answer exactly as the versions `train`
+    # exported from memory (the other recipes: tests/test_run_dir.py).
     proc = subprocess.run(CLI + ["export", str(ranking)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == [f"{ranking}/export/ranking/2", f"{ranking}/export/recommend/2"]
+    from test_run_dir import assert_same_outputs
+
+    for model in ("ranking", "recommend"):
+        assert_same_outputs(str(ranking / "export" / model / "1"), str(ranking / "export" / model / "2"), model)
     # A retrieval run that is not there: one line naming the setting.
     proc = subprocess.run(CLI + ["train", config, "--interactions", str(inter), "--output-dir", str(tmp_path / "x"),
                                  "--set", "retrieval.run_dir=/no/such/run"], capture_output=True, text=True, timeout=600)

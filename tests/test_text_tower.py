@@ -189,15 +189,31 @@ def test_text_tower_recommends_cold_items_from_their_text(topic_runs, tiny_bert_
     assert text["warm"]["HR@10"] > 0.5
 
 
-def test_text_tower_export_reloads_with_tensorflow_text_only_and_adds_items(topic_runs, tmp_path):
-    from tfrec_attn.data.dataset import Item
+@pytest.fixture(scope="module")
+def text_export(topic_runs, tmp_path_factory):
+    """Version 1 (k=10) of the text tower's export. Tests that add items copy it first."""
     from tfrec_attn.export import export_retrieval
+
+    run = topic_runs[2]["text"]
+    return export_retrieval(run.model, run.vocabulary, str(tmp_path_factory.mktemp("text_export")), k=10)
+
+
+def copy_export(version_dir, tmp_path):
+    """A base path of its own holding ``version_dir`` as version 1 (of model ``retrieval``)."""
+    import shutil
+
+    base = tmp_path / "export"
+    shutil.copytree(version_dir, base / "retrieval" / "1")
+    return str(base), str(base / "retrieval" / "1")
+
+
+def test_text_tower_export_reloads_with_tensorflow_text_only_and_adds_items(topic_runs, text_export, tmp_path):
+    from tfrec_attn.data.dataset import Item
     from tfrec_attn.export.catalogue import AddItemsError, add_items
 
     data, cold, runs = topic_runs
     run = runs["text"]
-    base = str(tmp_path / "export")
-    path = export_retrieval(run.model, run.vocabulary, base, k=10)
+    base, path = copy_export(text_export, tmp_path)
     assert os.path.isfile(os.path.join(path, "assets", "vocab.txt"))  # the tokenizer's vocabulary travels
     known = list(run.vocabulary.item_ids[:2])
     history = [known]
@@ -255,19 +271,17 @@ def test_text_tower_export_reloads_with_tensorflow_text_only_and_adds_items(topi
     assert len(extended.catalogue_ids.numpy()) == len(run.vocabulary) + 2
 
 
-def test_running_server_recommends_an_added_item_over_grpc(topic_runs, tmp_path):
+def test_running_server_recommends_an_added_item_over_grpc(topic_runs, text_export, tmp_path):
     """`tfrec-attn serve` loads a text-tower export (tensorflow_text ops), and after
     `tfrec-attn index add-items` it serves the new item by polling, without a restart."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from serving_fixtures import ServerProcess, wait_for
 
-    from tfrec_attn.export import export_retrieval
     from tfrec_attn.serving.client import RecommenderClient
 
     data, _, runs = topic_runs
     run = runs["text"]
-    base = str(tmp_path / "export")
-    export_retrieval(run.model, run.vocabulary, base, k=10)
+    base, _ = copy_export(text_export, tmp_path)
     reds = [i for i in run.vocabulary.item_ids if data.items[i].title.startswith("red ")][:3]
     server = ServerProcess(os.path.join(base, "retrieval"), "--file_system_poll_wait_seconds", "0.2")
     try:
@@ -287,12 +301,8 @@ def test_running_server_recommends_an_added_item_over_grpc(topic_runs, tmp_path)
         server.stop()
 
 
-def test_add_items_cli_errors_name_the_file_and_field(topic_runs, tmp_path):
-    from tfrec_attn.export import export_retrieval
-
-    _, _, runs = topic_runs
-    base = str(tmp_path / "export")
-    export_retrieval(runs["id"].model, runs["id"].vocabulary, base, k=5)
+def test_add_items_cli_errors_name_the_file_and_field(tiny_export, tmp_path):
+    base, _ = copy_export(tiny_export[1], tmp_path)  # an id-tower export
     no_title = tmp_path / "no_title.csv"
     no_title.write_text("item_id,genres\nx1,Drama\n", encoding="utf-8")
     fine = tmp_path / "fine.csv"
@@ -317,8 +327,11 @@ def test_fine_tuning_trains_only_the_last_encoder_layers_with_their_own_optimize
     from tfrec_attn.models import load_model
     from tfrec_attn.training import RetrievalRecipe, train
 
+    # One step a tf.function call: the default 8 traces the fine-tuned BERT's step twice (the
+    # loop), which would be half of this test's time; the step itself is the same.
     config = _topic_config("hybrid", tiny_bert_dir, ["model.item_tower.trainable_layers=1", "train.epochs=1",
-                                                      "model.item_tower.encoder_learning_rate=0.01"])
+                                                      "model.item_tower.encoder_learning_rate=0.01",
+                                                      "train.steps_per_execution=1"])
     data = topic_sequences(num_users=80)
     recipe = RetrievalRecipe(config, data)
     recipe.prepare(None)
