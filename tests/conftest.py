@@ -1,4 +1,5 @@
 import os
+from typing import NamedTuple
 
 import pytest
 
@@ -62,6 +63,54 @@ def tiny_export(tiny_model, tmp_path_factory):
     model, vocabulary = tiny_model
     path = export_retrieval(model, vocabulary, str(base), model_name="retrieval", k=10)
     return str(base / "retrieval"), path
+
+
+class TinyRanking(NamedTuple):
+    model: object  # the ranker
+    encoder: object  # its UserFeatureEncoder
+    base: str  # the model base path of its exports (and of tiny_recommend's)
+    ranking: str  # BASE/ranking/1
+
+
+@pytest.fixture(scope="session")
+def tiny_ranking(tiny_model, tmp_path_factory):
+    """A seeded, untrained DIN ranker over the tiny catalogue (user features, ratings, times;
+    max_len 6) whose attention scorer is re-drawn so that the weights take both signs, with a
+    blend weight of 0.5 for the tiny retrieval model's scores, and its ranking export."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrec_attn.config import load_config
+    from tfrec_attn.export.ranking import export_ranking
+    from tfrec_attn.features.ranking import UserFeatureEncoder
+    from tfrec_attn.layers.target_attention import DinAttention
+    from tfrec_attn.models.ranking import build_ranking_model
+
+    _, vocabulary = tiny_model
+    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6",
+                                "model.attention=din"])
+    encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
+    (din,) = [layer for layer in model.network.submodules if isinstance(layer, DinAttention)]
+    rng = np.random.default_rng(0)
+    din.score.kernel.assign(rng.normal(0, 1.0, din.score.kernel.shape).astype(np.float32))
+    din.score.bias.assign(np.zeros(din.score.bias.shape, np.float32))
+    model.retrieval_weight.assign(0.5)
+    base = tmp_path_factory.mktemp("tiny_ranking")
+    ranking = export_ranking(model, vocabulary, encoder, str(base), max_len=6, num_ratings=5)
+    return TinyRanking(model, encoder, str(base), ranking)
+
+
+@pytest.fixture(scope="session")
+def tiny_recommend(tiny_model, tiny_ranking):
+    """BASE/recommend/1 next to the tiny ranking export: the tiny retrieval model's top 12,
+    ranked by the tiny ranker; k=5, 3 explanations each."""
+    from tfrec_attn.export.ranking import export_recommend
+
+    retrieval, vocabulary = tiny_model
+    return export_recommend(retrieval, vocabulary, tiny_ranking.model, vocabulary, tiny_ranking.encoder,
+                            tiny_ranking.base, k=5, candidates=12, because=3, max_len=6, num_ratings=5)
 
 
 TINY_BERT_WORDS = [

@@ -199,23 +199,10 @@ def assert_one_error_line(proc, *fragments):
 
 
 @pytest.fixture(scope="module")
-def ranking_export(tiny_model, tmp_path_factory):
+def ranking_export(tiny_ranking):
     """A ranking export (serving_default: history + candidates -> scores, rating) of a seeded,
     untrained ranker over the tiny catalogue."""
-    import tensorflow as tf
-
-    from tfrec_attn.config import load_config
-    from tfrec_attn.export.ranking import export_ranking
-    from tfrec_attn.features.ranking import UserFeatureEncoder
-    from tfrec_attn.models.ranking import build_ranking_model
-
-    _, vocabulary = tiny_model
-    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
-    encoder = UserFeatureEncoder(["F", "M"], ["other"])
-    tf.keras.utils.set_random_seed(config.seed)
-    model = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
-    base = tmp_path_factory.mktemp("ranking_export")
-    return export_ranking(model, vocabulary, encoder, str(base), max_len=6, num_ratings=5)
+    return tiny_ranking.ranking
 
 
 def test_a_ranking_export_handed_to_evaluate_is_one_error_line(ranking_export, tmp_path):

@@ -81,26 +81,50 @@ def _checkpoint(prefix):
             if "/.ATTRIBUTES/VARIABLE_VALUE" in name and "optimizer" not in name}
 
 
-def test_two_local_workers_end_with_identical_weights(tmp_path):
+def test_two_local_workers_killed_mid_run_resume_and_end_with_identical_weights(tmp_path):
+    """Two workers through the launcher, SIGKILLed mid-run (the launcher and both) and run
+    again: they resume from the chief's backup, stay in step to the end (identical weights)
+    and learn the planted pattern as one process does. (One test: both halves train the same
+    two workers, and a run of them is a third of this file's time.)"""
+    from tfrec_attn.training.engine import backup_position
+
     # Histories of 3-40 items: the workers' batches differ in length every step (their sparse
     # embedding gradients differ in rows, which TF's collective gather cannot take).
     inter = planted_csv(tmp_path, num_users=200, min_len=3, max_len=40, seed=3)
     out = tmp_path / "run"
-    code, log = run_bounded(_train_cmd(inter, out, "--workers", "2", "--set", "model.max_len=40"), timeout=420)
+    recipe = ["--set", "model.max_len=40", "--set", "train.epochs=6", "--set", "train.batch_size=16"]
+    cmd = _train_cmd(inter, out, "--workers", "2", *recipe, "--set", "train.backup_every_steps=3")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                at = backup_position(str(out / "backup"))
+            except Exception:  # being written
+                at = None
+            if at and at["epoch"] >= 2:
+                break
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, mid-run
+        proc.wait()
+    assert at and at["epoch"] >= 2, "no backup was written"
+    code, log = run_bounded(cmd, timeout=420)
     assert code == 0, log[-4000:]
     assert "launching 2 worker(s)" in log
     assert "retracing" not in log and "Traceback" not in log and "IndexedSlices" not in log  # no stray noise
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_at"] and metrics["resumed_at"]["epoch"] >= 2, log[-3000:]
+    assert metrics["replicas"] == 2 and metrics["per_replica_batch_size"] == 8
+    assert metrics["strategy"] == "multi_worker_mirrored" and metrics["epochs"] == 6
     chief = _checkpoint(out / "checkpoints" / "final")
     other = _checkpoint(out / "workers" / "worker-1" / "checkpoints" / "final")
     assert chief.keys() == other.keys() and len(chief) > 5
-    for name in chief:  # all-reduced gradients: the workers' copies never drift apart
+    for name in chief:  # both restored the same state; all-reduced gradients: the copies never drift apart
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["replicas"] == 2 and metrics["per_replica_batch_size"] == 16
-    assert metrics["strategy"] == "multi_worker_mirrored" and metrics["epochs"] == 3
     # The same recipe on one process learns the planted pattern alike (different batches: within noise).
     single = tmp_path / "single"
-    code, log = run_bounded(_train_cmd(inter, single, "--set", "model.max_len=40"), timeout=300)
+    code, log = run_bounded(_train_cmd(inter, single, *recipe), timeout=300)
     assert code == 0, log[-3000:]
     alone = json.loads((single / "metrics.json").read_text())
     assert metrics["validation"]["val_ndcg10"] == pytest.approx(alone["validation"]["val_ndcg10"], abs=0.1)
@@ -186,36 +210,3 @@ def test_a_worker_whose_peer_never_starts_fails_in_bounded_time(tmp_path):
     assert time.time() - began < 90
     assert f"unreachable: worker:1 ({cluster['worker'][1]})" in log
     assert "train.peer_timeout_seconds=10" in log
-
-
-def test_two_workers_killed_mid_run_resume_from_the_chiefs_backup(tmp_path):
-    from tfrec_attn.training.engine import backup_position
-
-    inter = planted_csv(tmp_path, num_users=200, min_len=3, max_len=40, seed=3)
-    out = tmp_path / "run"
-    cmd = _train_cmd(inter, out, "--workers", "2", "--set", "model.max_len=40", "--set", "train.epochs=6",
-                     "--set", "train.batch_size=16", "--set", "train.backup_every_steps=3")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                at = backup_position(str(out / "backup"))
-            except Exception:  # being written
-                at = None
-            if at and at["epoch"] >= 2:
-                break
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, mid-run
-        proc.wait()
-    assert at and at["epoch"] >= 2, "no backup was written"
-    code, log = run_bounded(cmd, timeout=420)
-    assert code == 0, log[-4000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_at"] and metrics["resumed_at"]["epoch"] >= 2, log[-3000:]
-    assert metrics["epochs"] == 6
-    chief = _checkpoint(out / "checkpoints" / "final")
-    other = _checkpoint(out / "workers" / "worker-1" / "checkpoints" / "final")
-    for name in chief:  # both restored the same state, then stayed in step
-        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)

@@ -10,38 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.config import load_config
-
-MAX_LEN = 6
+MAX_LEN = 6  # the ranker's (conftest's tiny_ranking)
 # 9 known items (the 3 oldest are beyond max_len), padding and an unknown id.
 HISTORY = ["i3", "i7", "", "i5", "nope", "i9", "i11", "i3", "i13", "i15", "i17"]
 CANDIDATES = ["i1", "i2", "zz", "i20", "i21", "i22"]
 
 
 @pytest.fixture(scope="module")
-def exports(tiny_model, tmp_path_factory):
+def exports(tiny_ranking, tiny_recommend):
     """Ranking and recommend exports of a seeded DIN ranker over the tiny catalogue, whose
-    attention scorer is re-drawn so that the weights take both signs."""
-    from tfrec_attn.export.ranking import export_ranking, export_recommend
-    from tfrec_attn.features.ranking import UserFeatureEncoder
-    from tfrec_attn.layers.target_attention import DinAttention
-    from tfrec_attn.models.ranking import build_ranking_model
-
-    retrieval, vocabulary = tiny_model
-    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", f"model.max_len={MAX_LEN}",
-                                "model.attention=din"])
-    encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
-    tf.keras.utils.set_random_seed(config.seed)
-    model = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
-    (din,) = [layer for layer in model.network.submodules if isinstance(layer, DinAttention)]
-    rng = np.random.default_rng(0)
-    din.score.kernel.assign(rng.normal(0, 1.0, din.score.kernel.shape).astype(np.float32))
-    din.score.bias.assign(np.zeros(din.score.bias.shape, np.float32))
-    base = tmp_path_factory.mktemp("explain_exports")
-    ranking = export_ranking(model, vocabulary, encoder, str(base), max_len=MAX_LEN, num_ratings=5)
-    recommend = export_recommend(retrieval, vocabulary, model, vocabulary, encoder, str(base), k=3, candidates=8,
-                                 max_len=MAX_LEN, num_ratings=5)
-    return str(base), ranking, recommend
+    attention scorer is re-drawn so that the weights take both signs (conftest's ``tiny_ranking``)."""
+    return tiny_ranking.base, tiny_ranking.ranking, tiny_recommend
 
 
 @pytest.fixture(scope="module")

@@ -156,29 +156,17 @@ def test_rating_head_beats_the_biased_baseline_on_biases_plus_an_interaction():
 
 # -- exports ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def two_models(tiny_model):
+def two_models(tiny_model, tiny_ranking):
     """The tiny retrieval model and a seeded ranking model over the same catalogue, with user
-    features, ratings and times, and a non-zero blend weight."""
-    from tfrec_attn.features.ranking import UserFeatureEncoder
-
+    features, ratings and times, and a non-zero blend weight (conftest's ``tiny_ranking``)."""
     retrieval, vocabulary = tiny_model
-    config = load_config(None, ["recipe=ranking", "model.embedding_dim=16", "model.max_len=6"])
-    encoder = UserFeatureEncoder(["F", "M"], ["other", "writer"])
-    model = build(config, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
-    model.retrieval_weight.assign(0.5)
-    return retrieval, vocabulary, model, encoder
+    return retrieval, vocabulary, tiny_ranking.model, tiny_ranking.encoder
 
 
 @pytest.fixture(scope="module")
-def exports(two_models, tmp_path_factory):
-    from tfrec_attn.export.ranking import export_ranking, export_recommend
-
-    retrieval, vocabulary, model, encoder = two_models
-    base = tmp_path_factory.mktemp("exports")
-    ranking = export_ranking(model, vocabulary, encoder, str(base), max_len=6, num_ratings=5)
-    recommend = export_recommend(retrieval, vocabulary, model, vocabulary, encoder, str(base), k=5, candidates=12,
-                                 because=3, max_len=6, num_ratings=5)
-    return str(base), ranking, recommend
+def exports(tiny_ranking, tiny_recommend):
+    """Their ranking export and recommend export (max_len 6, k=5 of 12 candidates, 3 explanations)."""
+    return tiny_ranking.base, tiny_ranking.ranking, tiny_recommend
 
 
 HISTORIES = [["i3", "i7", "nope", "i1", "", ""], ["i12", "", "", "", "", ""]]
@@ -201,7 +189,7 @@ def reference_recommendations(two_models, histories, k=5, candidates=12, because
                                 max(len(known[-6:]), 1), 5)
         ranked = model.predict_batch(inputs(arrays[0], [top + 2], ratings=arrays[1], gaps=arrays[2],
                                             users=np.zeros((1, 4))))
-        blended = ranked["scores"].numpy()[0] + 0.5 * scores[top]
+        blended = ranked["scores"].numpy()[0] + float(model.retrieval_weight.numpy()) * scores[top]
         order = np.argsort(-blended, kind="stable")[:k]
         attention = ranked["attention"].numpy()[0][order]
         positions = [i for i, h in enumerate(history) if h and vocabulary.model_indices([h])[0] >= 2]

@@ -189,10 +189,10 @@ def test_warmup_file_is_prediction_logs_the_server_answers(server, tiny_export):
     channel.close()
 
 
-def test_new_version_is_picked_up_and_a_corrupt_one_refused(tiny_model, tmp_path):
+def test_new_version_is_picked_up_and_a_corrupt_one_refused(tiny_model, tiny_export, tmp_path):
     model, vocabulary = tiny_model
     base = tmp_path / "retrieval"
-    export_retrieval(model, vocabulary, str(tmp_path), k=10)
+    shutil.copytree(tiny_export[1], base / "1")  # version 1: the tiny model at k=10
     server = start(str(base), poll_wait_seconds=0.2)
     try:
         client = RecommenderClient(f"127.0.0.1:{server.port}")
@@ -449,9 +449,9 @@ def test_serve_and_query_commands(tiny_export):
             proc.kill()
 
 
-def test_model_config_file_serves_several_models_with_labels(tiny_model, tmp_path):
+def test_model_config_file_serves_several_models_with_labels(tiny_model, tiny_export, tmp_path):
     model, vocabulary = tiny_model
-    export_retrieval(model, vocabulary, str(tmp_path), model_name="retrieval", k=10)
+    shutil.copytree(tiny_export[1], tmp_path / "retrieval" / "1")  # the tiny model at k=10
     export_retrieval(model, vocabulary, str(tmp_path), model_name="small", k=3)
     export_retrieval(model, vocabulary, str(tmp_path), model_name="small", k=4)
     config = parse_model_server_config(f"""
