@@ -148,3 +148,33 @@ def tiny_bert_dir(tmp_path_factory):
     model(model.dummy_inputs)
     model.save_pretrained(str(path))
     return str(path)
+
+
+def topic_config(tower, bert_dir, extra=()):
+    """The retrieval config the topic-catalogue tests train: ``tower`` over the tiny BERT."""
+    from tfrec_attn.config import load_config
+
+    return load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml"), [
+        f"model.item_tower.type={tower}", f"model.item_tower.encoder={bert_dir}", "model.embedding_dim=16",
+        "model.num_blocks=1", "model.max_len=20", "train.epochs=30", "train.batch_size=64", "train.patience=50",
+        "train.refit_with_validation=false", "loss.type=full", "seed=3", *extra])
+
+
+@pytest.fixture(scope="session")
+def topic_runs(tiny_bert_dir, tmp_path_factory):
+    """Text and id towers trained on the cold-start split of the topic catalogue (whose texts
+    carry the successor pattern): (data, cold split, {"text": TrainResult, "id": ...})."""
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.synthetic import topic_sequences
+    from tfrec_attn.evaluation import cold_start_split
+    from tfrec_attn.training import train
+
+    data = topic_sequences()
+    cold = cold_start_split(leave_one_out(data.interactions), fraction=0.04)
+    runs = {}
+    for tower in ("text", "id"):
+        out = str(tmp_path_factory.mktemp(f"topics_{tower}"))
+        runs[tower] = train(topic_config(tower, tiny_bert_dir), data, out, verbose=0,
+                            split=cold.split, evaluate_test=False)
+        runs[tower].run_dir = out
+    return data, cold, runs

@@ -53,9 +53,10 @@ def test_one_source_of_defaults_and_includes(tmp_path):
     assert dataclasses.asdict(shipped) == dataclasses.asdict(RetrievalConfig())
     pipeline = load_config(os.path.join(configs, "ml100k_pipeline.yaml"), cls=PipelineConfig)
     expected = dataclasses.asdict(RetrievalConfig())
-    expected["train"]["time_budget_seconds"] = 360.0
-    assert dataclasses.asdict(pipeline.retrieval) == expected  # the id item tower: the measured choice
-    assert (pipeline.cold_start.item_tower.type, pipeline.cold_start.item_tower.projection) == ("text", "mlp")
+    expected["train"]["time_budget_seconds"] = 480.0
+    expected["model"]["item_tower"].update(type="ensemble", projection="mlp")
+    assert dataclasses.asdict(pipeline.retrieval) == expected  # one model for known and new items
+    assert pipeline.cold_start.time_budget_seconds == 180.0
     base = tmp_path / "base.yaml"
     base.write_text("model:\n  dropout: 0.2\n  num_heads: 3\n")
     top = tmp_path / "top.yaml"
@@ -143,16 +144,15 @@ def test_learning_rate_schedules_follow_each_stage_and_bad_ones_are_named(tmp_pa
         load_config(None, ["train.epochs=4", "train.warmup_epochs=9"])
 
 
-def test_cold_start_item_tower_errors_name_its_field(tmp_path):
+def test_pipeline_item_tower_errors_name_their_field(tmp_path):
     from tfrec_attn.config import PipelineConfig
 
-    path = write(tmp_path, "cold_start:\n  item_tower:\n    type: text\n    projection: deep\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:4: cold_start.item_tower.projection='deep' must be one of "
-                                          r"linear, mlp$"):
+    path = write(tmp_path, "retrieval:\n  model:\n    item_tower:\n      type: ensemble\n      projection: deep\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:5: retrieval.model.item_tower.projection='deep' must be one "
+                                          r"of linear, mlp$"):
         load_config(path, cls=PipelineConfig)
-    with pytest.raises(ConfigError, match=r"^--set cold_start.item_tower.type=id: cold_start.item_tower.type='id' "
-                                          r"must be text or hybrid"):
-        load_config(None, ["cold_start.item_tower.type=id"], cls=PipelineConfig)
+    with pytest.raises(ConfigError, match=r"^--set cold_start.item_tower.type=id: unknown key "):
+        load_config(None, ["cold_start.item_tower.type=id"], cls=PipelineConfig)  # one model: no tower of its own
     with pytest.raises(ConfigError, match=r"^--set retrieval.model.item_tower.max_tokens=2: "
                                           r"retrieval.model.item_tower.max_tokens=2 must be >= 3"):
         load_config(None, ["retrieval.model.item_tower.max_tokens=2"], cls=PipelineConfig)
@@ -204,6 +204,6 @@ def test_each_section_validates_itself_at_its_own_path(tmp_path):
     path = write(tmp_path, "recipe: pipeline\nretrieval:\n  loss:\n    temperature: 0\n")
     with pytest.raises(ConfigError, match=rf"^{path}:4: retrieval.loss.temperature=0.0 must be > 0$"):
         load_config(path)
-    # A section given in part keeps its parent's defaults for the rest (the cold-start text tower).
-    config = load_config(write(tmp_path, "recipe: pipeline\ncold_start:\n  item_tower:\n    max_tokens: 96\n"))
-    assert (config.cold_start.item_tower.type, config.cold_start.item_tower.max_tokens) == ("text", 96)
+    # A section given in part keeps its parent's defaults for the rest.
+    config = load_config(write(tmp_path, "recipe: pipeline\ncold_start:\n  new_item:\n    title: A new film\n"))
+    assert (config.cold_start.new_item.title, config.cold_start.new_item.item_id) == ("A new film", "new-1")

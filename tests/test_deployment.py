@@ -22,11 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "serving")
 EXPORTED_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")).export.model_name
 _RANKING_EXPORT = load_config(os.path.join(ROOT, "training", "configs", "ml100k_ranking.yaml")).export
-# What `tfrec-attn run` exports under OUTPUT/export: retrieval, retrieval_text (the cold-start
-# stage's text tower), ranking, recommend.
-_TEXT_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_pipeline.yaml"),
-                          cls=PipelineConfig).cold_start.model_name
-EXPORTED_MODELS = [EXPORTED_MODEL, _TEXT_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
+# What `tfrec-attn run` exports under OUTPUT/export: retrieval (one model for known and new
+# items: it reads text), ranking, recommend.
+EXPORTED_MODELS = [EXPORTED_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
+assert [m.name for m in load_config(os.path.join(ROOT, "training", "configs", "ml100k_pipeline.yaml"),
+                                    cls=PipelineConfig).served_models()] == EXPORTED_MODELS
 MANIFEST = os.path.join("k8s", "tfserving.yaml")
 
 
@@ -38,7 +38,7 @@ def read(name):
 def test_model_config_points_at_the_export_layout():
     config = read_model_server_config(os.path.join(SERVING, "models.config"))
     models = config.model_config_list.config
-    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "retrieval_text", "ranking", "recommend"]
+    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "ranking", "recommend"]
     for model in models:
         assert model.base_path == f"/models/{model.name}"  # /models <- OUTPUT/export
         assert model.model_platform == "tensorflow"
@@ -132,9 +132,8 @@ def test_config_files_reject_typos(name):
 
 @pytest.fixture(scope="module")
 def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
-    """OUTPUT/export as `tfrec-attn run` writes it: retrieval, retrieval_text (a text item
-    tower on a tiny BERT), ranking and recommend (tiny, seeded, untrained) over the tiny
-    catalogue."""
+    """OUTPUT/export as `tfrec-attn run` writes it: retrieval (a tower that reads text, on a
+    tiny BERT), ranking and recommend (tiny, seeded, untrained) over the tiny catalogue."""
     import tensorflow as tf
 
     from tfrec_attn.export import export_retrieval
@@ -156,8 +155,7 @@ def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
     tf.keras.utils.set_random_seed(config.seed)
     ranker = build_ranking_model(config.model, config.loss, vocabulary.num_indices, user_feature_sizes=encoder.sizes)
     base = tmp_path_factory.mktemp("export")
-    export_retrieval(retrieval, vocabulary, str(base), model_name=EXPORTED_MODEL, k=10)
-    export_retrieval(text_model, vocabulary, str(base), model_name=_TEXT_MODEL, k=10)
+    export_retrieval(text_model, vocabulary, str(base), model_name=EXPORTED_MODEL, k=10)
     export_ranking(ranker, vocabulary, encoder, str(base), model_name=_RANKING_EXPORT.model_name, max_len=6)
     export_recommend(retrieval, vocabulary, ranker, vocabulary, encoder, str(base),
                      model_name=_RANKING_EXPORT.recommend_name, k=5, candidates=12, max_len=6)
@@ -165,7 +163,7 @@ def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
 
 
 def test_models_config_serves_the_main_job_exports_and_the_readme_examples_run(main_job_exports, capsys):
-    """models.config (/models -> the export base) serves all four; the README's gRPC block
+    """models.config (/models -> the export base) serves all three; the README's gRPC block
     and REST line work against it (its MovieLens ids swapped for the tiny catalogue's)."""
     import json
     import urllib.request

@@ -40,20 +40,22 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
     for stage in ("prepare data", "baselines", "train retrieval", "train ranking", "evaluate", "cold start", "export",
                   "serve", "report"):
         assert re.search(rf"=== \[\d/9\] {stage}", proc.stdout), stage
-    assert "id item tower" in proc.stdout  # the main job's measured choice for retrieval
-    assert "(text item tower, cold-start protocol)" in proc.stdout  # ... and for new items
+    assert "ensemble item tower" in proc.stdout  # one model for known and new items
+    assert "the ensemble item tower retrained without them, cold-start protocol" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
-    # Cold start: the protocol's table (every model, cold and warm figures) and a new item
-    # added to the running server by its text, its nearest items being real catalogue items.
+    # Cold start: the protocol's table (the one model, its parts alone, the baselines; cold and
+    # warm figures) and a new item added by its text to the running `retrieval`, the served
+    # model, its nearest items being real catalogue items.
     cold = summary["cold_start"]
-    assert set(cold["rows"]) >= {"text tower", "id-only tower (cold ids are OOV)",
-                                 "content only (MiniLM cosine, no training)", "MostPop"}
+    assert set(cold["rows"]) >= {"one model (id + text ensemble)", "its id part alone (cold ids are OOV)",
+                                 "its text part alone", "content only (MiniLM cosine, no training)", "MostPop"}
     assert cold["rows"]["MostPop"]["cold"]["HR@50"] == 0.0  # cold items have no training counts
-    assert cold["rows"]["id-only tower (cold ids are OOV)"]["cold"]["users"] == cold["split"]["cold_users"] > 0
+    assert cold["rows"]["its id part alone (cold ids are OOV)"]["cold"]["users"] == cold["split"]["cold_users"] > 0
+    assert set(cold["combination"]) == {"text_weight", "new_item_scale", "new_item_offset"}
     new = cold["new_item"]
     assert new["version"] == 2 and len(new["nearest"]) == 5 and new["users_asked"] > 0
-    assert new["model"] == "retrieval_text" and os.path.isdir(out / "export" / "retrieval_text" / "2")
-    assert not os.path.isdir(out / "export" / "retrieval" / "2")  # the id model is left as it was
+    assert new["model"] == "retrieval" and os.path.isdir(out / "export" / "retrieval" / "2")
+    assert sorted(os.listdir(out / "export")) == ["models.config", "ranking", "recommend", "retrieval"]
     assert "Star Wars" in new["text"] and "Cold start: items known only by their text" in (out / "report.md").read_text()
     # The report has a number for every model and every metric.
     report = (out / "report.md").read_text()

@@ -51,33 +51,38 @@ def read(name):
 def test_default_serve_list_takes_each_name_from_its_stage_config():
     config = pipeline()
     assert [(m.name, m.stage) for m in config.served_models()] == [
-        ("retrieval", "retrieval"), ("retrieval_text", "cold_start"), ("ranking", "ranking"),
-        ("recommend", "recommend")]
+        ("retrieval", "retrieval"), ("ranking", "ranking"), ("recommend", "recommend")]
     names = pipeline("retrieval.export.model_name=two_tower", "ranking.export.recommend_name=both")
-    assert [m.name for m in names.served_models()] == ["two_tower", "retrieval_text", "ranking", "both"]
+    assert [m.name for m in names.served_models()] == ["two_tower", "ranking", "both"]
     # A stage this run skips is left out: the list says what may be served.
-    assert [m.name for m in pipeline("two_stage=false").served_models()] == ["retrieval", "retrieval_text"]
+    assert [m.name for m in pipeline("two_stage=false").served_models()] == ["retrieval"]
+    # One retrieval model for known and new items: no second model for the cold-start stage.
     assert [m.name for m in pipeline("cold_start.enabled=false").served_models()] == [
         "retrieval", "ranking", "recommend"]
+    assert [m.name for m in pipeline("cold_start.enabled=false", "serve=[{stage: ranking}, {stage: recommend}]")
+            .served_models()] == ["ranking", "recommend"]
 
 
 def test_serve_list_round_trips_through_yaml_and_dict():
-    config = pipeline("serve=[{stage: recommend}, {stage: ranking}, {stage: cold_start}]")
-    assert [m.name for m in config.served_models()] == ["recommend", "ranking", "retrieval_text"]
+    config = pipeline("serve=[{stage: recommend}, {stage: ranking}, {stage: retrieval}]")
+    assert [m.name for m in config.served_models()] == ["recommend", "ranking", "retrieval"]
     again = config_from_dict(yaml.safe_load(config.to_yaml()), PipelineConfig)
     assert again.serve == config.serve and again.served_models() == config.served_models()
 
 
 @pytest.mark.parametrize("lines, message", [
     (["  - stage: retrieval", "  - stage: rankin"],
-     "{f}:4: serve[1].stage='rankin' must be one of retrieval, cold_start, ranking, recommend"),
+     "{f}:4: serve[1].stage='rankin' must be one of retrieval, ranking, recommend"),
     (["  - stage: retrieval", "  - stge: ranking"], "{f}:4: unknown key 'serve[1].stge'; did you mean 'stage'?"),
     (["  - retrieval"], "{f}:3: serve[0]='retrieval' must be a mapping (keys: stage)"),
-    (["  - stage: ranking", "  - stage: recommend", "  - stage: cold_start", "  - stage: ranking"],
+    (["  - stage: ranking", "  - stage: recommend", "  - stage: retrieval", "  - stage: ranking"],
      "{f}:6: serve[3].stage='ranking' is listed twice (serve[0] too)"),
-    (["  - stage: ranking", "  - stage: cold_start"],
-     "{f}:2: serve=['ranking', 'cold_start'] must list 'recommend': the main job's serve stage asks that model "
+    (["  - stage: ranking", "  - stage: retrieval"],
+     "{f}:2: serve=['ranking', 'retrieval'] must list 'recommend': the main job's serve stage asks that model "
      "(ranking.export.recommend_name)"),
+    (["  - stage: ranking", "  - stage: recommend"],  # the cold-start stage adds its new item to `retrieval`
+     "{f}:2: serve=['ranking', 'recommend'] must list 'retrieval': the main job's serve stage asks that model "
+     "(retrieval.export.model_name)"),
 ])
 def test_bad_serve_entries_name_their_file_and_line(tmp_path, lines, message):
     path = tmp_path / "pipeline.yaml"
@@ -94,12 +99,13 @@ def test_serve_errors_from_set_and_colliding_export_names():
         pipeline("serve={stage: x}")
     # Two stages exporting under one name would overwrite each other's OUTPUT/export/<name>.
     with pytest.raises(ConfigError) as caught:
-        pipeline("cold_start.model_name=retrieval")
-    assert str(caught.value) == ("--set cold_start.model_name=retrieval: cold_start.model_name='retrieval' is also "
-                                 "retrieval.export.model_name; each export needs its own name (OUTPUT/export/<name>)")
+        pipeline("ranking.export.model_name=retrieval")
+    assert str(caught.value) == ("--set ranking.export.model_name=retrieval: ranking.export.model_name='retrieval' "
+                                 "is also retrieval.export.model_name; each export needs its own name "
+                                 "(OUTPUT/export/<name>)")
     # ... unless the stage does not run.
-    assert [m.name for m in pipeline("cold_start.model_name=retrieval", "cold_start.enabled=false",
-                                     ).served_models()] == ["retrieval", "ranking", "recommend"]
+    assert [m.name for m in pipeline("ranking.export.model_name=retrieval", "two_stage=false",
+                                     ).served_models()] == ["retrieval"]
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -145,18 +151,18 @@ def test_generator_checks_and_rewrites_the_files(tmp_path, capsys):
     shutil.copytree(SERVING, serving)
     assert write_serving_files.main(["--check", "--serving-dir", str(serving)]) == 0
     args = ["--serving-dir", str(serving), "--set", "two_stage=false"]
-    assert write_serving_files.main([*args, "--check"]) == 1  # the committed files serve four
+    assert write_serving_files.main([*args, "--check"]) == 1  # the committed files serve three
     assert "out of date" in capsys.readouterr().err
     assert write_serving_files.main(args) == 0
     assert write_serving_files.main([*args, "--check"]) == 0
-    expected = [("retrieval", "/models/retrieval"), ("retrieval_text", "/models/retrieval_text")]
+    expected = [("retrieval", "/models/retrieval")]
     assert pairs(read_model_server_config(str(serving / "models.config"))) == expected
     manifest = (serving / "k8s" / "tfserving.yaml").read_text()
     docs = {doc["kind"]: doc for doc in yaml.safe_load_all(manifest)}
     assert pairs(parse(docs["ConfigMap"]["data"]["models.config"])) == expected
-    assert "/v1/models/retrieval_text" in manifest and "batching_parameters.txt: |" in manifest  # the rest is kept
+    assert "/v1/models/retrieval" in manifest and "batching_parameters.txt: |" in manifest  # the rest is kept
     assert manifest.split("---", 1)[1] == read(os.path.join("k8s", "tfserving.yaml")).split("---", 1)[1].replace(
-        "/v1/models/recommend", "/v1/models/retrieval_text")
+        "/v1/models/recommend", "/v1/models/retrieval")
     compose = yaml.safe_load((serving / "docker-compose.yml").read_text())
-    assert compose["x-served-models"] == ["retrieval", "retrieval_text"]
+    assert compose["x-served-models"] == ["retrieval"]
     assert compose["services"] == yaml.safe_load(read("docker-compose.yml"))["services"]

@@ -142,31 +142,9 @@ def test_missing_model_directory_and_unknown_name_say_where_they_looked(tmp_path
 # -- a text tower trained on a catalogue whose texts carry the pattern ----------------------
 
 def _topic_config(tower, bert_dir, extra=()):
-    from tfrec_attn.config import load_config
+    from conftest import topic_config
 
-    return load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml"), [
-        f"model.item_tower.type={tower}", f"model.item_tower.encoder={bert_dir}", "model.embedding_dim=16",
-        "model.num_blocks=1", "model.max_len=20", "train.epochs=30", "train.batch_size=64", "train.patience=50",
-        "train.refit_with_validation=false", "loss.type=full", "seed=3", *extra])
-
-
-@pytest.fixture(scope="module")
-def topic_runs(tiny_bert_dir, tmp_path_factory):
-    """Text and id towers trained on the cold-start split of the topic catalogue."""
-    from tfrec_attn.data import leave_one_out
-    from tfrec_attn.data.synthetic import topic_sequences
-    from tfrec_attn.evaluation import cold_start_split
-    from tfrec_attn.training import train
-
-    data = topic_sequences()
-    cold = cold_start_split(leave_one_out(data.interactions), fraction=0.04)
-    runs = {}
-    for tower in ("text", "id"):
-        out = str(tmp_path_factory.mktemp(f"topics_{tower}"))
-        runs[tower] = train(_topic_config(tower, tiny_bert_dir), data, out, verbose=0,
-                                      split=cold.split, evaluate_test=False)
-        runs[tower].run_dir = out
-    return data, cold, runs
+    return topic_config(tower, bert_dir, extra)
 
 
 def test_text_tower_recommends_cold_items_from_their_text(topic_runs, tiny_bert_dir):

@@ -1,7 +1,15 @@
 #!/usr/bin/env python
-"""Cold-start benchmark on MovieLens 100K (results go to docs/benchmarks.md by hand).
+"""Cold-start benchmark (results go to docs/benchmarks.md by hand).
 
-    python tools/bench_cold_start.py --seeds 42 7 1 --towers hybrid id [--set k=v ...]
+    python tools/bench_cold_start.py --seeds 42 7 1 --towers ensemble id [--set k=v ...]
+    python tools/bench_cold_start.py --interactions ../shared/data/amazon-scientific/interactions.csv \
+        --items ../shared/data/amazon-scientific/items.csv --towers ensemble id
+
+An ``ensemble`` run (the one model: an id part and a text part trained apart, scores added,
+new items placed by the calibrated text score) also gives the rows of its two parts alone,
+from the same training. Besides the cold and warm figures, each row has the warm users'
+NDCG@10 without the cold items in the catalogue and the calibration (cold / warm top-10
+appearances per wanted item).
 
 The protocol (:mod:`tfrec_attn.evaluation.cold_start`): cold items = the test targets of
 a seeded 20% of the evaluated users (seed 0, the same for every run); their interactions
@@ -29,26 +37,32 @@ CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
 METRICS = ("HR@10", "NDCG@10", "HR@50")
 
 
+COLUMNS = [f"{part}_{m}" for part in ("cold", "warm") for m in METRICS] + ["warm_wo_cold_NDCG@10", "cold_to_warm"]
+
+
 def row(name, seed, result, seconds=None):
     return {"name": name, "seed": seed, "seconds": seconds,
             **{f"{part}_{m}": result[part][m] for part in ("cold", "warm") for m in METRICS},
+            "warm_wo_cold_NDCG@10": result["warm_without_cold"]["NDCG@10"],
+            "cold_to_warm": result["calibration"]["cold_to_warm"], "calibration": result["calibration"],
             "cold_users": result["cold"]["users"], "warm_users": result["warm"]["users"]}
 
 
 def table(rows) -> str:
-    head = "| model | seed | cold HR@10 | cold NDCG@10 | cold HR@50 | warm HR@10 | warm NDCG@10 | warm HR@50 | train s |"
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| model | seed | cold HR@10 | cold NDCG@10 | cold HR@50 | warm HR@10 | warm NDCG@10 | warm HR@50 | "
+            "warm NDCG@10 w/o cold | cold/warm top-10 rate | train s |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(r["name"] for r in rows))
     for name in names:
         group = [r for r in rows if r["name"] == name]
         for r in group:
-            cells = " | ".join(f"{r[f'{p}_{m}']:.4f}" for p in ("cold", "warm") for m in METRICS)
+            cells = " | ".join(f"{r[c]:.4f}" for c in COLUMNS)
             lines.append(f"| {name} | {r['seed']} | {cells} | {r['seconds'] or 0:.0f} |")
         if len(group) > 1:
             def ms(key, group=group):
                 values = [r[key] for r in group]
                 return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-            cells = " | ".join(ms(f"{p}_{m}") for p in ("cold", "warm") for m in METRICS)
+            cells = " | ".join(ms(c) for c in COLUMNS)
             lines.append(f"| **{name} mean ± sd** | {len(group)} | {cells} | |")
     return "\n".join(lines)
 
@@ -58,7 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=os.environ.get("TFREC_ATTN_DATA",
                                                          os.path.join(ROOT, "..", "shared", "data", "ml-100k")))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1], help="model seeds")
-    parser.add_argument("--towers", nargs="+", default=["hybrid", "id"], choices=("id", "text", "hybrid"))
+    parser.add_argument("--interactions", help="generic interactions CSV instead of --data (e.g. amazon-scientific)")
+    parser.add_argument("--items", help="its items CSV")
+    parser.add_argument("--towers", nargs="+", default=["ensemble", "id"], choices=("id", "text", "hybrid", "ensemble"))
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--set", action="append", default=[], help="override for every trained model")
     parser.add_argument("--work-dir", default="/tmp/tfrec_attn_cold")
@@ -73,7 +89,12 @@ def main(argv=None) -> int:
     from tfrec_attn.training import train
     from tfrec_attn.training.retrieval import catalogue_text_features
 
-    data = read_movielens(args.data)
+    if args.interactions:
+        from tfrec_attn.data import load_dataset
+
+        data = load_dataset(None, interactions=args.interactions, items=args.items)
+    else:
+        data = read_movielens(args.data)
     from tfrec_attn.data.splits import leave_one_out
 
     cold = cold_start_split(leave_one_out(data.interactions), args.fraction, seed=0)
@@ -92,14 +113,23 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             result = train(config, data, out, verbose=0, split=cold.split, evaluate_test=False)
             seconds = time.perf_counter() - start
-            item_features = features if tower != "id" else None
-            scorer = catalogue_scorer(result.model, result.vocabulary, cold.split, item_features=item_features)
-            rows.append(row(f"{tower} item tower", seed, evaluate_cold_start(cold, scorer), seconds))
-            print(table(rows[-1:]), flush=True)
+            models = {f"{tower} item tower": result.model}
+            if tower == "ensemble":  # its parts alone, from the same training
+                models.update({"its id part alone": result.model.id_model, "its text part alone":
+                               result.model.text_model})
+                print(f"combination: {json.dumps(result.metrics['combination'])}; pseudo-cold calibration "
+                      f"{result.metrics['calibration']['pseudo_cold']['cold_to_warm']:.2f}", flush=True)
+            for name, model in models.items():
+                item_features = features if model.item_tower.reads_text else None
+                scorer = catalogue_scorer(model, result.vocabulary, cold.split, item_features=item_features)
+                rows.append(row(name, seed, evaluate_cold_start(cold, scorer), seconds))
+                if tower == "ensemble":
+                    rows[-1]["combination"] = result.metrics["combination"]
+                print(table(rows[-1:]), flush=True)
     print(table(rows))
     with open(args.out, "a") as handle:
         for r in rows:
-            handle.write(json.dumps({"overrides": args.set, "split": cold.summary(),
+            handle.write(json.dumps({"overrides": args.set, "split": cold.summary(), "data": data.name,
                                      "date": time.strftime("%Y-%m-%d"), **r}) + "\n")
     return 0
 

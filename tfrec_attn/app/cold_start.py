@@ -1,5 +1,5 @@
-"""The main job's cold-start stage: the protocol's table, and one new item added to the
-running server by its text."""
+"""The main job's cold-start stage: the protocol's table of the one retrieval model, and one
+new item added to the running server's ``retrieval`` model by its text."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from tfrec_attn.evaluation.cold_start import COLD_METRICS
 
 def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: str, *, verbose: int = 0,
                      item_features=None):
-    """Rows of the cold-start protocol: ``cold_config.item_tower`` (a text or hybrid tower)
-    and the id-only tower, each trained on the cold split with the retrieval config's user
-    tower and training within ``cold_config.time_budget_seconds``, the content-only
-    baseline (MiniLM cosine, no training) and MostPop.
+    """Rows of the cold-start protocol: the main retrieval model's config trained again on
+    the cold split (within ``cold_config.time_budget_seconds``, no refit) — for an ensemble,
+    the one model and each of its parts alone (its id part: cold ids are OOV) — the
+    content-only baseline (MiniLM cosine, no training) and MostPop.
 
     Returns:
-        (``{"split": ..., "rows": ...}``, the text-reading tower's TrainResult: the model
-        that embeds new items from their text).
+        ``{"split": ..., "rows": ..., "item_tower": ...}``.
     """
     import dataclasses
 
@@ -35,34 +34,36 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
     print(f"cold items: {s['cold_items']} (test targets of a seeded {cold_config.fraction:.0%} of users); "
           f"{s['removed_interactions']:,} interactions removed from training; cold test users "
           f"{s['cold_users']}, warm {s['warm_users']}", flush=True)
-    text_tower = cold_config.item_tower
-    towers = {text_tower.type: text_tower}
-    if cold_config.compare_id:
-        towers["id"] = dataclasses.replace(text_tower, type="id")
-
-    def config_for(tower):
-        return dataclasses.replace(
-            retrieval_config, model=dataclasses.replace(retrieval_config.model, item_tower=tower),
-            train=dataclasses.replace(retrieval_config.train, time_budget_seconds=cold_config.time_budget_seconds,
-                                      refit_with_validation=False))
-
+    tower = retrieval_config.model.item_tower
+    config = dataclasses.replace(retrieval_config, train=dataclasses.replace(
+        retrieval_config.train, time_budget_seconds=cold_config.time_budget_seconds, refit_with_validation=False))
+    began = time.perf_counter()
+    trained = train(config, dataset, os.path.join(output_dir, "cold_start", tower.type), verbose=verbose,
+                    split=cold.split, evaluate_test=False)
+    seconds = time.perf_counter() - began
+    text_config = config if tower.reads_text else dataclasses.replace(
+        config, model=dataclasses.replace(config.model, item_tower=dataclasses.replace(tower, type="text")))
     features = item_features if item_features is not None else \
-        catalogue_text_features(config_for(text_tower), dataset, cold.split)
-    rows, text_trained = {}, None
-    for kind, tower in towers.items():
-        began = time.perf_counter()
-        trained = train(config_for(tower), dataset, os.path.join(output_dir, "cold_start", kind), verbose=verbose,
-                        split=cold.split, evaluate_test=False)
-        scorer = catalogue_scorer(trained.model, trained.vocabulary, cold.split,
-                                  item_features=features if tower.reads_text else None)
-        name = {"id": "id-only tower (cold ids are OOV)", "text": "text tower", "hybrid": "hybrid tower"}[kind]
-        rows[name] = {**evaluate_cold_start(cold, scorer), "seconds": time.perf_counter() - began}
-        if tower.reads_text:
-            text_trained = trained
+        catalogue_text_features(text_config, dataset, cold.split)
+    models = {ONE_MODEL.get(tower.type, f"{tower.type} tower"): trained.model}
+    if tower.type == "ensemble":
+        models["its id part alone (cold ids are OOV)"] = trained.model.id_model
+        models[f"its {tower.text_part} part alone"] = trained.model.text_model
+    rows = {}
+    for name, model in models.items():
+        scorer = catalogue_scorer(model, trained.vocabulary, cold.split,
+                                  item_features=features if model.item_tower.reads_text else None)
+        rows[name] = {**evaluate_cold_start(cold, scorer), "seconds": seconds}
     rows["content only (MiniLM cosine, no training)"] = evaluate_cold_start(cold, ContentBaseline(features).score_fn())
     rows["MostPop"] = evaluate_cold_start(cold, MostPopBaseline().fit(cold.split).score_fn())
     print(format_cold_table(rows), flush=True)
-    return {"split": s, "rows": rows, "item_tower": text_tower.type}, text_trained
+    return {"split": s, "rows": rows, "item_tower": tower.type,
+            "combination": trained.metrics.get("combination"), "seconds": seconds}
+
+
+# The one served model's row name, by item tower type.
+ONE_MODEL = {"ensemble": "one model (id + text ensemble)", "id": "id tower (cold ids are OOV)",
+             "text": "text tower", "hybrid": "hybrid tower"}
 
 
 def format_cold_table(rows) -> str:
@@ -107,6 +108,9 @@ def new_item_demo(client, export_base: str, model_name: str, new_item, trained, 
     vector = loaded.signatures["embed_items"](item_ids=tf.constant([item.item_id]),
                                               item_texts=tf.constant([item.text]))["embeddings"].numpy()[0]
     table = trained.model.item_embeddings().numpy()
+    if hasattr(trained.model, "text_slice"):  # an ensemble places a new item in its text part's space
+        part = trained.model.text_slice
+        vector, table = vector[part], trained.model.text_model.item_embeddings().numpy()
     cosine = table @ vector / np.maximum(np.linalg.norm(table, axis=1) * np.linalg.norm(vector), 1e-12)
     nearest = [{"item_id": str(trained.vocabulary.item_ids[i]), "title": dataset.item_title(
         str(trained.vocabulary.item_ids[i])), "cosine": float(cosine[i])} for i in np.argsort(-cosine)[:5]]

@@ -93,16 +93,23 @@ def _cold_text(cold) -> tuple[str, str]:
              f"every interaction with them ({s['removed_interactions']:,}) was removed from training, validation "
              f"and histories, so the models know them only by their text. Cold: the {s['cold_users']} test "
              f"events whose target is cold (ranked over the whole catalogue); warm: the other "
-             f"{s['warm_users']} users. Each tower trained within the stage's time budget.")
+             f"{s['warm_users']} users. The main retrieval model's config trained again on this split within "
+             f"the stage's time budget: the same code as the served model.")
+    combination = cold.get("combination")
+    if combination:
+        intro += (f" One model: known items score the id part + {combination['text_weight']:g} × the text part; "
+                  f"a new item scores {combination['new_item_scale']:g} × its text score "
+                  f"{combination['new_item_offset']:+.2f}, the offset set on a pseudo-cold validation split so "
+                  "that new items appear in top-10 lists as often, per wanted item, as known ones (the last "
+                  "column: 1 = calibrated).")
     new = cold.get("new_item")
     outro = ""
     if new:
         nearest = "; ".join(f"{n['title']} ({n['cosine']:.2f})" for n in new["nearest"])
-        tower = cold.get("item_tower", "text")
         outro = (f"New item **{new['text']}** (id {new['item_id']}), added with `tfrec-attn index add-items` to "
-                 f"`{new.get('model', 'retrieval')}` (the {tower} tower above, which never saw the cold items) as "
-                 f"version {new['version']} of the running server ({new['seconds_to_served']:.1f} s, no "
-                 f"retraining). Nearest catalogue items: {nearest}. It is now in the top 10 of "
+                 f"`{new.get('model', 'retrieval')}` (the served model, trained on the full data) as version "
+                 f"{new['version']} of the running server ({new['seconds_to_served']:.1f} s, no retraining). "
+                 f"Nearest catalogue items (by text): {nearest}. It is now in the top 10 of "
                  f"{len(new['users_reached'])} of {new['users_asked']} test users asked over gRPC.")
     return intro, outro
 

@@ -142,15 +142,15 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         for row, value in ratings.items():
             print(f"rating, test events: {row:<44} RMSE {value['RMSE']:.4f}  MAE {value['MAE']:.4f}")
 
-    # 4b. cold start: a text item tower vs the id-only tower ---------------------------
-    cold_start = cold_trained = None
+    # 4b. cold start: the one model's config trained without the cold items --------------
+    cold_start = None
     if cold_stage:
-        stages(f"cold start: items known only by their text ({config.cold_start.item_tower.type} item tower, "
-               "cold-start protocol)")
+        stages(f"cold start: items known only by their text (the {retrieval_config.model.item_tower.type} item "
+               "tower retrained without them, cold-start protocol)")
         from tfrec_attn.app.cold_start import cold_start_table
 
         budget = config.quick.cold_start_budget_seconds if quick else config.cold_start.time_budget_seconds
-        cold_start, cold_trained = cold_start_table(
+        cold_start = cold_start_table(
             dataset, split, retrieval_config, dataclasses.replace(config.cold_start, time_budget_seconds=budget),
             output_dir, verbose=0)
 
@@ -161,12 +161,9 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     exports = {"retrieval": trained.export(export_base)}
     if ranked is not None:
         exports["ranking"] = ranked.export(export_base)  # ranking + recommend
-    if cold_trained is not None:  # new items are embedded from their text by this one
-        exports["cold_start"] = cold_trained.export(export_base, model_name=config.cold_start.model_name)
-    for stage, paths in exports.items():
+    for paths in exports.values():
         for path in paths:
-            print(f"exported {path}" + (f" (the cold-start stage's {config.cold_start.item_tower.type} tower)"
-                                        if stage == "cold_start" else ""))
+            print(f"exported {path}")
     exported = exports["retrieval"][0]
     model_name = retrieval_config.export.model_name
     from tfrec_attn.serving.config import write_model_server_config
@@ -221,14 +218,16 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                 explained = client.predict({"history": np.array([recent], object),
                                             "candidates": np.array([candidates], object)}, "explain")
             explained = (explained["attention"][0], candidates, recent)
-        if cold_stage:
+        if cold_stage and trained.model.item_tower.reads_text:  # the one model takes the new item
             from tfrec_attn.app.cold_start import new_item_demo
 
-            text_model = config.cold_start.model_name
-            with RecommenderClient(target, model_name=text_model) as client:
+            with RecommenderClient(target, model_name=model_name) as client:
                 cold_start["new_item"] = new_item_demo(
-                    client, export_base, text_model, config.cold_start.new_item, cold_trained, split, dataset,
+                    client, export_base, model_name, config.cold_start.new_item, trained, split, dataset,
                     config.k, config.cold_start.users_to_scan, retrieval_config.seed)
+        elif cold_stage:
+            print(f"note: no new item added: the {retrieval_config.model.item_tower.type} item tower knows items by "
+                  "id only (retrieval.model.item_tower.type=ensemble, text or hybrid places them by their text)")
     finally:
         code = stop_server(proc)
     print_samples(samples, dataset)

@@ -97,7 +97,10 @@ def _build(cls, data: dict, lines: dict, origin: str, prefix: str = "", default=
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        where = lines.get(path, origin) if isinstance(lines.get(path), str) else f"{origin}:{lines.get(path, '?')}"
+        line = lines.get(path)
+        if line is None:  # a section named only by a --set below it (``--set a.b.c=1``, ``a.b`` unknown)
+            line = next((value for name, value in lines.items() if name.startswith(path + ".")), None)
+        where = line if isinstance(line, str) else f"{origin}:{line if line is not None else '?'}"
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(names))}"

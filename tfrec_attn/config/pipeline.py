@@ -9,7 +9,7 @@ from typing import NamedTuple
 from tfrec_attn.config.errors import ConfigError
 from tfrec_attn.config.ranking import RankingConfig
 from tfrec_attn.config.registry import register_config
-from tfrec_attn.config.retrieval import ItemTowerConfig, RetrievalConfig
+from tfrec_attn.config.retrieval import RetrievalConfig
 from tfrec_attn.config.sections import RunConfig, Section, get_path, one_of
 
 BASELINES = ("MostPop", "ALS")
@@ -27,10 +27,9 @@ class ServedStage(NamedTuple):
 # The exports of the main job, by the stage that trains them on the full data.
 SERVED_STAGES = {
     "retrieval": ServedStage("retrieval.export.model_name", None,
-                             "the two-tower transformer (history -> top-K item ids)"),
-    "cold_start": ServedStage("cold_start.model_name", "cold_start.enabled",
-                              "the same with the text item tower: embeds new items from their text "
-                              "(`tfrec-attn index add-items`; its tokenizer ops are in the stock binary)"),
+                             "the two-tower transformer (history -> top-K item ids); with a tower that "
+                             "reads text it also places new items by their text (`tfrec-attn index "
+                             "add-items`; its tokenizer ops are in the stock binary)"),
     "ranking": ServedStage("ranking.export.model_name", "two_stage",
                            "the attention ranker (history + candidates -> scores, rating, attention)"),
     "recommend": ServedStage("ranking.export.recommend_name", "two_stage",
@@ -54,7 +53,7 @@ class QuickConfig(Section):
     max_users: int = 300
     overrides: list[str] = dataclasses.field(default_factory=list)
     ranking_overrides: list[str] = dataclasses.field(default_factory=list)
-    cold_start_budget_seconds: float = 20.0  # per cold-split training
+    cold_start_budget_seconds: float = 40.0  # the cold-split training (an ensemble splits it)
 
     def checks(self, at):
         return [("max_users", self.max_users >= 10, "must be >= 10")]
@@ -73,19 +72,14 @@ class NewItemConfig(Section):
 @dataclasses.dataclass
 class ColdStartConfig(Section):
     """The cold-start stage: the protocol's table (:mod:`tfrec_attn.evaluation.cold_start`)
-    for ``item_tower`` (and the id-only tower), and a new item added by its text to the
-    running server through that tower's export, ``model_name``. The main retrieval model
-    keeps the item tower measured best on warm users (``retrieval.model.item_tower``)."""
+    for the main retrieval model's config trained again on the cold split (and, for an
+    ensemble, each of its parts alone), and a new item added by its text to the running
+    ``retrieval`` model — the one model that serves known and new items (its item tower must
+    read text; an id tower's export cannot place a new item, and the stage says so)."""
 
     enabled: bool = True
     fraction: float = 0.2  # of evaluated users whose test targets become cold items
-    time_budget_seconds: float = 90.0  # per cold-split training (the item tower and id-only)
-    compare_id: bool = True  # also train the id-only tower on the cold split (cold ids are OOV)
-    # The tower that reads item text, trained on the cold split: the text tower with the MLP
-    # projection is the measured cold-start choice (docs/benchmarks.md, "Cold start").
-    item_tower: ItemTowerConfig = dataclasses.field(
-        default_factory=lambda: ItemTowerConfig(type="text", projection="mlp"))
-    model_name: str = "retrieval_text"  # its export, served next to the main models
+    time_budget_seconds: float = 180.0  # the cold-split training (an ensemble splits it between its parts)
     new_item: NewItemConfig = dataclasses.field(default_factory=NewItemConfig)
     users_to_scan: int = 300  # test users asked over gRPC whether the new item is now in their top k
 
@@ -93,16 +87,14 @@ class ColdStartConfig(Section):
         return [
             ("fraction", 0 < self.fraction <= 1, "must be in (0, 1]"),
             ("time_budget_seconds", self.time_budget_seconds > 0, "must be > 0"),
-            ("item_tower.type", self.item_tower.reads_text,
-             "must be text or hybrid (it embeds new items from their text)"),
         ]
 
 
 @dataclasses.dataclass
 class ServedModelConfig(Section):
     """One entry of ``serve``: a model, named by the stage that trains it on the full data
-    (``SERVED_STAGES``): ``retrieval`` (``retrieval.export.model_name``), ``cold_start`` (the
-    text tower, ``cold_start.model_name``), ``ranking`` (``ranking.export.model_name``) or
+    (``SERVED_STAGES``): ``retrieval`` (``retrieval.export.model_name``), ``ranking``
+    (``ranking.export.model_name``) or
     ``recommend`` (retrieval + ranking in one graph, ``ranking.export.recommend_name``).
 
     The entry has no name of its own: each model's name is declared once, in its stage's
@@ -110,7 +102,7 @@ class ServedModelConfig(Section):
     says only which of those exports are served.
 
     Example (in the pipeline YAML, with ``cold_start.enabled: false``: the two models the main
-    job asks, not the retrieval model)::
+    job asks, not the retrieval model, which the cold-start stage asks for its new item)::
 
         serve:
           - stage: ranking
@@ -124,7 +116,7 @@ class ServedModelConfig(Section):
 
 
 def _default_serve() -> list[ServedModelConfig]:
-    return [ServedModelConfig(stage) for stage in ("retrieval", "cold_start", "ranking", "recommend")]
+    return [ServedModelConfig(stage) for stage in ("retrieval", "ranking", "recommend")]
 
 
 @register_config("pipeline")
@@ -160,15 +152,15 @@ class PipelineConfig(RunConfig):
 
     def queried_stages(self) -> list[str]:
         """The stages whose served models the main job asks (its "serve and query" stage):
-        ``recommend`` and ``ranking`` (the heatmap) with two_stage, else ``retrieval``; and
-        ``cold_start`` (the new item) when it runs."""
-        asked = ["ranking", "recommend"] if self.two_stage else ["retrieval"]
-        return asked + (["cold_start"] if self.cold_start.enabled else [])
+        ``recommend`` and ``ranking`` (the heatmap) with two_stage, and ``retrieval`` without
+        it or when the cold-start stage adds its new item to it."""
+        asked = ["ranking", "recommend"] if self.two_stage else []
+        return asked + (["retrieval"] if self.cold_start.enabled or not self.two_stage else [])
 
     def served_models(self) -> list[ServedModel]:
         """``serve`` less the stages this run skips, with each model's name from its stage's
-        config. Example: the defaults give ``retrieval``, ``retrieval_text``, ``ranking``,
-        ``recommend``; with ``two_stage: false``, ``retrieval`` and ``retrieval_text``."""
+        config. Example: the defaults give ``retrieval``, ``ranking``, ``recommend``; with
+        ``two_stage: false``, ``retrieval``."""
         return [ServedModel(get_path(self, SERVED_STAGES[entry.stage].name_path), entry.stage,
                             SERVED_STAGES[entry.stage].description)
                 for entry in self.serve if self.stage_enabled(entry.stage)]

@@ -32,6 +32,10 @@ class ItemTowerConfig(Section):
     # id / hybrid: random | pca (the id rows start from the principal components of the items' text
     # encodings, LLM2BERT4Rec / LLM-ESR; the encoder is used at initialisation only)
     id_init: str = "random"
+    # ensemble: an id model and a `text_part` model (text | hybrid) trained apart, their scores added
+    # (tfrec_attn.models.ensemble); the text part trains `text_share` of train.time_budget_seconds
+    text_part: str = "text"
+    text_share: float = 0.4
     id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
     id_dropout_candidates: bool = False  # ... on the candidate side too (cold start; costs some warm accuracy)
     # 0: frozen encoder, catalogue features computed once and cached (fast path);
@@ -58,6 +62,7 @@ class ItemTowerConfig(Section):
             ID_INITS,
             ITEM_TOWER_TYPES,
             PROJECTION_TYPES,
+            TEXT_LAYER_TYPES,
             WHITENING_TYPES,
         )
         from tfrec_attn.text import POOLING_TYPES
@@ -73,6 +78,8 @@ class ItemTowerConfig(Section):
              f"needs a tower that reads text ({at('type')}=text or hybrid)"),
             ("whitening", self.whitening == "none" or not self.trainable_layers,
              f"is fitted once on the frozen encoder's features: set {at('trainable_layers')}=0"),
+            ("text_part", self.text_part in TEXT_LAYER_TYPES, one_of(TEXT_LAYER_TYPES)),
+            ("text_share", 0.0 < self.text_share < 1.0, "must be in (0, 1)"),
             ("id_init", self.id_init in ID_INITS, one_of(ID_INITS)),
             ("id_init", self.id_init == "random" or self.type != "text",
              f"needs an id table ({at('type')}=id or hybrid); a text tower has none"),

@@ -31,7 +31,7 @@ class Section:
     """A config section. Subclasses are dataclasses and list their rules in :meth:`checks`;
     :meth:`validate` runs them at the section's own path, then validates every nested section
     (and every section of a list field) at its path, so an error names the whole path wherever the section sits (a retrieval
-    run's ``model.item_tower`` or the main job's ``cold_start.item_tower``)."""
+    run's ``model.item_tower`` or the main job's ``retrieval.model.item_tower``)."""
 
     def checks(self, at) -> list[tuple[str, bool, str]]:
         """``(field, ok, problem)`` rules; ``at(field)``: the field's whole path (for messages

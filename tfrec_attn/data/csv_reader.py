@@ -125,4 +125,5 @@ def read_csv_dataset(interactions_path, items_path=None, *, on_bad_line: str = "
     interactions = read_interactions_csv(interactions_path, policy=policy)
     items = read_items_csv(items_path, policy=policy) if items_path else {}
     return Dataset(name or os.path.splitext(os.path.basename(interactions_path))[0],
-                   interactions, items, source=os.fspath(interactions_path), skipped=policy.report)
+                   interactions, items, source=os.fspath(interactions_path), skipped=policy.report,
+                   items_source=os.fspath(items_path) if items_path else "")

@@ -155,6 +155,8 @@ class Dataset:
         skipped: BadLineReport. Lines skipped with ``on_bad_line="skip"``.
         users: dict str -> User. User features; empty when the source has none, and may
             lack users that only occur in interactions (see :meth:`user`).
+        items_source: str. The file the items were read from ("" when they came with
+            ``source`` or there are none).
     """
 
     name: str
@@ -163,6 +165,7 @@ class Dataset:
     source: str = ""
     skipped: BadLineReport = dataclasses.field(default_factory=BadLineReport)
     users: dict[str, User] = dataclasses.field(default_factory=dict)
+    items_source: str = ""
 
     def item_text(self, item_id: str) -> str:
         item = self.items.get(item_id)

@@ -111,24 +111,40 @@ def evaluate_cold_start(cold: ColdStartSplit, score_fn, k: int = 10, batch_size:
             per_user["cold"].setdefault(name, []).append(metrics[name][cold_user[rows]])
             per_user["warm"].setdefault(name, []).append(metrics[name][~cold_user[rows]])
             per_user["warm_without_cold"].setdefault(name, []).append(without[name][~cold_user[rows]])
-        masked = scores.copy()
-        for row, history in enumerate(batch_histories):
-            masked[row, history] = -np.inf
-        top = np.argpartition(-masked, min(k, masked.shape[1] - 1), axis=1)[:, :k]
-        cold_shown = int(is_cold[top].sum())
+        cold_shown, shown = top_k_appearances(scores, batch_histories, is_cold, k)
         appearances["cold"] += cold_shown
-        appearances["warm"] += top.size - cold_shown
+        appearances["warm"] += shown - cold_shown
     result = {}
     for part, values in per_user.items():
         count = int(sum(len(v) for v in next(iter(values.values()))))
         result[part] = {name: float(np.mean(np.concatenate(v))) if count else float("nan")
                         for name, v in values.items()}
         result[part]["users"] = count
-    wanted = {"cold": int(is_cold[targets].sum()), "warm": int((~is_cold[targets]).sum())}
-    ratio = {part: appearances[part] / wanted[part] if wanted[part] else float("nan") for part in wanted}
-    result["calibration"] = {
-        "k": k, "cold_appearances": appearances["cold"], "cold_targets": wanted["cold"], "cold_ratio": ratio["cold"],
-        "warm_appearances": appearances["warm"], "warm_targets": wanted["warm"], "warm_ratio": ratio["warm"],
+    result["calibration"] = calibration(appearances["cold"], appearances["warm"], is_cold[targets], k)
+    return result
+
+
+def top_k_appearances(scores, histories, is_new, k: int = 10) -> tuple[int, int]:
+    """(appearances of ``is_new`` items, of all items) in each user's top ``k`` of ``scores``
+    [users, items], history excluded."""
+    masked = np.array(scores, np.float64, copy=True)
+    for row, history in enumerate(histories):
+        masked[row, history] = -np.inf
+    top = np.argpartition(-masked, min(k, masked.shape[1] - 1), axis=1)[:, :k]
+    shown = np.isfinite(np.take_along_axis(masked, top, axis=1))
+    return int((is_new[top] & shown).sum()), int(shown.sum())
+
+
+def calibration(new_appearances: int, known_appearances: int, target_is_new, k: int = 10) -> dict:
+    """The calibration figures: top-``k`` appearances of new (cold) and known (warm) items,
+    each per test-target occurrence of such an item (``target_is_new``: bool per evaluated
+    user), and their quotient ``cold_to_warm`` (1 = new items recommended as often as they
+    are wanted, relative to known ones)."""
+    wanted = {"cold": int(np.sum(target_is_new)), "warm": int(np.sum(~np.asarray(target_is_new)))}
+    shown = {"cold": new_appearances, "warm": known_appearances}
+    ratio = {part: shown[part] / wanted[part] if wanted[part] else float("nan") for part in wanted}
+    return {
+        "k": k, "cold_appearances": shown["cold"], "cold_targets": wanted["cold"], "cold_ratio": ratio["cold"],
+        "warm_appearances": shown["warm"], "warm_targets": wanted["warm"], "warm_ratio": ratio["warm"],
         "cold_to_warm": ratio["cold"] / ratio["warm"] if ratio["warm"] else float("inf") if ratio["cold"] else
         float("nan")}
-    return result

@@ -15,6 +15,8 @@ Types (``model.item_tower.type``):
 
 * ``id``: collaborative, one learned embedding per item;
 * ``text``: content only, the item is a projection of its text encoding;
+* ``ensemble``: no layer of this module: an id model and a text model trained apart, their
+  scores added (:mod:`tfrec_attn.models.ensemble`);
 * ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
   ``gated`` sum, or ``concat_mlp``). Items never seen in training read the OOV id row,
   and ``id_dropout`` replaces the id of training items by OOV at that rate (in histories;
@@ -44,8 +46,11 @@ import tensorflow as tf
 from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 
-ITEM_TOWER_TYPES = ("id", "text", "hybrid")
-TEXT_TOWER_TYPES = ("text", "hybrid")  # the towers that embed an item from its text
+ITEM_TOWER_TYPES = ("id", "text", "hybrid", "ensemble")
+# The towers that embed an item from its text; ``ensemble`` is two models, an id one and a
+# ``text_part`` one (tfrec_attn.models.ensemble), not a layer of this module.
+TEXT_TOWER_TYPES = ("text", "hybrid", "ensemble")
+TEXT_LAYER_TYPES = ("text", "hybrid")  # TextItemTower's kinds (and an ensemble's text part)
 FUSION_TYPES = ("sum", "gated", "concat_mlp")
 PROJECTION_TYPES = ("linear", "mlp")
 WHITENING_TYPES = ("none", "zca")  # text encodings as they are, or ZCA-whitened (WhitenRec)
@@ -148,8 +153,8 @@ class TextItemTower(tf.keras.layers.Layer):
         if whitening != "none" and trainable_layers:
             raise ValueError("whitening is fitted once on the frozen encoder's features; it cannot follow a "
                              "fine-tuned encoder (trainable_layers > 0)")
-        if not reads_text(kind):
-            raise ValueError(f"kind must be one of {', '.join(TEXT_TOWER_TYPES)}, got {kind!r}")
+        if kind not in TEXT_LAYER_TYPES:
+            raise ValueError(f"kind must be one of {', '.join(TEXT_LAYER_TYPES)}, got {kind!r}")
         if fusion not in FUSION_TYPES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_TYPES)}, got {fusion!r}")
         if projection not in PROJECTION_TYPES:
@@ -301,6 +306,9 @@ def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: 
     kind = config if isinstance(config, str) else config.type
     if kind == "id":
         return IdItemTower(num_indices, embedding_dim, name="item_tower")
+    if kind == "ensemble":
+        raise ValueError("model.item_tower.type=ensemble is two models, not one tower: "
+                         "tfrec_attn.training.ensemble trains them")
     if reads_text(kind):
         if not text_dim:
             raise ValueError(f"model.item_tower.type={kind} needs the text encoder's feature width")

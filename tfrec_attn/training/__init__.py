@@ -37,6 +37,15 @@ def train(config, dataset=None, output_dir: str = "runs/run", *, split=None, ver
     Returns:
         TrainResult with ``model``, ``config``, ``metrics``, ``output_dir`` and ``recipe``.
     """
+    if config.recipe == "retrieval":
+        from tfrec_attn.training.retrieval import without_item_text
+
+        config = without_item_text(config, dataset)
+    if config.recipe == "retrieval" and config.model.item_tower.type == "ensemble":  # two models, combined
+        from tfrec_attn.training.ensemble import train_ensemble
+
+        return train_ensemble(config, dataset, output_dir, split=split, verbose=verbose, evaluate_test=evaluate_test,
+                              track_test=track_test, strategy=strategy)
     recipe = recipe_class(config.recipe, config.origin("recipe"))(config, dataset, split=split, **recipe_options)
     return Trainer(recipe, config, output_dir, verbose=verbose, track_test=track_test,
                    strategy=strategy).run(evaluate_test=evaluate_test)

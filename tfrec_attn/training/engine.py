@@ -30,12 +30,17 @@ class _QuietKeras(logging.Filter):
     """Drops Keras notes that the engine causes by design: the "callback is slow" note (step
     backups and the clock cost a few ms on the first batches), and, with
     ``train.eval_every > 1``, the "metric ... is not available" notes of the epochs that are
-    not evaluated (EarlyStopping and ModelCheckpoint skip those epochs, as intended)."""
+    not evaluated (EarlyStopping and ModelCheckpoint skip those epochs, as intended); and TF's
+    "triggered tf.function retracing" note, which counts the traces of one method over every
+    model instance: a process that trains several models (an ensemble's parts, the main job's
+    cold-start retraining) traces each model's step and scorer once, by design (each model's
+    scorer keeps one shape: :func:`tfrec_attn.evaluation.retrieval.catalogue_scorer`)."""
 
     def filter(self, record):
         message = record.getMessage()
         return not ("is slow compared to the batch time" in message
-                    or ("val_" in message and "not available" in message))
+                    or ("val_" in message and "not available" in message)
+                    or "triggered tf.function retracing" in message)
 
 
 logging.getLogger("tensorflow").addFilter(_QuietKeras())

@@ -179,12 +179,34 @@ def training_vocabulary(split: LeaveOneOutSplit) -> ItemVocabulary:
     return ItemVocabulary(split.item_vocab[split.training_items(include_validation=True)])
 
 
+def without_item_text(config, dataset):
+    """``config`` for ``dataset``: a tower that reads item text falls back to ids, with a
+    one-line note, when the data set has no item metadata at all (interactions only)."""
+    tower = config.model.item_tower
+    if dataset is None or dataset.items or not tower.needs_text_features:
+        return config
+    import dataclasses
+    import sys
+
+    print(f"note: {dataset.name} has no item texts (no items file): model.item_tower.type={tower.type} falls back "
+          "to type=id", file=sys.stderr, flush=True)
+    ids = dataclasses.replace(tower, type="id", whitening="none", id_init="random")
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, item_tower=ids))
+
+
 def catalogue_texts(config, dataset, split: LeaveOneOutSplit) -> list:
     """The text of every item of ``split``'s catalogue, in catalogue order (the raw id for
     an item without metadata, with a warning)."""
     if dataset is None:
         raise ValueError(f"model.item_tower.type={config.model.item_tower.type} reads item texts: "
                          "pass the dataset, not only a split")
+    if dataset.items and not any(item.text.strip() for item in dataset.items.values()):
+        from tfrec_attn.data.errors import DataFileError
+
+        raise DataFileError(dataset.items_source or dataset.source,
+                            f"title, text and genres are empty on all {len(dataset.items)} item lines; "
+                            f"model.item_tower.type={config.model.item_tower.type} reads item text (fill them, or "
+                            "train with --set model.item_tower.type=id)")
     texts = [dataset.item_text(item) for item in split.item_vocab]
     missing = sum(1 for item in split.item_vocab if item not in dataset.items)
     if missing:

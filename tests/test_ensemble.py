@@ -1,0 +1,211 @@
+"""One retrieval model for every item: the id + text ensemble (models/ensemble.py,
+training/ensemble.py) — its score space, the new-item calibration, the run directory, the
+export and add-items."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_attn.config import ConfigError, load_config
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(topic_runs, tiny_bert_dir, tmp_path_factory):
+    """The ensemble of the topic catalogue's id and text towers (trained on its cold split;
+    the finished parts are reused, as an interrupted ensemble run resumes), combined on
+    validation."""
+    from conftest import topic_config
+
+    from tfrec_attn.training import train
+
+    data, cold, runs = topic_runs
+    out = tmp_path_factory.mktemp("ensemble") / "run"
+    for name in ("id", "text"):
+        shutil.copytree(runs[name].run_dir, out / "parts" / name)
+    result = train(topic_config("ensemble", tiny_bert_dir), data, str(out), verbose=0, split=cold.split,
+                   evaluate_test=False)
+    return data, cold, runs, result
+
+
+def _features(result, data, split):
+    from tfrec_attn.training.retrieval import catalogue_text_features
+
+    return catalogue_text_features(result.config, data, split, progress=False)
+
+
+def test_known_items_score_the_sum_and_new_items_the_calibrated_text_score(ensemble_run):
+    _, cold, runs, result = ensemble_run
+    model = result.model
+    assert model.id_model.item_tower.kind == "id" and model.text_model.item_tower.kind == "text"
+    model.set_combination(0.5, 2.0, 0.3)
+    try:
+        history = tf.constant([[5, 9, 3], [7, 0, 0]], tf.int64)
+        expected = (model.id_model.score_items(history).numpy()
+                    + 0.5 * model.text_model.score_items(history).numpy())
+        np.testing.assert_allclose(model.score_items(history).numpy(), expected, rtol=1e-5, atol=1e-5)
+        features = tf.random.stateless_normal([3, model.text_model.item_tower.text_dim], seed=[1, 2])
+        new = model.new_item_vectors(features)
+        user = model(history)
+        text_user = model.text_model(history)
+        expected = 2.0 * tf.matmul(text_user, model.text_model.new_item_vectors(features), transpose_b=True) + 0.3
+        np.testing.assert_allclose(tf.matmul(user, new, transpose_b=True).numpy(), expected.numpy(), rtol=1e-5,
+                                   atol=1e-5)
+    finally:
+        model.set_combination(**result.metrics["combination"])
+
+
+def test_the_offset_makes_new_items_appear_as_often_as_they_are_wanted():
+    from tfrec_attn.training.ensemble import new_item_offset
+
+    rng = np.random.default_rng(0)
+    users, k = 400, 10
+    known_top = -np.sort(-rng.normal(size=(users, k)), axis=1)
+    new_top = -np.sort(-rng.normal(-6.0, 1.0, size=(users, k)), axis=1)  # far below: buried unless lifted
+    wanted_new = rng.random(users) < 0.2
+
+    def ratio(b):  # brute force: merge the lists and count
+        merged = np.concatenate([known_top, new_top + b], axis=1)
+        top = np.argsort(-merged, axis=1)[:, :k]
+        shown = int((top >= k).sum())
+        return (shown / wanted_new.sum()) / ((users * k - shown) / (~wanted_new).sum())
+
+    b = new_item_offset(known_top, new_top, wanted_new, k)
+    assert ratio(0.0) < 0.05  # uncalibrated: buried
+    assert 0.9 < ratio(b) < 1.1
+    assert ratio(b - 1.0) < ratio(b) < ratio(b + 1.0)
+
+
+def test_one_model_places_new_items_where_their_text_predicts_them_and_few_elsewhere(ensemble_run):
+    """The cold items (never trained on) are the topic catalogue's: a user's next item is in
+    the topic after the last one's, and an item's text names its topic. Calibrated, a new item
+    enters the top 10 of the users whose last item predicts it, and of few others; the same
+    model with the new-item offset raised (uncalibrated) pushes it into everyone's."""
+    from tfrec_attn.evaluation import evaluate_cold_start
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+
+    data, cold, runs, result = ensemble_run
+    model, split = result.model, cold.split
+    features = _features(result, data, split)
+    assert not set(split.item_vocab[cold.cold_items]) & set(result.vocabulary.item_ids)  # new to the model
+    scorer = catalogue_scorer(model, result.vocabulary, split, item_features=features)
+    figures = evaluate_cold_start(cold, scorer)
+    ids = evaluate_cold_start(cold, catalogue_scorer(runs["id"].model, runs["id"].vocabulary, split))
+    assert figures["cold"]["HR@10"] > 0.3 and ids["cold"]["HR@10"] < 0.1, (figures, ids)
+    # Known items as well as the id part; the new items (of the right topic: they belong in the
+    # top 10) move the warm targets down some, not out.
+    assert figures["warm_without_cold"]["NDCG@10"] >= ids["warm"]["NDCG@10"] - 0.03, (figures, ids)
+    assert figures["warm"]["NDCG@10"] >= 0.75 * figures["warm_without_cold"]["NDCG@10"], figures
+    assert 0.5 <= figures["calibration"]["cold_to_warm"] <= 2.0, figures["calibration"]
+
+    def precision(score):
+        """Of the cold items' top-10 appearances, the share in users whose last item's topic
+        comes just before the item's."""
+        users = split.evaluated
+        histories = [split.sequences[u][:-1] for u in users]
+        scores = np.asarray(score(users, histories), np.float64)
+        for row, h in enumerate(histories):
+            scores[row, h] = -np.inf
+        top = np.argsort(-scores, axis=1)[:, :10]
+        topic = np.array([int(str(i)[1:].split("i")[0]) for i in split.item_vocab])
+        topics = topic.max() + 1
+        right = shown = 0
+        for row, h in enumerate(histories):
+            for item in top[row][np.isin(top[row], cold.cold_items)]:
+                shown += 1
+                right += topic[item] == (topic[h[-1]] + 1) % topics
+        return right / max(shown, 1), shown / len(users)
+
+    calibrated, per_user = precision(scorer)
+    assert calibrated > 0.5 and per_user > 0.1, (calibrated, per_user)  # at random: 1/6
+    offset = result.metrics["combination"]["new_item_offset"]
+    model.new_item_offset.assign(offset + 20.0)
+    try:
+        pushed, pushed_per_user = precision(catalogue_scorer(model, result.vocabulary, split, item_features=features))
+    finally:
+        model.new_item_offset.assign(offset)
+    assert pushed_per_user > 3 * per_user and pushed < 0.3, (pushed, pushed_per_user, calibrated, per_user)
+
+
+def test_the_run_reloads_exports_and_adds_items_read_by_tensorflow_text_alone(ensemble_run, tmp_path):
+    from tfrec_attn.data.dataset import Item
+    from tfrec_attn.export.catalogue import add_items
+    from tfrec_attn.training import RunDirectory
+
+    data, cold, runs, result = ensemble_run
+    run = RunDirectory(result.output_dir)
+    assert run.has_checkpoint("best") and result.metrics["calibration"]["pseudo_cold"]["items"] > 0
+    reloaded = run.load(data, cold.split)
+    history = tf.constant([[4, 8, 12]], tf.int64)
+    np.testing.assert_allclose(reloaded.model.score_items(history).numpy(), result.model.score_items(history).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert reloaded.model.combination() == pytest.approx(result.metrics["combination"])
+    (path,) = reloaded.export(str(tmp_path / "export"))
+    # A new item of topic 1 (text "<topic-1 word> ..."), asked for a history ending in topic 0.
+    from tfrec_attn.data.synthetic import TOPIC_WORDS
+
+    new = Item("brand-new", f"{TOPIC_WORDS[1]} newcomer")
+    version = add_items(str(tmp_path / "export"), {"brand-new": new})
+    last = [i for i in result.vocabulary.item_ids if i.startswith("t0")][:1]
+    script = (f"import json, sys, tensorflow as tf, tensorflow_text\n"
+              f"m = tf.saved_model.load({version!r})\n"
+              f"out = m.signatures['serving_default'](history=tf.constant([{last!r}]))\n"
+              "assert 'tfrec_attn' not in sys.modules\n"
+              "print(json.dumps(out['item_ids'].numpy().astype(str)[0].tolist()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    here = tf.saved_model.load(version).signatures["serving_default"](history=tf.constant([last]))
+    assert served == here["item_ids"].numpy().astype(str)[0].tolist()
+    assert "brand-new" in served[:10], served  # placed by its text, in the one model's top 10
+    del path
+
+
+def test_part_configs_split_the_budget_and_bad_options_name_their_field():
+    from tfrec_attn.training.ensemble import part_configs
+
+    config = load_config(None, ["model.item_tower.type=ensemble", "train.time_budget_seconds=100",
+                                "model.item_tower.text_share=0.25", "model.item_tower.projection=mlp",
+                                "model.item_tower.whitening=zca"])
+    parts = part_configs(config)
+    assert parts["id"].model.item_tower.type == "id" and parts["id"].model.item_tower.whitening == "none"
+    assert parts["text"].model.item_tower.type == "text" and parts["text"].model.item_tower.projection == "mlp"
+    assert parts["id"].train.time_budget_seconds == 75 and parts["text"].train.time_budget_seconds == 25
+    assert parts["text"].model.item_tower.whitening == "zca" and config.model.item_tower.reads_text
+    with pytest.raises(ConfigError, match=r"model.item_tower.text_part='id' must be one of text, hybrid"):
+        load_config(None, ["model.item_tower.type=ensemble", "model.item_tower.text_part=id"])
+    with pytest.raises(ConfigError, match=r"model.item_tower.text_share=1.0 must be in \(0, 1\)"):
+        load_config(None, ["model.item_tower.type=ensemble", "model.item_tower.text_share=1"])
+
+
+def test_a_data_set_without_item_texts_falls_back_to_ids_and_empty_texts_are_one_error(tmp_path, capsys):
+    from tfrec_attn.data.csv_reader import read_csv_dataset
+    from tfrec_attn.data.errors import DataFileError
+    from tfrec_attn.data.splits import leave_one_out
+    from tfrec_attn.training.retrieval import catalogue_texts, without_item_text
+
+    interactions = tmp_path / "events.csv"
+    interactions.write_text("user_id,item_id,timestamp\n" + "".join(
+        f"u{u},i{(u + t) % 7},{t}\n" for u in range(6) for t in range(4)))
+    config = load_config(None, ["model.item_tower.type=ensemble", "model.item_tower.id_init=pca"])
+    bare = read_csv_dataset(str(interactions))
+    fallen = without_item_text(config, bare)
+    assert (fallen.model.item_tower.type, fallen.model.item_tower.id_init) == ("id", "random")
+    assert capsys.readouterr().err.strip() == ("note: events has no item texts (no items file): "
+                                               "model.item_tower.type=ensemble falls back to type=id")
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,text,genres\n" + "".join(f"i{i},,,\n" for i in range(7)))
+    empty = read_csv_dataset(str(interactions), str(items))
+    assert without_item_text(config, empty) is config  # an items file: its texts are read ...
+    with pytest.raises(DataFileError) as caught:  # ... and all empty is one error naming the file
+        catalogue_texts(config, empty, leave_one_out(empty.interactions))
+    assert str(caught.value) == (f"{items}: title, text and genres are empty on all 7 item lines; "
+                                 "model.item_tower.type=ensemble reads item text (fill them, or train with "
+                                 "--set model.item_tower.type=id)")

@@ -1,0 +1,212 @@
+"""Training the id + text ensemble (``model.item_tower.type: ensemble``,
+:class:`~tfrec_attn.models.ensemble.EnsembleRetrievalModel`): one model for every item.
+
+1. The retrieval recipe trains each part on its own, in ``RUN/parts/id`` and
+   ``RUN/parts/text`` (a finished part is reused: an interrupted ensemble resumes), the text
+   part with ``model.item_tower.text_share`` of ``train.time_budget_seconds``, the id part
+   with the rest.
+2. :func:`fit_combination` fits the combination on the validation split with the parts'
+   selection checkpoints (trained without the validation targets):
+
+   * ``text_weight`` w: known items score ``s_id + w · s_text``; w from ``TEXT_WEIGHTS``
+     with the best validation NDCG@10 (0: the text part adds nothing to known items);
+   * the new-item score ``a · s_text + b``: a pseudo-cold split plays the new items — the
+     validation targets of a seeded ``fraction`` of users, as the cold-start protocol draws
+     its cold items — scored by their text alone. For each ``a`` of ``NEW_ITEM_SCALES``,
+     ``b`` is the offset at which those items appear in the users' top 10 as often, per
+     time they are wanted, as known items (calibration 1: neither buried nor pushed); the
+     ``a`` with the best validation NDCG@10 over every user at that calibration is kept.
+3. The ensemble of the parts' final models with that combination is the run's model
+   (``model.json`` + ``checkpoints/final``; the selection checkpoints' ensemble is ``best``),
+   reported and exported by the retrieval recipe like any retrieval model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+TEXT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+NEW_ITEM_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+PARTS = ("id", "text")
+
+
+def part_configs(config) -> dict:
+    """The retrieval configs of the ensemble's parts: the same user tower, loss and training,
+    an id item tower and a ``text_part`` item tower, the budget split by ``text_share``."""
+    tower = config.model.item_tower
+    budget = config.train.time_budget_seconds
+    kinds = {"id": dataclasses.replace(tower, type="id", whitening="none"),
+             "text": dataclasses.replace(tower, type=tower.text_part,
+                                         id_init=tower.id_init if tower.text_part == "hybrid" else "random")}
+    shares = {"id": 1.0 - tower.text_share, "text": tower.text_share}
+    return {name: dataclasses.replace(
+        config, model=dataclasses.replace(config.model, item_tower=kinds[name]),
+        train=dataclasses.replace(config.train, time_budget_seconds=budget * shares[name] if budget else 0.0))
+        for name in PARTS}
+
+
+def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=None, verbose: int = 1,
+                   evaluate_test: bool = True, track_test: bool = False, strategy=None):
+    """Trains both parts, fits the combination, writes and returns the ensemble's run
+    (a :class:`~tfrec_attn.training.run_dir.TrainResult`; see the module docstring)."""
+    from tfrec_attn.models.ensemble import EnsembleRetrievalModel
+    from tfrec_attn.training import train
+    from tfrec_attn.training.retrieval import RetrievalRecipe, retrievers
+    from tfrec_attn.training.run_dir import RunDirectory, TrainResult
+
+    run = RunDirectory(output_dir)
+    run.save_config(config)
+    parts, seconds = {}, {}
+    for name, part in part_configs(config).items():
+        part_run = RunDirectory(run.file("parts", name))
+        began = time.perf_counter()
+        if part_run.finished:
+            parts[name] = part_run.load(dataset, split)
+        else:
+            parts[name] = train(part, dataset, part_run.path, split=split, verbose=verbose, evaluate_test=False,
+                                track_test=track_test, strategy=strategy)
+        seconds[name] = time.perf_counter() - began
+    recipe = RetrievalRecipe(config, dataset, split if split is not None else parts["id"].split)
+    recipe.prepare(run)
+    selected = {name: retrievers(result)[1] for name, result in parts.items()}
+    fitted = fit_combination(selected["id"], selected["text"], recipe.split, seed=config.seed)
+    combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
+
+    def ensemble(id_model, text_model):
+        model = EnsembleRetrievalModel(id_model, text_model, name="retrieval").build_weights()
+        model.set_combination(**combination)
+        return model
+
+    model = ensemble(parts["id"].model, parts["text"].model)
+    ensemble(selected["id"].model, selected["text"].model).save_weights(run.checkpoint("best"))
+    model.save_weights(run.checkpoint("final"))
+    run.save_model_config(model)
+    id_metrics = parts["id"].metrics
+    metrics = {
+        "validation": fitted["validation"], "combination": combination, "calibration": fitted,
+        "best_epoch": id_metrics.get("best_epoch"), "epochs": id_metrics.get("epochs"),
+        "train_seconds": sum(p.metrics.get("train_seconds", 0.0) for p in parts.values()),
+        "sequences_per_second": id_metrics.get("sequences_per_second", float("nan")),
+        "parts": {name: {"run": os.path.relpath(p.output_dir, run.path), "seconds": seconds[name],
+                         "validation": p.metrics.get("validation"), "epochs": p.metrics.get("epochs")}
+                  for name, p in parts.items()},
+    }
+    if evaluate_test:
+        metrics["test"] = recipe.test_metrics(model)
+    with open(run.metrics_file, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    for name in ("history_file", "curves_file"):  # the id part's curves stand for the run's
+        source = getattr(RunDirectory(parts["id"].output_dir), name)
+        if os.path.isfile(source):
+            import shutil
+
+            shutil.copyfile(source, getattr(run, name))
+    if verbose:
+        print(f"ensemble: text weight {combination['text_weight']:g}, new items {combination['new_item_scale']:g} "
+              f"x text score {combination['new_item_offset']:+.3f} (validation NDCG@10 "
+              f"{fitted['validation']['val_ndcg10']:.4f}; pseudo-cold calibration "
+              f"{fitted['pseudo_cold']['cold_to_warm']:.2f})", flush=True)
+    return TrainResult(model, config, metrics, output_dir, recipe)
+
+
+def _score_matrix(retriever, split, users, histories) -> np.ndarray:
+    from tfrec_attn.evaluation.retrieval import ROWS
+
+    score = retriever.scorer(split)
+    return np.concatenate([np.asarray(score(users[s:s + ROWS], histories[s:s + ROWS]), np.float32)
+                           for s in range(0, len(users), ROWS)])
+
+
+def _top(scores, histories, allowed, k):
+    """Each user's ``k`` best scores among ``allowed`` items, history excluded, best first
+    ([users, k]; -inf where fewer)."""
+    masked = np.where(allowed[np.newaxis, :], scores, -np.inf)
+    for row, history in enumerate(histories):
+        masked[row, history] = -np.inf
+    k = min(k, masked.shape[1])
+    top = -np.partition(-masked, k - 1, axis=1)[:, :k]
+    return -np.sort(-top, axis=1)
+
+
+def new_item_offset(known_top, new_top, target_is_new, k: int = 10, iterations: int = 40) -> float:
+    """The offset ``b`` at which the new items' top scores ``new_top + b`` (each user's best
+    new items, [users, k], best first) take, in the merged top ``k`` with the known items'
+    ``known_top``, as many places per wanted item as the known items do (calibration 1)."""
+    users = len(known_top)
+    wanted_new = float(np.sum(target_is_new))
+    wanted_known = users - wanted_new
+    if not users or not wanted_new or not wanted_known:
+        return 0.0
+    finite = np.concatenate([known_top[np.isfinite(known_top)], new_top[np.isfinite(new_top)]])
+    lo, hi = -2.0 * np.ptp(finite) - 1.0, 2.0 * np.ptp(finite) + 1.0
+    lo += float(np.min(known_top[np.isfinite(known_top)], initial=0.0)) - float(np.max(new_top, initial=0.0))
+    hi += float(np.max(known_top, initial=0.0)) - float(np.min(new_top[np.isfinite(new_top)], initial=0.0))
+
+    def ratio(b):
+        # The c-th best new item enters the top k when it beats the known item at place k - c.
+        new_shown = sum(int(np.sum(new_top[:, c - 1] + b > known_top[:, k - c])) for c in range(1, k + 1))
+        return (new_shown / wanted_new) / max((users * k - new_shown) / wanted_known, 1e-12)
+
+    for _ in range(iterations):
+        middle = 0.5 * (lo + hi)
+        lo, hi = (middle, hi) if ratio(middle) < 1.0 else (lo, middle)
+    return float(0.5 * (lo + hi))
+
+
+def fit_combination(id_retriever, text_retriever, split, *, fraction: float = 0.2, seed: int = 0, k: int = 10,
+                    text_weights=TEXT_WEIGHTS, new_item_scales=NEW_ITEM_SCALES) -> dict:
+    """The combination (``text_weight``, ``new_item_scale``, ``new_item_offset``) fitted on
+    ``split``'s validation stage (module docstring), with the figures that chose it:
+    ``validation`` (the ensemble's NDCG@10 etc. over known items), ``pseudo_cold`` (the
+    calibration and NDCG@10 of the chosen new-item score), ``weights`` and ``scales`` (the
+    validation NDCG@10 of each candidate)."""
+    from tfrec_attn.evaluation.cold_start import calibration, top_k_appearances
+    from tfrec_attn.evaluation.protocol import Evaluator, full_ranking_metrics
+    from tfrec_attn.training.retrieval import LOG_NAMES
+
+    evaluator = Evaluator(split, "validation", num_negatives=0)
+    users, histories, targets = evaluator.users, evaluator.histories, evaluator.targets
+    s_id = _score_matrix(id_retriever, split, users, histories)
+    s_text = _score_matrix(text_retriever, split, users, histories)
+    vocabulary = id_retriever.vocabulary
+    known = vocabulary.is_item(vocabulary.model_indices(split.item_vocab))
+
+    def ndcg(scores):
+        return float(np.mean(full_ranking_metrics(scores, targets, histories)["NDCG@10"]))
+
+    by_weight = {w: ndcg(s_id + w * s_text) for w in text_weights}
+    weight = max(text_weights, key=lambda w: (by_weight[w], -w))
+    known_scores = s_id + weight * s_text
+    best = full_ranking_metrics(known_scores, targets, histories)
+    result = {"text_weight": weight, "weights": {str(w): v for w, v in by_weight.items()},
+              "validation": {"val_" + short: float(np.mean(best[name])) for name, short in LOG_NAMES.items()}}
+
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(len(users), size=max(1, round(fraction * len(users))), replace=False)
+    is_new = ~known.copy()
+    is_new[np.unique(targets[drawn])] = True  # the pseudo-cold items: scored by their text alone
+    target_is_new = is_new[targets]
+    known_top = _top(known_scores, histories, ~is_new, k)
+    by_scale, offsets = {}, {}
+    for scale in new_item_scales:
+        new_top = _top(scale * s_text, histories, is_new, k)
+        offsets[scale] = float(new_item_offset(known_top, new_top, target_is_new, k))
+        scores = np.where(is_new[np.newaxis, :], scale * s_text + offsets[scale], known_scores)
+        by_scale[scale] = ndcg(scores)
+    scale = max(new_item_scales, key=lambda a: (by_scale[a], -a))
+    scores = np.where(is_new[np.newaxis, :], scale * s_text + offsets[scale], known_scores)
+    shown_new, shown = top_k_appearances(scores, histories, is_new, k)
+    per_user = full_ranking_metrics(scores, targets, histories)["NDCG@10"]
+    result.update(
+        new_item_scale=scale, new_item_offset=offsets[scale],
+        scales={str(a): {"val_ndcg10": v, "offset": offsets[a]} for a, v in by_scale.items()},
+        pseudo_cold={**calibration(shown_new, shown - shown_new, target_is_new, k),
+                     "items": int(is_new.sum()), "val_ndcg10": by_scale[scale],
+                     "cold_ndcg10": float(np.mean(per_user[target_is_new])) if target_is_new.any() else float("nan"),
+                     "warm_ndcg10": float(np.mean(per_user[~target_is_new]))})
+    return result
