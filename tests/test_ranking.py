@@ -173,10 +173,21 @@ HISTORIES = [["i3", "i7", "nope", "i1", "", ""], ["i12", "", "", "", "", ""]]
 
 
 def reference_recommendations(two_models, histories, k=5, candidates=12, because=3):
-    """What the recommend export must return, from the two in-memory models."""
+    """What the recommend export must return, from the two in-memory models: ``because`` by
+    a Python loop that re-scores each item with each history item removed."""
     from tfrec_attn.data.ranking_rows import history_arrays
 
     retrieval, vocabulary, model, _ = two_models
+
+    def ranker(known, items):
+        """The ranker's scores, ratings and attention of ``items`` (model indices) after ``known``."""
+        recent = known[-6:]
+        arrays = history_arrays([recent], [np.zeros(len(recent), np.int64)], [np.full(len(recent), np.nan)],
+                                max(len(recent), 1), 5)
+        out = model.predict_batch(inputs(arrays[0], [np.asarray(items)], ratings=arrays[1], gaps=arrays[2],
+                                         users=np.zeros((1, 4))))
+        return {name: value.numpy()[0] for name, value in out.items()}
+
     out = []
     for history in histories:
         real = [h for h in history if h]
@@ -185,18 +196,23 @@ def reference_recommendations(two_models, histories, k=5, candidates=12, because
         scores = retrieval.score_items(tf.constant([known if len(known) else [0]], tf.int64)).numpy()[0]
         scores[known - 2] = -np.inf
         top = np.argsort(-scores, kind="stable")[:candidates]
-        arrays = history_arrays([known[-6:]], [np.zeros(len(known[-6:]), np.int64)], [np.full(len(known[-6:]), np.nan)],
-                                max(len(known[-6:]), 1), 5)
-        ranked = model.predict_batch(inputs(arrays[0], [top + 2], ratings=arrays[1], gaps=arrays[2],
-                                            users=np.zeros((1, 4))))
-        blended = ranked["scores"].numpy()[0] + float(model.retrieval_weight.numpy()) * scores[top]
+        ranked = ranker(known, top + 2)
+        blended = ranked["scores"] + float(model.retrieval_weight.numpy()) * scores[top]
         order = np.argsort(-blended, kind="stable")[:k]
-        attention = ranked["attention"].numpy()[0][order]
+        attention = ranked["attention"][order]
         positions = [i for i, h in enumerate(history) if h and vocabulary.model_indices([h])[0] >= 2]
         shares = attention[:, :len(positions)] / np.abs(attention[:, :len(positions)]).sum(axis=1, keepdims=True)
-        because_ids = [[history[positions[j]] for j in np.argsort(-row, kind="stable")[:because]] for row in shares]
+        attention_ids = [[history[positions[j]] for j in np.argsort(-np.abs(row), kind="stable")[:because]]
+                         for row in shares]
+        because_ids, because_drops = [], []
+        for item, score in zip(top[order] + 2, ranked["scores"][order]):
+            drops = {j: score - ranker(np.delete(known, j), [item])["scores"][0] for j in range(len(known))}
+            best = [j for j in sorted(drops, key=lambda j: -drops[j]) if drops[j] > 0][:because]
+            because_ids.append([history[positions[j]] for j in best])
+            because_drops.append([drops[j] for j in best])
         out.append({"item_ids": [str(vocabulary.item_ids[t]) for t in top[order]], "scores": blended[order],
-                    "rating": ranked["rating"].numpy()[0][order], "because_ids": because_ids})
+                    "rating": ranked["rating"][order], "because_ids": because_ids, "because_drops": because_drops,
+                    "attention_ids": attention_ids})
     return out
 
 
@@ -219,13 +235,20 @@ print(json.dumps({{k: v.numpy().tolist() if v.dtype != tf.string else np.char.de
         assert got["item_ids"][row] == want["item_ids"]
         np.testing.assert_allclose(got["scores"][row], want["scores"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got["rating"][row], want["rating"], rtol=1e-4, atol=1e-5)
-        # Explanations: real history items only ("nope" is unknown, "" is padding), by weight.
-        assert [ids[:len(w)] for ids, w in zip(got["because_ids"][row], want["because_ids"])] == \
-            [w for w in want["because_ids"]]
+        # Explanations: real history items only ("nope" is unknown, "" is padding): `because` by
+        # the score drop without the item (leave one out, as the Python loop), the attention apart.
+        for ids, drops, want_ids, want_drops in zip(got["because_ids"][row], got["because_drops"][row],
+                                                    want["because_ids"], want["because_drops"]):
+            assert ids[:len(want_ids)] == want_ids and not any(ids[len(want_ids):]), (ids, want_ids)
+            np.testing.assert_allclose(drops[:len(want_drops)], want_drops, rtol=1e-4, atol=1e-5)
+            assert all(d > 0 for d in drops[:len(want_drops)]) and not any(drops[len(want_drops):])
+        assert [ids[:len(w)] for ids, w in zip(got["attention_ids"][row], want["attention_ids"])] == \
+            want["attention_ids"]
         assert all(i in {"i3", "i7", "i1", "i12", ""} for ids in got["because_ids"][row] for i in ids)
-    # The second history has one real item: one explanation, then padding with weight 0.
-    assert all(ids == ["i12", "", ""] for ids in got["because_ids"][1])
-    assert all(w[1:] == [0.0, 0.0] for w in got["because_weights"][1])
+    # The second history has one real item: one attention entry, then padding with weight 0.
+    assert all(ids == ["i12", "", ""] for ids in got["attention_ids"][1])
+    assert all(w[1:] == [0.0, 0.0] for w in got["attention_weights"][1])
+    assert sum(bool(ids[0]) for rows in got["because_ids"] for ids in rows) >= 3  # drops do occur
 
 
 def test_ranking_export_explains_only_real_history_items(exports):
@@ -396,3 +419,28 @@ def test_din_first_layer_equals_the_dense_layer_on_the_concatenated_pair_feature
     reference = tf.squeeze(layer.score(x), -1) * tf.cast(mask, tf.float32)[:, None]
     np.testing.assert_allclose(weights.numpy(), reference.numpy(), atol=1e-5)
     assert layer.hidden[0].kernel.shape == (48, 16) and "hidden_0" in layer.hidden[0].kernel.name
+
+
+def test_leave_one_out_drops_are_the_score_without_each_of_the_top_attention_items(tiny_ranking, tiny_model):
+    """The ranking graph's leave-one-out: for each candidate, its M history items of largest
+    |attention| are removed one at a time and the candidate scored again; the drops equal the
+    served scores of the shortened histories, and items outside the top M get none."""
+    from tfrec_attn.export.ranking import RankingServingModule
+
+    _, vocabulary = tiny_model
+    module = RankingServingModule(tiny_ranking.model, vocabulary, tiny_ranking.encoder, max_len=6, num_ratings=5,
+                                  explain_positions=2)
+    history = ["i3", "", "i7", "nope", "i1", "i9"]
+    candidates = tf.constant([["i2", "i5", "i11"]])
+    drops = module.leave_one_out_drops(tf.constant([history]), candidates)["drops"].numpy()[0]
+    scores, _, attention = module.rank(tf.constant([history]), candidates)
+    attention = attention.numpy()[0]
+    real = [0, 2, 4, 5]
+    for c in range(3):
+        top = sorted(real, key=lambda p: -abs(attention[c, p]))[:2]
+        assert set(np.flatnonzero(drops[c])) <= set(top) and np.count_nonzero(drops[c]) >= 1
+        for p in top:
+            without = [h if i != p else "" for i, h in enumerate(history)]
+            again = module.rank(tf.constant([without]), candidates[:, c:c + 1])[0].numpy()[0, 0]
+            assert drops[c, p] == pytest.approx(float(scores[0, c]) - again, rel=1e-4, abs=1e-5)
+        assert not drops[c, [1, 3]].any()  # padding and an unknown id are never removed

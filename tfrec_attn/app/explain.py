@@ -7,7 +7,8 @@ and unread items). Nothing here re-implements the model.
 
 DIN's weights are not normalised and may be negative, so history items are ordered by
 ``|weight|`` and shown with their sign; ``share`` is ``weight / sum(|weights|)`` over the
-history items the model read (as the ``recommend`` export's ``because_weights``).
+history items the model read (as the ``recommend`` export's ``attention_weights``; its
+``because`` items are chosen by leave-one-out score drops instead).
 
 Which ids the model knows is asked through the same signatures: a history of one unknown id
 is read as an empty history (attention 0, the empty history's score), so one small batched
@@ -185,7 +186,7 @@ def check_ranking_export(loaded, path: str) -> None:
     fix = "`explain` needs a ranking export (export_ranking writes BASE/ranking/<version>)"
     if "explain" not in signatures:
         raise ExplainError(f"{path}: has no `explain` signature (it has {', '.join(sorted(signatures))}; a recommend "
-                           f"export returns its explanations as because_ids/because_weights); {fix}")
+                           f"export returns its explanations as because_ids/because_drops); {fix}")
     outputs = signatures["explain"].structured_outputs
     attention = outputs.get("attention")
     if set(outputs) != {"attention"} or attention.shape.rank != 3:

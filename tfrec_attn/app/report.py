@@ -28,6 +28,14 @@ def hit_rank(sample) -> int | None:
     return None
 
 
+def because_text(because) -> str:
+    """A recommendation's explanations as text: a ``recommend`` model's are the history items
+    whose removal lowers the item's score the most (``drop``); a retrieval model's, attention
+    x similarity shares (``weight``)."""
+    return "; ".join(f"{b['title']} (−{b['drop']:.2f} without it)" if "drop" in b else
+                     f"{b['title']} ({b['weight']:+.2f})" for b in because)
+
+
 def held_out(sample, title: str | None = None) -> str:
     """``held-out next item: TITLE, id ID, a hit at rank R ✓`` (or ``..., not in the top K``).
 
@@ -184,11 +192,11 @@ def _markdown(summary, images) -> str:
     for sample in summary["samples"]:
         lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; {held_out(sample)}; "
                   f"model `{sample.get('model', 'retrieval')}`)", "",
-                  "| # | item | score | predicted rating | because (history item, weight) |",
+                  "| # | item | score | predicted rating | because (history item, score drop without it) |",
                   "|---|---|---|---|---|"]
         hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
-            because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
+            because = because_text(rec["because"])
             rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
             item = f"**{rec['title']}** {HIT}" if rank == hit else rec["title"]
             lines.append(f"| {rank} | {item} | {rec['score']:.3f} | {rating} | {because} |")
@@ -266,7 +274,7 @@ def _html(summary, images) -> str:
                      "<table><tr><th>#</th><th>item</th><th>score</th><th>predicted rating</th><th>because</th></tr>")
         hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
-            because = "; ".join(f"{e(b['title'])} ({b['weight']:+.2f})" for b in rec["because"])
+            because = e(because_text(rec["because"]))
             rating = f"{rec['rating']:.2f}" if rec.get("rating") is not None else "–"
             row, item = ("<tr class='hit'>", f"{e(rec['title'])} {HIT}") if rank == hit else ("<tr>", e(rec["title"]))
             parts.append(f"{row}<td>{rank}</td><td>{item}</td><td>{rec['score']:.3f}</td>"

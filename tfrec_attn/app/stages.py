@@ -207,7 +207,8 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                     "model": asked,
                     "recommendations": [{"item_id": rec[0], "title": dataset.item_title(rec[0]), "score": rec[1],
                                          "rating": getattr(rec, "rating", None),
-                                         "because": [{"item_id": h, "title": dataset.item_title(h), "weight": w}
+                                         "because": [{"item_id": h, "title": dataset.item_title(h),
+                                                      ("drop" if ranked is not None else "weight"): w}
                                                      for h, w in why[rec[0]]]}
                                         for rec in recs],
                 })
@@ -273,7 +274,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
 def print_samples(samples, dataset) -> None:
     """Each sample user's recent history, held-out next item (by title) and recommendations,
     the held-out item marked where it is recommended (a hit)."""
-    from tfrec_attn.app.report import HIT, held_out, hit_rank
+    from tfrec_attn.app.report import HIT, because_text, held_out, hit_rank
 
     for sample in samples:
         recent = ", ".join(dataset.item_title(i) for i in sample["history"][-5:])
@@ -281,7 +282,7 @@ def print_samples(samples, dataset) -> None:
         print(f"  {held_out(sample, dataset.item_title(sample['test_target']))}")
         hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):
-            because = "; ".join(f"{b['title']} ({b['weight']:+.2f})" for b in rec["because"])
+            because = because_text(rec["because"])
             rating = f"  ~{rec['rating']:.1f}★" if rec.get("rating") is not None else ""
             mark = HIT if rank == hit else " "
             print(f" {mark}{rank:>2}. {rec['title'][:48]:<48} {rec['score']:7.3f}{rating}   because: {because}")

@@ -116,10 +116,13 @@ class RankingExportConfig(Section):
     model_name: str = "ranking"
     recommend_name: str = "recommend"  # retrieval + ranking in one graph
     k: int = 10  # recommend: items returned
-    because: int = 3  # recommend: history items that explain each
+    because: int = 3  # recommend: history items that explain each (the largest leave-one-out score drops)
+    explain_positions: int = 10  # ... among each item's this many history items of largest attention (cost bound)
 
     def checks(self, at):
-        return [("because", self.because > 0, "must be > 0")]
+        return [("because", self.because > 0, "must be > 0"),
+                ("explain_positions", self.explain_positions >= self.because,
+                 f"must be >= {at('because')}={self.because} (the explanations are chosen among them)")]
 
 
 @register_config("ranking")

@@ -52,6 +52,9 @@ class RankingServingModule(tf.Module):
             truncated items).
         ``with_features`` / ``explain_with_features``: the same with the history's ratings
             and times and the user's features (module docstring).
+        ``leave_one_out_drops``: same inputs -> ``drops`` float32 [B, C, H]: how much each
+            candidate's score falls when that history item is removed (computed for its
+            ``explain_positions`` items of largest attention; 0 elsewhere).
 
     Args:
         model: RankingModel (trained).
@@ -59,10 +62,13 @@ class RankingServingModule(tf.Module):
         user_encoder: UserFeatureEncoder (in the graph).
         max_len: int. History items read (the newest).
         num_ratings: int. The model's rating ids (0: it reads no ratings).
+        explain_positions: int. M, the history items re-scored without, per candidate.
     """
 
-    def __init__(self, model, vocabulary: ItemVocabulary, user_encoder, max_len: int, num_ratings: int):
+    def __init__(self, model, vocabulary: ItemVocabulary, user_encoder, max_len: int, num_ratings: int,
+                 explain_positions: int = 10):
         super().__init__(name="ranking")
+        self.explain_positions = int(explain_positions)
         # The network and the blend weight, not the tfrs.Model (its tasks are training-only).
         self.network = model.network
         self.lookup = vocabulary.lookup_layer()
@@ -71,6 +77,11 @@ class RankingServingModule(tf.Module):
         self.num_ratings = int(num_ratings)
         self.num_user_features = len(model.network.user_feature_sizes)
         self.retrieval_weight = model.retrieval_weight
+
+    def readable(self, history):
+        """bool [B, H]: the history positions the ranker reads (known items, the newest
+        ``max_len`` of them)."""
+        return self._inputs(history, history[:, :1])[1][1]
 
     def _inputs(self, history, candidates, ratings=None, timestamps=None, user=None):
         """Network inputs from raw tensors, and how compact history positions map back."""
@@ -120,10 +131,57 @@ class RankingServingModule(tf.Module):
         attention = tf.where(keep[:, tf.newaxis, :], picked, 0.0)
         return tf.cast(out["scores"], tf.float32), tf.cast(out["rating"], tf.float32), attention
 
+    def leave_one_out(self, history, candidates, attention, scores, positions: int, ratings=None, timestamps=None,
+                      user=None):
+        """What removing each history item does to each candidate's ranker score: for every
+        candidate, its ``positions`` read history positions of largest |target attention|
+        are removed one at a time (the history then reads the next older item, as if the
+        user had never had it) and the candidate is scored again, in one batch.
+
+        Args:
+            attention: float32 [B, C, H], from :meth:`rank` over the same inputs.
+            scores: float32 [B, C]. The candidates' ranker scores (:meth:`rank`).
+
+        Returns:
+            (``positions`` int32 [B, C, M] input positions, ``drops`` float32 [B, C, M]: the
+            score minus the score without that item, ``real`` bool [B, C, M]: whether the
+            position holds a read item; M = min(positions, H)).
+        """
+        shape = tf.shape(attention)
+        b, c, h = shape[0], shape[1], shape[2]
+        m = tf.minimum(positions, h)
+        readable = tf.broadcast_to(self.readable(history)[:, tf.newaxis, :], shape)
+        _, top = tf.math.top_k(tf.where(readable, tf.abs(attention), -1.0), k=m)  # [B, C, M]
+        real = tf.gather(readable, top, batch_dims=2)
+        rows = b * c * m
+
+        def tile(x):  # [B, ...] -> [B * C * M, ...], each row's inputs for each (candidate, removed item)
+            x = tf.convert_to_tensor(x)
+            rest = tf.shape(x)[1:]
+            wide = tf.broadcast_to(x[:, tf.newaxis, tf.newaxis], tf.concat([[b, c, m], rest], 0))
+            return tf.reshape(wide, tf.concat([[rows], rest], 0))
+
+        removed = tf.one_hot(top, h, on_value=True, off_value=False)  # [B, C, M, H]
+        without = tf.where(removed, "", tf.broadcast_to(history[:, tf.newaxis, tf.newaxis, :], [b, c, m, h]))
+        one = tf.reshape(tf.broadcast_to(candidates[:, :, tf.newaxis], [b, c, m]), [rows, 1])
+        again, _, _ = self.rank(tf.reshape(without, [rows, h]), one, None if ratings is None else tile(ratings),
+                                None if timestamps is None else tile(timestamps),
+                                None if user is None else tuple(tile(u) for u in user))
+        drops = scores[:, :, tf.newaxis] - tf.reshape(again, [b, c, m])
+        return top, tf.where(real, drops, 0.0), real
+
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
     def serving_default(self, history, candidates):
         scores, rating, _ = self.rank(history, candidates)
         return {"scores": scores, "rating": rating}
+
+    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
+    def leave_one_out_drops(self, history, candidates):
+        """``drops`` float32 [B, C, H]: each candidate's score drop when that history item is
+        removed, for its ``explain_positions`` items of largest attention (0 elsewhere)."""
+        scores, _, attention = self.rank(history, candidates)
+        positions, drops, _ = self.leave_one_out(history, candidates, attention, scores, self.explain_positions)
+        return {"drops": tf.reduce_sum(tf.one_hot(positions, tf.shape(history)[1]) * drops[..., tf.newaxis], axis=2)}
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
     def explain(self, history, candidates):
@@ -144,7 +202,8 @@ class RankingServingModule(tf.Module):
 
     def signatures(self) -> dict:
         return {name: getattr(self, name).get_concrete_function()
-                for name in ("serving_default", "explain", "with_features", "explain_with_features")}
+                for name in ("serving_default", "explain", "with_features", "explain_with_features",
+                             "leave_one_out_drops")}
 
 
 class RecommendServingModule(tf.Module):
@@ -153,13 +212,16 @@ class RecommendServingModule(tf.Module):
     The retrieval model's brute-force top ``candidates`` items (the history excluded) are
     re-ranked by ``ranker score + retrieval_weight * retrieval score`` (the ranking model's
     blend weight, chosen on validation), and each returned item comes with the ``because``
-    history items of largest target attention.
+    history items whose removal lowers its ranker score the most (leave one out, in the
+    graph, over the item's ``explain_positions`` history items of largest target attention).
 
     Signatures ``serving_default`` (``history``) and ``with_features`` (+ the feature inputs
     of the module docstring) -> ``item_ids`` string [B, k], ``scores`` float32 [B, k] (the
     blended score), ``rating`` float32 [B, k], ``because_ids`` string [B, k, because] and
-    ``because_weights`` float32 [B, k, because]: each item's attention weight share
-    (|weights| of the history sum to 1; ``""`` and 0 where the history has fewer items).
+    ``because_drops`` float32 [B, k, because]: the ranker score minus the score without that
+    history item, largest first (only items whose removal lowers the score); ``attention_ids`` / ``attention_weights`` [B, k, because]: the
+    items of largest |target attention| and their shares (|weights| of the history sum to 1).
+    ``""`` and 0 where the history has fewer items.
     """
 
     def __init__(self, retrieval_model, retrieval_vocabulary: ItemVocabulary, ranking: RankingServingModule,
@@ -188,23 +250,41 @@ class RecommendServingModule(tf.Module):
         top_scores, top = tf.math.top_k(blended, k=self.k)
         item_ids = tf.gather(candidates, top, batch_dims=1)
         attention = tf.gather(attention, top, batch_dims=1)  # [B, k, H]
-        # Each item's `because` history items of largest |attention| (shares of the total).
-        real = tf.not_equal(history, "") & is_item(self.ranking.lookup(history))
-        real = tf.broadcast_to(real[:, tf.newaxis, :], tf.shape(attention))
-        total = tf.reduce_sum(tf.abs(attention), axis=2, keepdims=True)
-        share = tf.math.divide_no_nan(attention, total)
+        # `because`: the items whose removal lowers the item's ranker score the most (leave one
+        # out over its `explain_positions` items of largest attention), with the drop each causes.
+        positions, drops, real = self.ranking.leave_one_out(
+            history, item_ids, attention, tf.gather(scores, top, batch_dims=1), self.ranking.explain_positions,
+            ratings, timestamps, user)
+        because_ids, because_drops = self._strongest(history, positions,
+                                                     tf.where(real & (drops > 0), drops, float("-inf")))
+        # The attention's own account, apart: the items of largest |attention| (shares of the total).
+        readable = tf.broadcast_to(self.ranking.readable(history)[:, tf.newaxis, :], tf.shape(attention))
+        share = tf.math.divide_no_nan(attention, tf.reduce_sum(tf.abs(attention), axis=2, keepdims=True))
         width = tf.shape(attention)[2]
-        pad = tf.maximum(self.because - width, 0)
-        share = tf.pad(share, [[0, 0], [0, 0], [0, pad]])
-        real = tf.pad(real, [[0, 0], [0, 0], [0, pad]])
-        padded_history = tf.pad(history, [[0, 0], [0, pad]])
-        weights, positions = tf.math.top_k(tf.where(real, share, -2.0), k=self.because)
-        found = weights > -2.0
-        because_ids = tf.gather(padded_history, positions, batch_dims=1)
+        attention_ids, attention_weights = self._strongest(
+            history, tf.broadcast_to(tf.range(width)[tf.newaxis, tf.newaxis, :], tf.shape(attention)),
+            tf.where(readable, share, float("-inf")), by=tf.abs(share))
         return {"item_ids": item_ids, "scores": top_scores,
                 "rating": tf.gather(rating, top, batch_dims=1),
-                "because_ids": tf.where(found, because_ids, ""),
-                "because_weights": tf.where(found, weights, 0.0)}
+                "because_ids": because_ids, "because_drops": because_drops,
+                "attention_ids": attention_ids, "attention_weights": attention_weights}
+
+    def _strongest(self, history, positions, values, by=None):
+        """The ``because`` entries of largest ``by`` (default ``values``; -inf = none) per item:
+        (history ids string [B, k, because], values float32 [B, k, because]; ``""`` and 0 where
+        there are fewer)."""
+        by = values if by is None else tf.where(tf.math.is_finite(values), by, float("-inf"))
+        width = tf.shape(values)[2]
+        pad = tf.maximum(self.because - width, 0)
+        by = tf.pad(by, [[0, 0], [0, 0], [0, pad]], constant_values=float("-inf"))
+        values = tf.pad(values, [[0, 0], [0, 0], [0, pad]], constant_values=float("-inf"))
+        positions = tf.pad(positions, [[0, 0], [0, 0], [0, pad]])
+        strength, order = tf.math.top_k(by, k=self.because)
+        found = tf.math.is_finite(strength)
+        picked = tf.gather(positions, order, batch_dims=2)
+        rows = tf.broadcast_to(history[:, tf.newaxis, :], tf.concat([tf.shape(picked)[:2], tf.shape(history)[1:]], 0))
+        ids = tf.gather(rows, tf.minimum(picked, tf.shape(history)[1] - 1), batch_dims=2)
+        return tf.where(found, ids, ""), tf.where(found, tf.gather(values, order, batch_dims=2), 0.0)
 
     @tf.function(input_signature=[HISTORY_SPEC])
     def serving_default(self, history):
@@ -243,11 +323,12 @@ def _warmup(vocabulary: ItemVocabulary, with_candidates: bool) -> list:
 
 
 def export_ranking(model, vocabulary: ItemVocabulary, user_encoder, base_path: str, *, model_name: str = "ranking",
-                   max_len: int = 50, num_ratings: int = 5, version: int | None = None) -> str:
+                   max_len: int = 50, num_ratings: int = 5, version: int | None = None,
+                   explain_positions: int = 10) -> str:
     """Exports a trained ranking model (TF Serving layout); returns the version directory."""
     from tfrec_attn.export.saved_model import publish_saved_model
 
-    module = RankingServingModule(model, vocabulary, user_encoder, max_len, num_ratings)
+    module = RankingServingModule(model, vocabulary, user_encoder, max_len, num_ratings, explain_positions)
     return publish_saved_model(module, module.signatures(), base_path, model_name, version,
                                warmup=_warmup(vocabulary, True))
 
@@ -255,11 +336,13 @@ def export_ranking(model, vocabulary: ItemVocabulary, user_encoder, base_path: s
 def export_recommend(retrieval_model, retrieval_vocabulary: ItemVocabulary, ranking_model,
                      ranking_vocabulary: ItemVocabulary, user_encoder, base_path: str, *,
                      model_name: str = "recommend", k: int = 10, candidates: int = 100, because: int = 3,
-                     max_len: int = 50, num_ratings: int = 5, version: int | None = None) -> str:
+                     max_len: int = 50, num_ratings: int = 5, version: int | None = None,
+                     explain_positions: int = 10) -> str:
     """Exports retrieval + ranking as one ``recommend`` SavedModel; returns the version directory."""
     from tfrec_attn.export.saved_model import publish_saved_model
 
-    ranking = RankingServingModule(ranking_model, ranking_vocabulary, user_encoder, max_len, num_ratings)
+    ranking = RankingServingModule(ranking_model, ranking_vocabulary, user_encoder, max_len, num_ratings,
+                                   explain_positions)
     module = RecommendServingModule(retrieval_model, retrieval_vocabulary, ranking, k, candidates, because)
     return publish_saved_model(module, module.signatures(), base_path, model_name, version,
                                warmup=_warmup(retrieval_vocabulary, False))

@@ -42,13 +42,16 @@ class ServingError(TfrecAttnError, RuntimeError):
 class Recommendation(tuple):
     """One recommended item: an ``(item_id, score)`` pair, with what a ``recommend`` model
     (retrieval + ranking) adds: ``rating`` (predicted, None from a retrieval model) and
-    ``because``, the history items that explain it as ``[(item_id, weight share), ...]``
-    (the ranker's target attention; empty from a retrieval model)."""
+    ``because``, the history items that explain it as ``[(item_id, score drop), ...]``: the
+    items whose removal lowers the ranker's score of it the most, with the drop (leave one
+    out), and ``attention``, the ranker's own account: ``[(item_id, attention share), ...]``
+    (both empty from a retrieval model)."""
 
-    def __new__(cls, item_id: str, score: float, rating: float | None = None, because=()):
+    def __new__(cls, item_id: str, score: float, rating: float | None = None, because=(), attention=()):
         pair = super().__new__(cls, (item_id, score))
         pair.rating = rating
         pair.because = list(because)
+        pair.attention = list(attention)
         return pair
 
     @property
@@ -212,10 +215,12 @@ class RecommenderClient:
                 if not item or not np.isfinite(score):
                     continue
                 rating = float(out["rating"][row, col]) if "rating" in out else None
-                because = [(_text(b), float(w)) for b, w in zip(out["because_ids"][row, col],
-                                                                  out["because_weights"][row, col]) if b] \
-                    if "because_ids" in out else ()
-                pairs.append(Recommendation(_text(item), float(score), rating, because))
+                because, attention = ([(_text(b), float(w)) for b, w in zip(out[ids_key][row, col],
+                                                                              out[values_key][row, col]) if b]
+                                      if ids_key in out else ()
+                                      for ids_key, values_key in (("because_ids", "because_drops"),
+                                                                  ("attention_ids", "attention_weights")))
+                pairs.append(Recommendation(_text(item), float(score), rating, because, attention))
             results.append(pairs[:k] if k else pairs)
         single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
         return results[0] if single else results

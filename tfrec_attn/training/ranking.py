@@ -96,7 +96,8 @@ class TargetAttentionRecipe(Recipe):
         return [export_ranking(model, self.vocabulary, self.user_encoder, base_path,
                                model_name=options.get("model_name") or self.export_name,
                                max_len=self.config.model.max_len, num_ratings=model.network.num_ratings,
-                               version=options.get("version"))]
+                               version=options.get("version"),
+                               explain_positions=getattr(self.config.export, "explain_positions", 10))]
 
 
 @register_recipe("ranking")
@@ -291,5 +292,5 @@ class RankingRecipe(TargetAttentionRecipe):
                 self.retrieval.model, self.retrieval.vocabulary, model, self.vocabulary, self.user_encoder, base_path,
                 model_name=e.recommend_name, k=e.k, candidates=self.config.retrieval.candidates, because=e.because,
                 max_len=self.config.model.max_len, num_ratings=model.network.num_ratings,
-                version=options.get("version")))
+                version=options.get("version"), explain_positions=e.explain_positions))
         return paths
