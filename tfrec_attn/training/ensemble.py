@@ -67,10 +67,17 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
         began = time.perf_counter()
         if part_run.finished:
             parts[name] = part_run.load(dataset, split)
+            print(f"ensemble: the {name} part, reused from {part_run.path}", flush=True)
         else:
+            budget = part.train.time_budget_seconds
+            print(f"ensemble: training the {name} part ({part.model.item_tower.type} item tower"
+                  + (f", {budget:.0f} s budget" if budget else "") + ")", flush=True)
             parts[name] = train(part, dataset, part_run.path, split=split, verbose=verbose, evaluate_test=False,
                                 track_test=track_test, strategy=strategy)
         seconds[name] = time.perf_counter() - began
+        validation = parts[name].metrics.get("validation", {})
+        print(f"ensemble: {name} part: {parts[name].metrics.get('epochs')} epochs, validation NDCG@10 "
+              f"{validation.get('val_ndcg10', float('nan')):.4f} ({seconds[name]:.0f} s)", flush=True)
     recipe = RetrievalRecipe(config, dataset, split if split is not None else parts["id"].split)
     recipe.prepare(run)
     selected = {name: retrievers(result)[1] for name, result in parts.items()}
@@ -106,11 +113,11 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
             import shutil
 
             shutil.copyfile(source, getattr(run, name))
-    if verbose:
-        print(f"ensemble: text weight {combination['text_weight']:g}, new items {combination['new_item_scale']:g} "
-              f"x text score {combination['new_item_offset']:+.3f} (validation NDCG@10 "
-              f"{fitted['validation']['val_ndcg10']:.4f}; pseudo-cold calibration "
-              f"{fitted['pseudo_cold']['cold_to_warm']:.2f})", flush=True)
+    # The combination, always (the parts' Keras output follows `verbose`).
+    print(f"ensemble: text weight {combination['text_weight']:g}, new items {combination['new_item_scale']:g} "
+          f"x text score {combination['new_item_offset']:+.3f} (validation NDCG@10 "
+          f"{fitted['validation']['val_ndcg10']:.4f}; pseudo-cold calibration "
+          f"{fitted['pseudo_cold']['cold_to_warm']:.2f})", flush=True)
     return TrainResult(model, config, metrics, output_dir, recipe)
 
 
