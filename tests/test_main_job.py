@@ -82,7 +82,11 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
         assert sample["model"] == "recommend"
         for rec in sample["recommendations"]:
             assert 1.0 <= rec["rating"] <= 5.0
-            assert rec["because"] and {b["item_id"] for b in rec["because"]} <= set(sample["history"])
+            # because: history items only, each with the score drop its removal causes (an item
+            # whose score no removal lowers has none)
+            assert {b["item_id"] for b in rec["because"]} <= set(sample["history"])
+            assert all(b["drop"] > 0 for b in rec["because"])
+    assert any(rec["because"] for sample in summary["samples"] for rec in sample["recommendations"])
     assert os.path.isdir(out / "export" / "ranking" / "1") and os.path.isdir(out / "export" / "recommend" / "1")
     assert "Retrieval only vs two-stage" in report and "Rating prediction" in report
     assert (out / "target_attention.png").stat().st_size > 10_000

@@ -79,6 +79,11 @@ class TargetAttentionRecipe(Recipe):
         return self.config.export.model_name
 
     @property
+    def explain_positions(self) -> int:
+        """History items re-scored without, per candidate, by the exports' leave-one-out."""
+        return self.config.export.explain_positions
+
+    @property
     def num_ratings(self) -> int:
         return int(round(self.rating_range[1])) if self.config.model.rating_embeddings else 0
 
@@ -97,7 +102,7 @@ class TargetAttentionRecipe(Recipe):
                                model_name=options.get("model_name") or self.export_name,
                                max_len=self.config.model.max_len, num_ratings=model.network.num_ratings,
                                version=options.get("version"),
-                               explain_positions=getattr(self.config.export, "explain_positions", 10))]
+                               explain_positions=self.explain_positions)]
 
 
 @register_recipe("ranking")

@@ -97,6 +97,12 @@ class RatingRecipe(TargetAttentionRecipe):
     def export_name(self) -> str:
         return self.name
 
+    @property
+    def explain_positions(self) -> int:
+        from tfrec_attn.config.ranking import RankingExportConfig
+
+        return RankingExportConfig.explain_positions  # a rating run has no export section of its own
+
     # -- preparation ---------------------------------------------------------------------
     def prepare(self, run):
         train = self.split.train
