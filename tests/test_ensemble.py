@@ -209,3 +209,18 @@ def test_a_data_set_without_item_texts_falls_back_to_ids_and_empty_texts_are_one
     assert str(caught.value) == (f"{items}: title, text and genres are empty on all 7 item lines; "
                                  "model.item_tower.type=ensemble reads item text (fill them, or train with "
                                  "--set model.item_tower.type=id)")
+
+
+def test_parts_trained_on_another_split_are_one_error_naming_the_part(topic_runs, tiny_bert_dir, tmp_path):
+    from conftest import topic_config
+
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.training import RunError, train
+
+    data, _, runs = topic_runs
+    for name in ("id", "text"):  # trained on the cold split
+        shutil.copytree(runs[name].run_dir, tmp_path / "run" / "parts" / name)
+    with pytest.raises(RunError, match=r"parts/id: the id part was trained on another split's items than this "
+                                       r"run's; delete .*parts/id to train it again"):
+        train(topic_config("ensemble", tiny_bert_dir), data, str(tmp_path / "run"), verbose=0,
+              split=leave_one_out(data.interactions), evaluate_test=False)

@@ -57,7 +57,7 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
     from tfrec_attn.models.ensemble import EnsembleRetrievalModel
     from tfrec_attn.training import train
     from tfrec_attn.training.retrieval import RetrievalRecipe, retrievers
-    from tfrec_attn.training.run_dir import RunDirectory, TrainResult
+    from tfrec_attn.training.run_dir import RunDirectory, RunError, TrainResult
 
     run = RunDirectory(output_dir)
     run.save_config(config)
@@ -80,6 +80,10 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
               f"{validation.get('val_ndcg10', float('nan')):.4f} ({seconds[name]:.0f} s)", flush=True)
     recipe = RetrievalRecipe(config, dataset, split if split is not None else parts["id"].split)
     recipe.prepare(run)
+    for name, result in parts.items():  # one score space needs one item index
+        if list(result.vocabulary.item_ids) != list(recipe.vocabulary.item_ids):
+            raise RunError(f"{result.output_dir}: the {name} part was trained on another split's items than this "
+                           f"run's; delete {result.output_dir} to train it again")
     selected = {name: retrievers(result)[1] for name, result in parts.items()}
     fitted = fit_combination(selected["id"], selected["text"], recipe.split, seed=config.seed)
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
