@@ -127,9 +127,9 @@ def evaluate_cold_start(cold: ColdStartSplit, score_fn, k: int = 10, batch_size:
 def top_k_appearances(scores, histories, is_new, k: int = 10) -> tuple[int, int]:
     """(appearances of ``is_new`` items, of all items) in each user's top ``k`` of ``scores``
     [users, items], history excluded."""
-    masked = np.array(scores, np.float64, copy=True)
-    for row, history in enumerate(histories):
-        masked[row, history] = -np.inf
+    from tfrec_attn.evaluation.protocol import without_history
+
+    masked = without_history(scores, histories)
     top = np.argpartition(-masked, min(k, masked.shape[1] - 1), axis=1)[:, :k]
     shown = np.isfinite(np.take_along_axis(masked, top, axis=1))
     return int((is_new[top] & shown).sum()), int(shown.sum())

@@ -94,6 +94,15 @@ def rank_counts(scores: np.ndarray, targets: np.ndarray, exclude=None) -> tuple[
     return above.sum(axis=1), tied.sum(axis=1)
 
 
+def without_history(scores, histories) -> np.ndarray:
+    """A float64 copy of ``scores`` [users, items] with each user's history items at -inf
+    (the protocol never recommends what the user already has)."""
+    masked = np.array(scores, np.float64, copy=True)
+    for row, history in enumerate(histories):
+        masked[row, history] = -np.inf
+    return masked
+
+
 def full_ranking_metrics(scores, targets, exclude=None, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
     """Per-user full-ranking metrics (see module docstring). Returns arrays [users]."""
     greater, equal = rank_counts(scores, np.asarray(targets), exclude)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfrec_attn.evaluation.protocol import Evaluator
+from tfrec_attn.evaluation.protocol import Evaluator, without_history
 from tfrec_attn.evaluation.rating import rating_metrics
 from tfrec_attn.evaluation.retrieval import Retriever
 
@@ -103,9 +103,7 @@ def evaluate_two_stage(recipe, model, stage: str, retrieval: Retriever | None = 
         key = int(batch_users[0])
         if key not in batches:
             scores = np.asarray(scorer(batch_users, histories), np.float64)
-            masked = scores.copy()
-            for row, history in enumerate(histories):
-                masked[row, history] = -np.inf
+            masked = without_history(scores, histories)
             top = np.argpartition(-masked, min(k, scores.shape[1] - 1), axis=1)[:, :k]
             rows = np.array([row_of[int(u)] for u in batch_users])
             ranked = ranker_outputs(model, {name: v[rows] for name, v in inputs.items()}, to_ranker[top])["scores"]

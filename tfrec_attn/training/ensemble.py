@@ -136,9 +136,9 @@ def _score_matrix(retriever, split, users, histories) -> np.ndarray:
 def _top(scores, histories, allowed, k):
     """Each user's ``k`` best scores among ``allowed`` items, history excluded, best first
     ([users, k]; -inf where fewer)."""
-    masked = np.where(allowed[np.newaxis, :], scores, -np.inf)
-    for row, history in enumerate(histories):
-        masked[row, history] = -np.inf
+    from tfrec_attn.evaluation.protocol import without_history
+
+    masked = np.where(allowed[np.newaxis, :], without_history(scores, histories), -np.inf)
     k = min(k, masked.shape[1])
     top = -np.partition(-masked, k - 1, axis=1)[:, :k]
     return -np.sort(-top, axis=1)
