@@ -81,7 +81,15 @@ class RankingServingModule(tf.Module):
     def readable(self, history):
         """bool [B, H]: the history positions the ranker reads (known items, the newest
         ``max_len`` of them)."""
-        return self._inputs(history, history[:, :1])[1][1]
+        return self._read_positions(is_item(self.lookup(history)))[1]
+
+    def _read_positions(self, valid):
+        """(input position -> compact position int32 [B, H], read bool [B, H]) of the history
+        positions holding known items (``valid``): the newest ``max_len`` of them are read."""
+        before = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
+        dropped = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True) - self.max_len, 0)
+        position = before - dropped
+        return position, valid & (position >= 0)
 
     def _inputs(self, history, candidates, ratings=None, timestamps=None, user=None):
         """Network inputs from raw tensors, and how compact history positions map back."""
@@ -108,11 +116,7 @@ class RankingServingModule(tf.Module):
         inputs = {"history": compact_ids, "history_ratings": tf.where(compact_valid, rating_ids, 0),
                   "history_gaps": tf.where(compact_valid, gaps, 0), "candidates": self.lookup(candidates),
                   "user_features": user_ids}
-        # Input position -> compact position (the newest max_len valid items).
-        before = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
-        dropped = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True) - self.max_len, 0)
-        position = before - dropped
-        return inputs, (position, valid & (position >= 0))
+        return inputs, self._read_positions(valid)
 
     def rank(self, history, candidates, ratings=None, timestamps=None, user=None):
         """(scores [B, C], rating [B, C], attention [B, C, H] over the input positions)."""
@@ -132,7 +136,7 @@ class RankingServingModule(tf.Module):
         return tf.cast(out["scores"], tf.float32), tf.cast(out["rating"], tf.float32), attention
 
     def leave_one_out(self, history, candidates, attention, scores, positions: int, ratings=None, timestamps=None,
-                      user=None):
+                      user=None, readable=None):
         """What removing each history item does to each candidate's ranker score: for every
         candidate, its ``positions`` read history positions of largest |target attention|
         are removed one at a time (the history then reads the next older item, as if the
@@ -141,6 +145,7 @@ class RankingServingModule(tf.Module):
         Args:
             attention: float32 [B, C, H], from :meth:`rank` over the same inputs.
             scores: float32 [B, C]. The candidates' ranker scores (:meth:`rank`).
+            readable: bool [B, H], :meth:`readable` of ``history`` when the caller has it.
 
         Returns:
             (``positions`` int32 [B, C, M] input positions, ``drops`` float32 [B, C, M]: the
@@ -150,7 +155,8 @@ class RankingServingModule(tf.Module):
         shape = tf.shape(attention)
         b, c, h = shape[0], shape[1], shape[2]
         m = tf.minimum(positions, h)
-        readable = tf.broadcast_to(self.readable(history)[:, tf.newaxis, :], shape)
+        readable = self.readable(history) if readable is None else readable
+        readable = tf.broadcast_to(readable[:, tf.newaxis, :], shape)
         _, top = tf.math.top_k(tf.where(readable, tf.abs(attention), -1.0), k=m)  # [B, C, M]
         real = tf.gather(readable, top, batch_dims=2)
         rows = b * c * m
@@ -252,13 +258,14 @@ class RecommendServingModule(tf.Module):
         attention = tf.gather(attention, top, batch_dims=1)  # [B, k, H]
         # `because`: the items whose removal lowers the item's ranker score the most (leave one
         # out over its `explain_positions` items of largest attention), with the drop each causes.
+        readable = self.ranking.readable(history)
         positions, drops, real = self.ranking.leave_one_out(
             history, item_ids, attention, tf.gather(scores, top, batch_dims=1), self.ranking.explain_positions,
-            ratings, timestamps, user)
+            ratings, timestamps, user, readable)
         because_ids, because_drops = self._strongest(history, positions,
                                                      tf.where(real & (drops > 0), drops, float("-inf")))
         # The attention's own account, apart: the items of largest |attention| (shares of the total).
-        readable = tf.broadcast_to(self.ranking.readable(history)[:, tf.newaxis, :], tf.shape(attention))
+        readable = tf.broadcast_to(readable[:, tf.newaxis, :], tf.shape(attention))
         share = tf.math.divide_no_nan(attention, tf.reduce_sum(tf.abs(attention), axis=2, keepdims=True))
         width = tf.shape(attention)[2]
         attention_ids, attention_weights = self._strongest(
