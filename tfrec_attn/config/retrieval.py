@@ -90,6 +90,35 @@ class ItemTowerConfig(Section):
 
 
 @dataclasses.dataclass
+class UserTowerConfig(Section):
+    """How the user tower's outputs become queries: one vector (``interests: 1``, the
+    default: the last position's output), or K interests by self-attentive extraction
+    (:mod:`tfrec_attn.models.multi_interest`; an item scores the max over them)."""
+
+    interests: int = 1
+    hidden_dim: int = 0  # the extractor's width (0 = 4 x model.embedding_dim, as ComiRec-SA)
+    residual: bool = False  # every interest also carries the one-vector query (the last position's output)
+    # which interest learns each target: hard (the closest) | sampled (BaM) | max (every candidate scored
+    # by its best interest inside the softmax, as retrieval scores it)
+    selection: str = "hard"
+    selection_temperature: float = 1.0  # sampled: softmax(affinity / temperature)
+    diversity_weight: float = 0.0  # x the mean pairwise cosine of a user's interests (against collapse) ...
+    diversity_margin: float = -1.0  # ... above this margin (-1: all of it)
+
+    def checks(self, at):
+        from tfrec_attn.models.multi_interest import SELECTION_TYPES
+
+        return [
+            ("interests", self.interests >= 1, "must be >= 1 (1 = one vector per user)"),
+            ("hidden_dim", self.hidden_dim >= 0, "must be >= 0 (0 = 4 x model.embedding_dim)"),
+            ("selection", self.selection in SELECTION_TYPES, one_of(SELECTION_TYPES)),
+            ("selection_temperature", self.selection_temperature > 0, "must be > 0"),
+            ("diversity_weight", self.diversity_weight >= 0, "must be >= 0"),
+            ("diversity_margin", -1.0 <= self.diversity_margin < 1.0, "must be in [-1, 1)"),
+        ]
+
+
+@dataclasses.dataclass
 class ModelConfig(Section):
     """The transformer user tower and the item tower."""
 
@@ -105,11 +134,17 @@ class ModelConfig(Section):
     scale_embeddings: bool = True  # multiply history item embeddings by sqrt(embedding_dim)
     item_bias: bool = False  # score = user . item + b_item (a learned popularity prior)
     item_tower: ItemTowerConfig = dataclasses.field(default_factory=ItemTowerConfig)
+    user_tower: UserTowerConfig = dataclasses.field(default_factory=UserTowerConfig)
 
     def checks(self, at):
         from tfrec_attn.layers.attention import POSITIONAL_TYPES
 
+        interests = self.user_tower.interests
         return [
+            ("user_tower.interests", interests <= self.max_len,
+             f"must be <= {at('max_len')}={self.max_len} (each interest attends to the history's positions)"),
+            ("user_tower.interests", interests == 1 or self.item_tower.type != "ensemble",
+             f"> 1 needs one query space: not {at('item_tower.type')}=ensemble (its parts score apart)"),
             ("embedding_dim", self.embedding_dim > 0, "must be > 0"),
             ("max_len", self.max_len > 0, "must be > 0"),
             ("num_blocks", self.num_blocks >= 0, "must be >= 0"),
@@ -173,3 +208,13 @@ class RetrievalConfig(RunConfig):
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def checks(self, at):
+        interests = self.model.user_tower
+        return super().checks(at) + [
+            ("loss.type", self.loss.type != "in_batch" or interests.interests == 1 or interests.selection != "max",
+             f"takes one query per position: {at('model.user_tower.selection')}=max needs full or sampled"),
+            ("export.index", self.export.index == "brute_force" or self.model.user_tower.interests == 1,
+             f"cannot take the max over {at('model.user_tower.interests')}={self.model.user_tower.interests} "
+             "queries: use brute_force"),
+        ]

@@ -90,3 +90,32 @@ def topic_sequences(num_topics: int = 6, items_per_topic: int = 10, num_users: i
                  for t in range(num_topics) for j in range(items_per_topic)}
     interactions = Interactions.from_rows(users, items, times, np.full(len(users), np.nan))
     return Dataset("topics", interactions, catalogue, source="synthetic")
+
+
+CLUSTER_GENRES = ("Western", "Animation", "Horror", "Musical", "Documentary", "Film-Noir")
+
+
+def mixed_interest_sequences(num_clusters: int = 4, items_per_cluster: int = 10, num_users: int = 400,
+                             min_len: int = 8, max_len: int = 16, seed: int = 0) -> Dataset:
+    """Users with two tastes (multi-interest tests).
+
+    Items fall in ``num_clusters`` disjoint clusters; item ``c:j`` has the genre
+    ``CLUSTER_GENRES[c]`` and the title ``"<genre> <name word j>"``. Each user likes two
+    distinct clusters and every next item is a random item of one of the two, chosen at
+    random. One query vector must sit between the clusters; two can sit one in each.
+    """
+    if num_clusters > len(CLUSTER_GENRES) or items_per_cluster > len(NAME_WORDS):
+        raise ValueError(f"at most {len(CLUSTER_GENRES)} clusters of {len(NAME_WORDS)} items")
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for user in range(num_users):
+        tastes = rng.choice(num_clusters, size=2, replace=False)
+        for step in range(int(rng.integers(min_len, max_len + 1))):
+            cluster = int(tastes[rng.integers(2)])
+            users.append(f"u{user}")
+            items.append(f"c{cluster}i{int(rng.integers(items_per_cluster))}")
+            times.append(1_000_000 + step * 60)
+    catalogue = {f"c{c}i{j}": Item(f"c{c}i{j}", f"{CLUSTER_GENRES[c]} {NAME_WORDS[j]}", (CLUSTER_GENRES[c],))
+                 for c in range(num_clusters) for j in range(items_per_cluster)}
+    interactions = Interactions.from_rows(users, items, times, np.full(len(users), np.nan))
+    return Dataset("mixed-interests", interactions, catalogue, source="synthetic")

@@ -77,17 +77,21 @@ def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, mod
 
 
 def export_retrieval(model, vocabulary, base_path: str, *, model_name: str = "retrieval", k: int = 100,
-                     index: str = "brute_force", version: int | None = None, **index_options) -> str:
-    """Exports a trained retrieval model with its serving signatures; returns the version dir."""
+                     index: str = "brute_force", version: int | None = None, item_terms=None,
+                     **index_options) -> str:
+    """Exports a trained retrieval model with its serving signatures; returns the version dir.
+
+    ``item_terms``: (genres, words) ItemTerms that a multi-interest model's labels are
+    written in (:func:`tfrec_attn.features.item_terms.item_terms`)."""
     from tfrec_attn.export.signatures import RetrievalServingModule
 
-    module = RetrievalServingModule(model, vocabulary, k=k, index=index, **index_options)
+    module = RetrievalServingModule(model, vocabulary, k=k, index=index, item_terms=item_terms, **index_options)
     options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if index == "scann" else None
     return publish_saved_model(module, module.signatures(), base_path, model_name, version, options,
-                               warmup=retrieval_warmup(vocabulary))
+                               warmup=retrieval_warmup(vocabulary, interests=module.num_interests > 1))
 
 
-def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8)) -> list:
+def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8), interests: bool = False) -> list:
     """Representative requests: real ids, several history lengths and batch sizes."""
     import numpy as np
 
@@ -102,4 +106,6 @@ def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8)) -
                                      "item_texts": np.array(["warmup text"] * 8, dtype=object)}))
     requests.append(("rank", {"history": np.resize(ids, 8 * 50).reshape(8, 50).astype(object),
                               "candidates": candidates}))
+    if interests:
+        requests.append(("interests", {"history": np.resize(ids, 50).reshape(1, 50).astype(object)}))
     return requests

@@ -34,7 +34,18 @@ class RetrievalServingModule(tf.Module):
 
     Signature ``user_embedding``: ``history`` -> ``embedding`` float32 [batch, d] (d + 1 with
     ``model.item_bias``: a last coordinate of 1 that meets each candidate's bias), for
-    serving stacks that bring their own nearest-neighbour index.
+    serving stacks that bring their own nearest-neighbour index; [batch, K, d] with
+    ``model.user_tower.interests`` = K > 1 (an item's score is the max over the K).
+
+    With ``model.user_tower.interests`` = K > 1, ``serving_default`` also returns
+    ``interest`` int32 [batch, K']: the interest each item comes from (the one that scores it
+    highest), and the signature ``interests``: ``history`` -> ``vectors`` float32 [batch, K, d],
+    ``weights`` [batch, K] (the share of the history's items nearest each interest),
+    ``attention`` [batch, K, H] (each interest's attention over the history positions),
+    ``labels`` tf.string [batch, K] ("Western, Crime · outlaw, sheriff"), ``genres`` [batch, K, 2],
+    ``words`` [batch, K, 3] and ``top_items`` [batch, K, 3] (its most attended history items),
+    from ``item_terms`` ((genres, words) :class:`~tfrec_attn.features.item_terms.ItemTerms`;
+    empty labels without them).
 
     Signature ``embed_items``: ``item_ids`` tf.string [n] + ``item_texts`` tf.string [n] ->
     ``embeddings`` float32 [n, d] (d + 1 with ``model.item_bias``): candidate vectors in
@@ -53,7 +64,7 @@ class RetrievalServingModule(tf.Module):
     """
 
     def __init__(self, model, vocabulary: ItemVocabulary, k: int = 100, index: str = "brute_force",
-                 text_encoder=None, **index_options):
+                 text_encoder=None, item_terms=None, **index_options):
         super().__init__(name="retrieval")
         from tfrec_attn.export.index import build_index
 
@@ -75,6 +86,15 @@ class RetrievalServingModule(tf.Module):
         # id | text | hybrid: whether embed_items can place an unseen item (add-items checks it).
         self.item_tower_type = tf.Variable(model.item_tower.kind, trainable=False,
                                            dtype=tf.string, name="item_tower_type")
+        self.num_interests = getattr(model, "num_interests", 1)
+        if self.num_interests > 1:
+            from tfrec_attn.export.interests import InterestLabels
+            from tfrec_attn.features.item_terms import ItemTerms
+
+            empty = ItemTerms.empty(vocabulary.num_indices)
+            genres, words = item_terms or (empty, empty)
+            self.interest_labels = InterestLabels(genres, words, list(vocabulary.item_ids))
+            self.interests = tf.function(self._interests, input_signature=[HISTORY_SPEC])
         candidates = tf.cast(model.item_embeddings(), tf.float32)
         self.index = build_index(index, candidates, tf.constant(list(vocabulary.item_ids)), self.k,
                                  **index_options)
@@ -91,7 +111,21 @@ class RetrievalServingModule(tf.Module):
         else:
             exclude = history
         scores, item_ids = self.index.query(user, exclude, k=self.k)
-        return {"item_ids": item_ids, "scores": scores}
+        if self.num_interests == 1:
+            return {"item_ids": item_ids, "scores": scores}
+        # Which interest each recommendation comes from: the one that scores it highest.
+        items = tf.cast(self.model.candidate_vectors(self.lookup(item_ids)), tf.float32)
+        interest = tf.argmax(tf.einsum("bkd,bnd->bkn", user, items), axis=1, output_type=tf.int32)
+        return {"item_ids": item_ids, "scores": scores, "interest": interest}
+
+    def _interests(self, history):  # the `interests` signature (several interests only)
+        ids = self.lookup(history)
+        queries, attention, compact = self.model.interests(ids)
+        queries = tf.cast(queries, tf.float32)
+        attention = tf.cast(attention, tf.float32)
+        return {"vectors": queries, "weights": self.model.interest_weights(compact, queries),
+                "attention": self.model.to_input_positions(ids, attention),
+                **self.interest_labels(compact, attention)}
 
     @tf.function(input_signature=[HISTORY_SPEC])
     def user_embedding(self, history):
@@ -106,7 +140,8 @@ class RetrievalServingModule(tf.Module):
     def rank(self, history, candidates):
         _, user = self._user(history)
         known, items = self._candidates(candidates)
-        scores = tf.einsum("bd,bcd->bc", user, items)
+        scores = tf.einsum("bd,bcd->bc", user, items) if user.shape.rank == 2 else \
+            tf.reduce_max(tf.einsum("bkd,bcd->bkc", user, items), axis=1)  # interests: the max over K
         return {"scores": tf.where(known, scores, float("-inf"))}
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
@@ -132,10 +167,13 @@ class RetrievalServingModule(tf.Module):
         return {"embeddings": tf.cast(vectors, tf.float32)}
 
     def signatures(self) -> dict:
-        return {
+        signatures = {
             "embed_items": self.embed_items.get_concrete_function(),
             "serving_default": self.serving_default.get_concrete_function(),
             "rank": self.rank.get_concrete_function(),
             "explain": self.explain.get_concrete_function(),
             "user_embedding": self.user_embedding.get_concrete_function(),
         }
+        if self.num_interests > 1:
+            signatures["interests"] = self.interests.get_concrete_function()
+        return signatures

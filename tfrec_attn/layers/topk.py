@@ -33,6 +33,7 @@ class ExcludingBruteForce(tfrs.layers.factorized_top_k.BruteForce):
 
     Call ``index(candidates [N, d], identifiers [N])`` first, then
     ``query(queries [b, d], exclude_positions [b, H], k)`` -> (scores [b, k'], ids [b, k'])
+    (queries [b, K, d]: a row's score is the max over its K queries)
     with ``k' = min(k, N)``; excluded rows never appear unless fewer than ``k`` remain,
     in which case the tail holds -inf scores.
     """
@@ -46,7 +47,10 @@ class ExcludingBruteForce(tfrs.layers.factorized_top_k.BruteForce):
         k = k if k is not None else self._k
         if self._candidates is None:
             raise ValueError("call `index(candidates, identifiers)` before querying")
-        scores = self._compute_score(queries, self._candidates)
+        if queries.shape.rank == 3:  # [b, K, d]: several queries per row (interests), max over K
+            scores = tf.reduce_max(tf.einsum("bkd,nd->bkn", queries, self._candidates), axis=1)
+        else:
+            scores = self._compute_score(queries, self._candidates)
         if exclude_positions is not None:
             scores = mask_positions(scores, exclude_positions)
         k = tf.minimum(k, tf.shape(scores)[1])

@@ -182,13 +182,25 @@ class SequentialRetrievalModel(RecommenderModel):
         weights = tf.reduce_mean(tf.cast(attention, tf.float32), axis=1)  # [b, L, L]
         last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         weights = tf.gather(weights, last, batch_dims=1)  # [b, L] (query = last position)
-        # Map compact positions back to input positions.
+        return self.to_input_positions(history, weights)
+
+    def to_input_positions(self, history, weights):
+        """Per-position values of the compact history (``weights`` [b, L] or [b, K, L], what
+        :func:`compact_history` made of ``history``) at ``history``'s own positions ([b, H]
+        or [b, K, H]); 0 for padding, OOV and items beyond ``max_len``."""
         valid = history >= FIRST_ITEM_INDEX
         before = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
         dropped = tf.maximum(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True) - self.max_len, 0)
         position = before - dropped
         keep = valid & (position >= 0)
-        picked = tf.gather(weights, tf.maximum(position, 0), batch_dims=1)
+        # Positions that keep nothing (padding after the last item) point at any real column.
+        position = tf.clip_by_value(position, 0, tf.maximum(tf.shape(weights)[-1] - 1, 0))
+        if weights.shape.rank == 3:  # [b, K, L]: the same map for every interest
+            index = tf.broadcast_to(position[:, tf.newaxis],
+                                    tf.concat([tf.shape(weights)[:2], tf.shape(position)[1:]], 0))
+            picked = tf.gather(weights, index, batch_dims=2)
+            return tf.where(keep[:, tf.newaxis], picked, 0.0)
+        picked = tf.gather(weights, position, batch_dims=1)
         return tf.where(keep, picked, 0.0)
 
     def item_embeddings(self):
@@ -206,13 +218,20 @@ class SequentialRetrievalModel(RecommenderModel):
         return tf.matmul(user, table, transpose_b=True)
 
     # -- training -----------------------------------------------------------------------
+    def training_queries(self, history, labels, training=False):
+        """(queries [b, L, d (+1)] — or [b, L, K, d (+1)], K interests a candidate takes the
+        max over — that predict ``labels`` after every position of a compact ``history``, an
+        extra loss term or None): the one hook a variant of the user side overrides
+        (:class:`~tfrec_attn.models.multi_interest.MultiInterestRetrievalModel`)."""
+        return self._query(self.encode(history, training=training)["sequence"]), None
+
     def compute_loss(self, inputs, training=False):
         features, labels = inputs
-        output = self._query(self.encode(features["history"], training=training)["sequence"])
+        output, extra = self.training_queries(features["history"], labels, training=training)
         weights = None
         if labels.shape.rank == 3:  # [b, L, w]: the next w items of every position
             window = tf.shape(labels)[2]
-            output = tf.repeat(output[:, :, tf.newaxis, :], window, axis=2)
+            output = tf.repeat(tf.expand_dims(output, 2), window, axis=2)
             weights = tf.concat([tf.ones([1]), tf.fill([window - 1], float(self.future_weight))], 0)
             weights = tf.broadcast_to(weights, tf.shape(labels))
         valid = labels >= FIRST_ITEM_INDEX
@@ -224,12 +243,14 @@ class SequentialRetrievalModel(RecommenderModel):
         # candidate side, when configured; the exact softmax reads the whole table every step).
         candidates = Candidates(embed=functools.partial(self.candidate_vectors, training=training),
                                 table=functools.partial(self._candidate_table, training=training))
-        dim = tf.shape(output)[-1]
+        query_shape = tf.shape(output)[labels.shape.rank:]  # [d], or [K, d] for several interests
         if self.static_shapes:
-            return self.task(tf.reshape(output, [-1, dim]), tf.reshape(labels, [-1]), candidates,
+            loss = self.task(tf.reshape(output, tf.concat([[-1], query_shape], 0)), tf.reshape(labels, [-1]), candidates,
                              weights=tf.reshape(weights, [-1]), step=step)
-        return self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates,
-                         weights=tf.boolean_mask(weights, valid), step=step)
+        else:
+            loss = self.task(tf.boolean_mask(output, valid), tf.boolean_mask(labels, valid), candidates,
+                             weights=tf.boolean_mask(weights, valid), step=step)
+        return loss if extra is None else loss + extra
 
 
 def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_counts=None,
@@ -251,11 +272,24 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
     task = build_task(loss_config, num_indices, seed=seed)
     if item_counts is not None and hasattr(task, "set_item_counts"):
         task.set_item_counts(item_counts)
-    model = SequentialRetrievalModel(
-        build_item_tower(m.item_tower, num_indices, m.embedding_dim, seed=seed,
-                         text_dim=0 if text_features is None else int(text_features.shape[1])), user_tower, task,
-        scale_embeddings=m.scale_embeddings, item_bias=m.item_bias,
-        future_weight=loss_config.future_weight, static_shapes=static_shapes, name="retrieval")
+    item_tower = build_item_tower(m.item_tower, num_indices, m.embedding_dim, seed=seed,
+                                  text_dim=0 if text_features is None else int(text_features.shape[1]))
+    common = dict(scale_embeddings=m.scale_embeddings, item_bias=m.item_bias,
+                  future_weight=loss_config.future_weight, static_shapes=static_shapes, name="retrieval")
+    interests = m.user_tower
+    if interests.interests == 1:
+        model = SequentialRetrievalModel(item_tower, user_tower, task, **common)
+    else:
+        from tfrec_attn.layers.interests import InterestExtractor
+        from tfrec_attn.models.multi_interest import MultiInterestRetrievalModel
+
+        extractor = InterestExtractor(interests.interests, interests.hidden_dim or 4 * m.embedding_dim,
+                                      residual=interests.residual, name="interests")
+        model = MultiInterestRetrievalModel(
+            item_tower, user_tower, task, extractor, selection=interests.selection,
+            selection_temperature=interests.selection_temperature, diversity_weight=interests.diversity_weight,
+            diversity_margin=interests.diversity_margin,
+            seed=seed, **common)
     if text_features is not None and hasattr(model.item_tower, "set_text_features"):
         model.item_tower.set_text_features(text_features)
     return model.build_weights()

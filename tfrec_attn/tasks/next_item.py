@@ -1,6 +1,7 @@
 """Softmax objectives for next-item prediction.
 
-Every task takes query embeddings ``[n, d]``, their next-item labels ``[n]`` (model
+Every task takes query embeddings ``[n, d]`` (the full and sampled softmax also ``[n, K, d]``:
+K interests per query, a candidate scored by its best, :func:`dot_scores`), their next-item labels ``[n]`` (model
 indices; 0 = padding and 1 = OOV are never targets), a :class:`Candidates` view of the
 item tower, and optional per-query ``weights`` ``[n]`` (0 for padding positions when
 shapes must stay static, e.g. under XLA). A task asks the item tower only for the
@@ -98,6 +99,23 @@ def smoothed_cross_entropy(logits, label, negatives, label_smoothing: float):
     return (1.0 - label_smoothing) * losses + label_smoothing * uniform
 
 
+def dot_scores(queries, vectors) -> tf.Tensor:
+    """Query-candidate scores [n, m] of ``queries`` [n, d] and ``vectors`` [m, d]. Queries
+    [n, K, d] are several interests per row: a candidate scores its best (the max over K),
+    as retrieval scores them."""
+    if queries.shape.rank == 3:
+        return tf.reduce_max(tf.einsum("nkd,md->nkm", queries, vectors), axis=1)
+    return tf.matmul(queries, vectors, transpose_b=True)
+
+
+def paired_scores(queries, vectors) -> tf.Tensor:
+    """Each row's score of its own candidate: [n] from ``queries`` [n, d] or [n, K, d] and
+    ``vectors`` [n, d]."""
+    if queries.shape.rank == 3:
+        return tf.reduce_max(tf.einsum("nkd,nd->nk", queries, vectors), axis=1)
+    return tf.reduce_sum(queries * vectors, axis=-1)
+
+
 def _real_item_mask(num_indices) -> tf.Tensor:
     return tf.concat([tf.zeros([FIRST_ITEM_INDEX]), tf.ones([num_indices - FIRST_ITEM_INDEX])], 0)
 
@@ -120,7 +138,7 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
 
     def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
         table = tf.cast(candidates.table(), tf.float32)
-        logits = tf.matmul(tf.cast(queries, tf.float32), table, transpose_b=True) / self.temperature
+        logits = dot_scores(tf.cast(queries, tf.float32), table) / self.temperature
         num_indices = tf.shape(table)[0]
         real = _real_item_mask(num_indices)
         logits = logits + (1.0 - real)[tf.newaxis] * _NEG
@@ -194,9 +212,9 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         log_expected = tf.math.log(float(self.num_negatives)) + self.log_probability  # log(k q)
         labels = tf.cast(labels, tf.int64)
         queries = tf.cast(queries, tf.float32) / self.temperature
-        true_logits = tf.reduce_sum(queries * tf.cast(candidates.embed(labels), tf.float32), axis=-1)
+        true_logits = paired_scores(queries, tf.cast(candidates.embed(labels), tf.float32))
         true_logits -= tf.gather(log_expected, labels)
-        sampled_logits = tf.matmul(queries, tf.cast(candidates.embed(sampled), tf.float32), transpose_b=True)
+        sampled_logits = dot_scores(queries, tf.cast(candidates.embed(sampled), tf.float32))
         sampled_logits -= tf.gather(log_expected, sampled)[tf.newaxis]
         hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis])  # the label is no negative
         sampled_logits = tf.where(hits, _NEG, sampled_logits)
@@ -269,6 +287,9 @@ class InBatchSoftmaxTask(tf.keras.layers.Layer):
         self.probability.assign((counts / max(counts.sum(), 1.0)).astype(np.float32))
 
     def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
+        if queries.shape.rank == 3:
+            raise ValueError("loss.type=in_batch takes one query per position (tfrs.tasks.Retrieval); several "
+                             "interests scored by their max need loss.type=full or sampled")
         n = tf.shape(labels)[0]
         keep = tf.random.shuffle(tf.range(n))[: self.max_positions]
         queries = tf.gather(queries, keep)

@@ -47,7 +47,10 @@ def hard_negative_pool(retriever, split, rows, ranker_vocabulary, pool_size: int
             batch[b, :len(window)] = window
             offsets.append(len(seq) - 1 - len(window))  # sequence index of window[0]
         queries = tf.cast(model.position_queries(tf.constant(batch)), tf.float32)
-        scores = tf.einsum("bwd,vd->bwv", queries, table).numpy()
+        if queries.shape.rank == 4:  # [b, w, K, d]: several interests, an item scores the max
+            scores = tf.reduce_max(tf.einsum("bwkd,vd->bwkv", queries, table), axis=2).numpy()
+        else:
+            scores = tf.einsum("bwd,vd->bwv", queries, table).numpy()
         for b, ((s, e), seq) in enumerate(zip(group, users)):
             first = len(seq) - (e - s)
             for r, t in enumerate(range(first, len(seq))):

@@ -19,6 +19,7 @@ from tfrec_attn.training.recipe import Recipe, register_recipe
 
 # Metric names as they appear in Keras logs (CSVLogger, TensorBoard, EarlyStopping).
 LOG_NAMES = {"HR@10": "hr10", "NDCG@10": "ndcg10", "HR@50": "hr50", "MRR": "mrr"}
+INTEREST_LOG_NAMES = ("interest_cosine", "interest_min_share", "interests_in_top10")  # model.user_tower.interests > 1
 
 
 @register_recipe("retrieval")
@@ -31,7 +32,6 @@ class RetrievalRecipe(Recipe):
         split: LeaveOneOutSplit. The split to train, select and report on.
     """
 
-    metric_names = tuple(f"val_{short}" for short in LOG_NAMES.values())
     selection_metric = "val_ndcg10"
 
     def __init__(self, config, dataset=None, split: LeaveOneOutSplit | None = None):
@@ -44,6 +44,15 @@ class RetrievalRecipe(Recipe):
         self.item_features = None  # text features of the split's catalogue (text towers)
         self.item_texts = None  # ... and its texts
         self.text_table = None  # the features in model index order
+
+    @property
+    def metric_names(self) -> tuple:
+        """The logged validation metrics; with several interests, also their collapse
+        diagnostics (:func:`tfrec_attn.evaluation.interests.interest_diagnostics`)."""
+        names = tuple(f"val_{short}" for short in LOG_NAMES.values())
+        if self.config.model.user_tower.interests > 1:
+            names += tuple(f"val_{name}" for name in INTEREST_LOG_NAMES)
+        return names
 
     @classmethod
     def restore(cls, config, run, dataset=None, split=None):
@@ -141,7 +150,13 @@ class RetrievalRecipe(Recipe):
     def _metrics(self, model, stage, prefix):
         metrics = evaluate_model(model, self.vocabulary, self.split, stage, sampled=False,
                                  item_features=self.item_features, item_texts=self.item_texts)
-        return {prefix + short: metrics[name] for name, short in LOG_NAMES.items()}
+        logged = {prefix + short: metrics[name] for name, short in LOG_NAMES.items()}
+        if getattr(model, "num_interests", 1) > 1:
+            from tfrec_attn.evaluation.interests import interest_diagnostics
+
+            diagnostics = interest_diagnostics(model, self.vocabulary, self.split, stage)
+            logged.update({prefix + name: diagnostics[name] for name in INTEREST_LOG_NAMES})
+        return logged
 
     def validation_metrics(self, model):
         return self._metrics(model, "validation", "val_")
@@ -169,6 +184,10 @@ class RetrievalRecipe(Recipe):
         export = self.config.export
         settings = {"model_name": export.model_name, "k": export.k, "index": export.index,
                     **{name: value for name, value in options.items() if value is not None}}
+        if self.config.model.user_tower.interests > 1 and "item_terms" not in settings:
+            from tfrec_attn.features.item_terms import item_terms
+
+            settings["item_terms"] = item_terms(self.data, self.vocabulary)
         return [export_retrieval(model, self.vocabulary, base_path, **settings)]
 
 

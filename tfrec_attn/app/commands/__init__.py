@@ -9,12 +9,13 @@ from tfrec_attn.app.commands import (
     explain,
     export,
     index,
+    interests,
     query,
     run,
     serve,
     train,
 )
 
-COMMANDS = (data, baselines, train, evaluate, export, run, index, serve, query, explain)
+COMMANDS = (data, baselines, train, evaluate, export, run, index, serve, query, explain, interests)
 
 __all__ = ["COMMANDS"]

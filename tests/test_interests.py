@@ -1,0 +1,285 @@
+"""Several interests per user (model.user_tower.interests): the extractor, the loss's
+selection, scoring by the max over interests, the `interests` signature and its labels."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrec_attn.config import ConfigError, load_config
+from tfrec_attn.layers.interests import InterestExtractor
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
+FAST = [
+    "model.embedding_dim=32", "model.num_blocks=1", "model.max_len=20", "model.dropout=0.1",
+    "loss.type=full", "train.batch_size=32", "train.learning_rate=0.005", "train.epochs=15",
+    "train.patience=100", "train.refit_with_validation=false",
+]
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_extractor_matches_numpy_masks_padding_and_is_causal():
+    extractor = InterestExtractor(num_interests=3, hidden_dim=8)
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    mask = np.array([[True, True, True, False, False], [True, True, True, True, True]])
+    interests, attention = extractor(tf.constant(sequence), tf.constant(mask))
+    w1, w2 = extractor.hidden.kernel.numpy(), extractor.heads.kernel.numpy()
+    logits = np.tanh(sequence @ w1) @ w2  # [b, L, K]
+    for b in range(2):
+        expected = _softmax(logits[b][mask[b]].T)  # [K, real positions]
+        np.testing.assert_allclose(attention.numpy()[b][:, mask[b]], expected, rtol=1e-5, atol=1e-6)
+        assert np.all(attention.numpy()[b][:, ~mask[b]] == 0.0)  # padding gets exactly nothing
+        np.testing.assert_allclose(interests.numpy()[b], expected @ sequence[b][mask[b]], rtol=1e-5, atol=1e-5)
+    # Causal: the interests after position t read positions <= t only; at the last real
+    # position they are the whole history's.
+    causal, causal_attention = extractor(tf.constant(sequence), tf.constant(mask), causal=True)
+    assert causal.shape == (2, 5, 3, 4)
+    np.testing.assert_allclose(causal.numpy()[0, 2], interests.numpy()[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(causal.numpy()[1, 4], interests.numpy()[1], rtol=1e-5, atol=1e-5)
+    assert np.all(np.triu(causal_attention.numpy()[1, :, 0, :], k=1) == 0.0)
+    first = _softmax(logits[1, :2].T)  # after position 1: positions 0 and 1
+    np.testing.assert_allclose(causal_attention.numpy()[1, 1, :, :2], first, rtol=1e-5, atol=1e-6)
+    # An empty history: zero interests, no attention anywhere.
+    empty, empty_attention = extractor(tf.constant(sequence), tf.zeros((2, 5), tf.bool))
+    assert np.all(empty.numpy() == 0) and np.all(empty_attention.numpy() == 0)
+    clone = InterestExtractor.from_config(extractor.get_config())
+    assert (clone.num_interests, clone.hidden_dim) == (3, 8)
+
+
+def _model(extra=(), num_items=30):
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.features.vocab import ItemVocabulary
+    from tfrec_attn.training.retrieval import build_model
+
+    tf.keras.utils.set_random_seed(0)
+    config = load_config(CONFIG, ["model.embedding_dim=8", "model.num_blocks=1", "model.max_len=10", *extra])
+    vocabulary = ItemVocabulary(leave_one_out(planted_sequences(num_items=num_items, num_users=40).interactions).item_vocab)
+    return build_model(config, vocabulary), vocabulary
+
+
+def test_one_interest_is_todays_tower_and_scores_take_the_max_over_interests():
+    from tfrec_attn.models import MultiInterestRetrievalModel, SequentialRetrievalModel
+
+    single, _ = _model()
+    assert type(single) is SequentialRetrievalModel and "extractor" not in single.get_config()
+    model, _ = _model(["model.user_tower.interests=3"])
+    assert isinstance(model, MultiInterestRetrievalModel)
+    history = tf.constant([[2, 5, 7, 0, 0], [9, 3, 1, 4, 6]], tf.int64)  # padding and an OOV (1)
+    queries = model(history).numpy()
+    assert queries.shape == (2, 3, 8)
+    table = model.item_embeddings().numpy()
+    np.testing.assert_allclose(model.score_items(history).numpy(), (queries @ table.T).max(axis=1), rtol=1e-5,
+                               atol=1e-5)
+    # The OOV is no history item: its presence changes nothing.
+    np.testing.assert_allclose(model(tf.constant([[9, 3, 4, 6]], tf.int64)).numpy(), queries[1:], rtol=1e-5,
+                               atol=1e-6)
+    # Rebuilt from its config with the same weights: the same scores.
+    clone = MultiInterestRetrievalModel.from_config(model.get_config()).build_weights()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.score_items(history).numpy(), model.score_items(history).numpy(), rtol=1e-6)
+
+
+def test_training_picks_the_interest_closest_to_each_target_and_penalises_collapse():
+    model, _ = _model(["model.user_tower.interests=3", "model.user_tower.diversity_weight=0.5"])
+    history = tf.constant([[2, 5, 7, 3], [9, 3, 4, 0]], tf.int64)
+    labels = tf.constant([[5, 7, 3, 8], [3, 4, 0, 0]], tf.int64)
+    chosen, extra = model.training_queries(history, labels)
+    sequence = model.encode(history)["sequence"]
+    every, _ = model.extractor(sequence, history >= 2, causal=True)  # [b, L, K, d]
+    every = every.numpy()
+    targets = model.candidate_vectors(tf.maximum(labels, 0)).numpy()
+    best = np.argmax(np.einsum("blkd,bld->blk", every, targets), axis=-1)
+    np.testing.assert_allclose(chosen.numpy(), np.take_along_axis(every, best[..., None, None], axis=2)[:, :, 0],
+                               rtol=1e-5, atol=1e-6)
+    valid = labels.numpy() >= 2
+    unit = every / np.linalg.norm(every, axis=-1, keepdims=True)
+    cosines = [[unit[b, t, i] @ unit[b, t, j] for i in range(3) for j in range(3) if i < j] for b in range(2)
+               for t in range(4)]
+    expected = 0.5 * np.mean(np.array(cosines).reshape(2, 4, 3).mean(axis=-1)[valid])
+    assert float(extra) == pytest.approx(expected, rel=1e-4)
+    # Sampled selection draws from the affinities: over many draws every interest is used.
+    sampled, _ = _model(["model.user_tower.interests=3", "model.user_tower.selection=sampled", "model.dropout=0",
+                         "model.user_tower.selection_temperature=100"])
+    sampled.compile(tf.keras.optimizers.Adam(1e-3))
+    picks = set()
+    for step in range(8):
+        sampled.optimizer.iterations.assign(step)
+        queries, _ = sampled.training_queries(history, labels, training=True)
+        seq = sampled.encode(history)["sequence"]
+        all_queries, _ = sampled.extractor(seq, history >= 2, causal=True)
+        # (after the first position every interest is that one item: look at the last)
+        match = np.isclose(all_queries.numpy()[0, 3], queries.numpy()[0, 3][None], atol=1e-6).all(axis=-1)
+        assert match.sum() == 1
+        picks.add(int(np.argmax(match)))
+    assert len(picks) >= 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.user_tower.interests=0", "model.user_tower.interests=0 must be >= 1"),
+    ("model.user_tower.interests=300", "model.user_tower.interests=300 must be <= model.max_len=200"),
+    ("model.user_tower.selection=soft", "model.user_tower.selection='soft' must be one of hard, sampled"),
+])
+def test_bad_interest_configs_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(CONFIG, [override])
+
+
+def test_interests_need_one_query_space_and_an_exact_index():
+    with pytest.raises(ConfigError, match=r"model.user_tower.interests=4 > 1 needs one query space"):
+        load_config(CONFIG, ["model.user_tower.interests=4", "model.item_tower.type=ensemble"])
+    with pytest.raises(ConfigError, match=r"export.index='scann' cannot take the max over"):
+        load_config(CONFIG, ["model.user_tower.interests=4", "export.index=scann"])
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory):
+    """K = 1 and K = 2 trained on users who each like two of four disjoint clusters."""
+    from tfrec_attn.data.synthetic import mixed_interest_sequences
+    from tfrec_attn.training import train
+
+    data = mixed_interest_sequences()
+    out = tmp_path_factory.mktemp("mixed")
+    runs = {k: train(load_config(CONFIG, FAST + [f"model.user_tower.interests={k}"]), data, str(out / f"k{k}"),
+                     verbose=0) for k in (1, 2)}
+    return data, runs, out
+
+
+def _clusters(vocabulary, ids):
+    return np.array([int(vocabulary.item_ids[i - 2][1]) for i in ids])
+
+
+HISTORY = ["c0i1", "c2i3", "c0i4", "c2i5", "c0i2", "c2i7"]
+
+
+def test_two_interests_split_a_two_taste_history_and_each_retrieves_its_own(mixed_runs):
+    _, runs, _ = mixed_runs
+    model, vocabulary = runs[2].model, runs[2].recipe.vocabulary
+    history = tf.constant([vocabulary.model_indices(HISTORY)])
+    queries, attention, compact = model.interests(history)
+    clusters = _clusters(vocabulary, compact.numpy()[0])
+    mass = np.stack([[attention.numpy()[0, k][clusters == c].sum() for c in (0, 2)] for k in range(2)])
+    assert mass.max(axis=1).min() > 0.9  # each interest attends to one cluster ...
+    assert set(mass.argmax(axis=1)) == {0, 1}  # ... and not the same one
+    table = model.item_embeddings().numpy()
+    for k in range(2):
+        top = np.argsort(-(queries.numpy()[0, k] @ table.T))[:10] + 2
+        assert np.mean(_clusters(vocabulary, top) == (0, 2)[mass[k].argmax()]) >= 0.8  # its own cluster
+    # One vector sits between the tastes: its top-10 mixes both clusters.
+    single, single_vocabulary = runs[1].model, runs[1].recipe.vocabulary
+    query = single(tf.constant([single_vocabulary.model_indices(HISTORY)])).numpy()[0]
+    top = np.argsort(-(query @ single.item_embeddings().numpy().T))[:10] + 2
+    assert 0.2 <= np.mean(_clusters(single_vocabulary, top) == 0) <= 0.8
+    # The epoch logs carry the collapse diagnostics: no collapse, both interests win targets.
+    logged = runs[2].metrics["validation"]
+    assert logged["val_interest_cosine"] < 0.5 and logged["val_interest_min_share"] > 0.2
+
+
+def test_interests_signature_reloads_in_a_fresh_process_with_labels(mixed_runs, tmp_path):
+    data, runs, out = mixed_runs
+    run = runs[2]
+    path = run.recipe.export(run.model, str(out / "export"))[0]
+    module = tf.saved_model.load(path)
+    assert "interests" in module.signatures
+    history = tf.constant([HISTORY + [""]])
+    here = {k: v.numpy() for k, v in module.signatures["interests"](history=history).items()}
+    served = module.signatures["serving_default"](history=history)
+    script = (
+        "import json, sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({path!r})\n"
+        "h = tf.constant([json.loads(sys.argv[1])])\n"
+        "out = {k: v.numpy().tolist() for k, v in m.signatures['interests'](history=h).items()}\n"
+        "out = {k: [[[x.decode() for x in r] if isinstance(r, list) and r and isinstance(r[0], bytes) else\n"
+        "            (r.decode() if isinstance(r, bytes) else r) for r in row] for row in v] for k, v in out.items()}\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(HISTORY + [""])], capture_output=True, text=True,
+                          env=env, timeout=300, check=True)
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("vectors", "weights", "attention"):
+        np.testing.assert_allclose(np.array(there[name]), here[name], rtol=1e-5, atol=1e-6)
+    assert there["labels"] == [[x.decode() for x in here["labels"][0]]]
+    # What the labels say: each interest's genre is the cluster it attends to, its top items
+    # come from that cluster, and the weights split the history in two.
+    memory = run.model.interests(tf.constant([run.recipe.vocabulary.model_indices(HISTORY)]))
+    np.testing.assert_allclose(here["vectors"], memory[0].numpy(), rtol=1e-5, atol=1e-6)
+    genres = {x.decode() for x in here["genres"][0, :, 0]}
+    assert genres == {"Western", "Horror"}
+    for k in range(2):
+        genre = here["genres"][0, k, 0].decode()
+        assert here["labels"][0, k].decode().startswith(genre)
+        cluster = {"Western": "c0", "Horror": "c2"}[genre]
+        assert all(item.decode().startswith(cluster) for item in here["top_items"][0, k])
+    np.testing.assert_allclose(here["weights"][0], [0.5, 0.5])
+    assert here["attention"][0, :, -1].tolist() == [0.0, 0.0]  # the padding slot
+    # serving_default keeps its contract and names the interest each item comes from.
+    ids = [x.decode() for x in served["item_ids"].numpy()[0][:10]]
+    interest = served["interest"].numpy()[0][:10]
+    by_genre = {here["genres"][0, k, 0].decode(): k for k in range(2)}
+    for item, k in zip(ids, interest):
+        if item[:2] in ("c0", "c2"):
+            assert k == by_genre["Western" if item.startswith("c0") else "Horror"]
+    assert not set(ids) & set(HISTORY)
+    # rank scores each candidate by its best interest, as serving_default does.
+    candidates = tf.constant([["c1i0", "c0i6", "c2i9", "nope"]])
+    ranked = module.signatures["rank"](history=history, candidates=candidates)["scores"].numpy()[0]
+    vectors = run.model.candidate_vectors(tf.constant(run.recipe.vocabulary.model_indices(["c1i0", "c0i6", "c2i9"])))
+    np.testing.assert_allclose(ranked[:3], (here["vectors"][0] @ vectors.numpy().T).max(axis=0), rtol=1e-5)
+    assert ranked[3] == -np.inf
+
+
+def test_item_terms_weight_genres_by_rarity_and_keep_salient_words():
+    from tfrec_attn.data import Item
+    from tfrec_attn.features.item_terms import genre_terms, word_terms
+
+    items = [None, None,
+             Item("a", "Red River outlaw", ("Western", "Drama")),
+             Item("b", "Blue outlaw ride", ("Western", "Drama")),
+             Item("c", "Green sky dream", ("Drama",)),
+             Item("d", "Dream of the sky", ("Drama", "Musical"))]
+    genres = genre_terms(items)
+    # Drama is on every item: weight 0 (idf log(5/5)); Western on two, Musical on one.
+    assert genres.top(2) == ["Western"] and genres.top(5) == ["Musical"]
+    assert genres.top(0) == [] and genres.weights[2].sum() == pytest.approx(1.0)
+    words = word_terms(items, max_df=0.5)
+    # Words on two items of four stay; words on one item only (river, blue) are dropped.
+    assert set(words.top(2, 5)) == {"outlaw"} and set(words.top(4, 5)) == {"dream", "sky"}
+
+
+def test_max_selection_scores_every_candidate_by_its_best_interest_inside_the_softmax():
+    from tfrec_attn.tasks.next_item import Candidates, FullSoftmaxTask, dot_scores, paired_scores
+
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(3, 2, 4)).astype(np.float32)  # 3 positions x 2 interests
+    table = rng.normal(size=(6, 4)).astype(np.float32)  # padding, OOV, 4 items
+    labels = np.array([2, 3, 5])
+    candidates = Candidates(embed=lambda ids: tf.gather(table, ids), table=lambda: tf.constant(table))
+    loss = float(FullSoftmaxTask(temperature=0.5)(tf.constant(queries), tf.constant(labels), candidates))
+    logits = (queries @ table.T).max(axis=1) / 0.5
+    logits = logits[:, 2:]
+    expected = np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(3), labels - 2])
+    assert loss == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(dot_scores(tf.constant(queries), tf.constant(table)).numpy(),
+                               (queries @ table.T).max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(paired_scores(tf.constant(queries), tf.constant(table[labels])).numpy(),
+                               np.einsum("nkd,nd->nk", queries, table[labels]).max(axis=1), rtol=1e-6)
+    # The model hands the task all K queries of every position (no pick).
+    model, _ = _model(["model.user_tower.interests=2", "model.user_tower.selection=max", "loss.type=full"])
+    history = tf.constant([[2, 5, 7, 3]], tf.int64)
+    every, _ = model.training_queries(history, tf.constant([[5, 7, 3, 8]], tf.int64))
+    assert every.shape == (1, 4, 2, 8)
+    model.compile(tf.keras.optimizers.Adam(1e-3))
+    assert np.isfinite(float(model.compute_loss(({"history": history}, tf.constant([[5, 7, 3, 0]], tf.int64)))))
+    with pytest.raises(ConfigError, match=r"loss.type='in_batch' takes one query per position"):
+        load_config(CONFIG, ["model.user_tower.interests=2", "model.user_tower.selection=max", "loss.type=in_batch"])

@@ -1,0 +1,164 @@
+"""Multi-interest retrieval: the transformer user tower's outputs give K interests
+(:class:`~tfrec_attn.layers.interests.InterestExtractor`), each a query of its own; an
+item's score is the max over the user's interests.
+
+Training (at every position, as the single-vector model): each target is predicted by one
+interest, picked from the interests' affinities to the target (no gradient through the
+pick) —
+
+* ``hard``: the closest interest (ComiRec / MIND);
+* ``sampled``: an interest drawn from ``softmax(affinity / selection_temperature)`` (the
+  soft, sampled selection of BaM, 2024), so interests that are not yet closest still learn;
+
+then the configured softmax task, unchanged; or
+
+* ``max``: no pick — every candidate, the target and each negative, is scored by its best
+  interest inside the softmax, exactly as retrieval scores it (an interest that scores a
+  negative high is pushed down, which a pick never does).
+
+``diversity_weight`` adds the mean pairwise
+cosine of a user's interests above ``diversity_margin`` to the loss (against collapse).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfrec_attn.features.serializable import register
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.models.retrieval import SequentialRetrievalModel, _deserialize, compact_history
+from tfrec_attn.tasks.next_item import global_weighted_mean
+
+SELECTION_TYPES = ("hard", "sampled", "max")
+
+
+def mean_pairwise_cosine(vectors: tf.Tensor, margin: float | None = None) -> tf.Tensor:
+    """Mean cosine over the K (K - 1) / 2 pairs of interests: [..., K, d] -> [...]; with
+    ``margin``, the mean of ``max(0, cosine - margin)`` (only pairs closer than it count)."""
+    unit = tf.math.l2_normalize(tf.cast(vectors, tf.float32), axis=-1)
+    gram = tf.linalg.matmul(unit, unit, transpose_b=True)
+    k = tf.shape(vectors)[-2]
+    if margin is not None:
+        gram = tf.nn.relu(gram - margin)
+    off_diagonal = tf.reduce_sum(gram * (1.0 - tf.eye(k)), axis=[-2, -1])
+    k = tf.cast(k, tf.float32)
+    return tf.math.divide_no_nan(off_diagonal, k * (k - 1.0))
+
+
+@register
+class MultiInterestRetrievalModel(SequentialRetrievalModel):
+    """Transformer two-tower retrieval with K interests per user.
+
+    Args:
+        item_tower, user_tower, task, scale_embeddings, item_bias, future_weight,
+            static_shapes: as :class:`SequentialRetrievalModel`.
+        extractor: ``InterestExtractor`` (or its serialized config).
+        selection: str. ``hard`` or ``sampled`` (see the module docstring).
+        selection_temperature: float. ``sampled``: affinities / temperature.
+        diversity_weight: float. Weight in the loss of the interests' mean pairwise cosine
+            above ``diversity_margin``.
+        diversity_margin: float. Pairs of interests less similar than this cost nothing
+            (-1: every pair costs its cosine).
+        seed: int. Seeds the sampled selection (with the training step).
+
+    ``call(history)`` returns the queries [b, K, d (+1)]; every scoring path (the evaluation's
+    :meth:`score_items`, the export's index and ``rank``) takes the max over interests.
+
+    Example:
+        >>> model = build_retrieval_model(config.model, config.loss, vocab.num_indices)  # interests: 4
+        >>> queries = model(history)           # [b, 4, d]
+        >>> scores = model.score_items(history)  # [b, num_indices - 2], max over the 4
+    """
+
+    def __init__(self, item_tower, user_tower, task, extractor, selection: str = "hard",
+                 selection_temperature: float = 1.0, diversity_weight: float = 0.0, diversity_margin: float = -1.0,
+                 seed: int = 0, **kwargs):
+        super().__init__(item_tower, user_tower, task, **kwargs)
+        if selection not in SELECTION_TYPES:
+            raise ValueError(f"selection must be one of {', '.join(SELECTION_TYPES)}, got {selection!r}")
+        self.extractor = _deserialize(extractor)
+        self.num_interests = self.extractor.num_interests
+        self.selection = selection
+        self.selection_temperature = selection_temperature
+        self.diversity_weight = diversity_weight
+        self.diversity_margin = diversity_margin
+        self.seed = seed
+
+    def get_config(self):
+        return {**super().get_config(), "extractor": tf.keras.utils.serialize_keras_object(self.extractor),
+                "selection": self.selection, "selection_temperature": self.selection_temperature,
+                "diversity_weight": self.diversity_weight, "diversity_margin": self.diversity_margin,
+                "seed": self.seed}
+
+    # -- interests ------------------------------------------------------------------------
+    def interests(self, history, training=False):
+        """The interests of any history [b, H] of model indices (oldest first).
+
+        Returns:
+            (queries float [b, K, d (+1)], attention float [b, K, L] over the compact history,
+            compact int [b, L]: :func:`compact_history` of ``history``).
+        """
+        compact = compact_history(history, self.max_len)
+        mask = compact >= FIRST_ITEM_INDEX
+        sequence = self.encode(compact, training=training)["sequence"]
+        vectors, attention = self.extractor(sequence, mask, training=training)
+        return self._query(vectors), attention, compact
+
+    def interest_weights(self, compact, queries):
+        """Each interest's share of the history: the fraction of the real items of ``compact``
+        [b, L] that score highest under it ([b, K]; 0 for an empty history)."""
+        items = tf.cast(self.candidate_vectors(compact), tf.float32)
+        nearest = tf.argmax(tf.einsum("bkd,bld->blk", tf.cast(queries, tf.float32), items), axis=-1)
+        mask = tf.cast(compact >= FIRST_ITEM_INDEX, tf.float32)
+        counts = tf.reduce_sum(tf.one_hot(nearest, self.num_interests) * mask[..., tf.newaxis], axis=1)
+        return tf.math.divide_no_nan(counts, tf.reduce_sum(mask, axis=1, keepdims=True))
+
+    def call(self, history, training=False):
+        """Queries [b, K, d (+1)]; score = max over K of query . candidate."""
+        return self.interests(history, training=training)[0]
+
+    def position_queries(self, history):
+        """Queries [b, L, K, d (+1)] after every position of a compact ``history`` [b, L]."""
+        sequence = self.encode(history)["sequence"]
+        return self._query(self.extractor(sequence, history >= FIRST_ITEM_INDEX, causal=True)[0])
+
+    def explain_history(self, history):
+        """The interests' attention over ``history`` [b, H], averaged over interests ([b, H])."""
+        _, attention, _ = self.interests(history)
+        return self.to_input_positions(history, tf.reduce_mean(tf.cast(attention, tf.float32), axis=1))
+
+    @tf.function(reduce_retracing=True)
+    def score_items(self, history, extra_vectors=None):
+        """Max over interests of the dot products: [b, num_indices - 2] (+ [b, n] over
+        ``extra_vectors``)."""
+        queries = tf.cast(self(history), tf.float32)
+        table = tf.cast(self.item_embeddings(), tf.float32)
+        if extra_vectors is not None:
+            table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)
+        return tf.reduce_max(tf.einsum("bkd,nd->bkn", queries, table), axis=1)
+
+    # -- training -------------------------------------------------------------------------
+    def training_queries(self, history, labels, training=False):
+        mask = history >= FIRST_ITEM_INDEX
+        sequence = self.encode(history, training=training)["sequence"]
+        vectors, _ = self.extractor(sequence, mask, causal=True, training=training)  # [b, L, K, d]
+        queries = self._query(vectors)
+        target = labels[..., 0] if labels.shape.rank == 3 else labels
+        valid = target >= FIRST_ITEM_INDEX
+        penalty = None
+        if self.diversity_weight:
+            penalty = self.diversity_weight * global_weighted_mean(mean_pairwise_cosine(
+                vectors, self.diversity_margin if self.diversity_margin > -1.0 else None),
+                                                                   tf.cast(valid, tf.float32))
+        if self.selection == "max":
+            return queries, penalty
+        targets = tf.stop_gradient(tf.cast(self.candidate_vectors(tf.maximum(target, 0)), tf.float32))
+        affinity = tf.einsum("blkd,bld->blk", tf.stop_gradient(tf.cast(queries, tf.float32)), targets)
+        if self.selection == "sampled" and training:
+            step = self.optimizer.iterations if self.optimizer is not None else 0
+            seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)])
+            flat = tf.reshape(affinity, [-1, self.num_interests]) / self.selection_temperature
+            pick = tf.reshape(tf.random.stateless_categorical(flat, 1, seed=seed, dtype=tf.int32), tf.shape(target))
+        else:
+            pick = tf.argmax(affinity, axis=-1, output_type=tf.int32)
+        return tf.gather(queries, pick, batch_dims=2), penalty  # [b, L, d]

@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Multi-interest benchmark: K interests against one vector, same loss and budget (results
+go to docs/benchmarks.md by hand).
+
+    python tools/bench_interests.py --interests 1 4 --seeds 42 [--set k=v ...]
+    python tools/bench_interests.py --interactions ../shared/data/amazon-scientific/interactions.csv \
+        --items ../shared/data/amazon-scientific/items.csv --interests 1 4
+
+Each K trains ``training/configs/ml100k_retrieval.yaml`` + ``model.user_tower.interests=K``
++ the overrides (default: 40 epochs each, early stopping on validation NDCG@10, no refit, so test is scored by the
+model selected on validation). Per run, on the test split, full ranking:
+
+* NDCG@10, HR@10, HR@50 (history excluded);
+* breadth of every test user's top-10: distinct genres (categories) per list, catalogue
+  coverage;
+* collapse (K > 1): mean pairwise cosine of a user's interests, each interest's share of the
+  training targets (each user's last one) it scores highest, interests per top-10;
+* labels (K > 1): how often the test item's genre is among the genre labels of the interest
+  that scores it highest, against a randomly drawn interest's labels (the labels are the
+  export's own code, :class:`tfrec_attn.export.interests.InterestLabels`);
+* ``serving_default`` latency, in process, batch 1 (p50 / p99 over 300 calls of real test
+  histories), from the exported SavedModel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import tfrec_attn  # noqa: F401  (before TensorFlow)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
+DEFAULTS = ["train.epochs=40", "train.time_budget_seconds=0", "train.refit_with_validation=false"]
+
+
+def top10(model, vocabulary, split):
+    """Every test user's top-10 (history excluded), catalogue indices."""
+    import numpy as np
+
+    from tfrec_attn.evaluation.protocol import without_history
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+
+    scorer = catalogue_scorer(model, vocabulary, split)
+    histories = split.inputs("test")
+    lists = []
+    for start in range(0, len(histories), 512):
+        scores = without_history(scorer(None, histories[start:start + 512]), histories[start:start + 512])
+        lists.append(np.argsort(-scores, axis=1, kind="stable")[:, :10])
+    return np.concatenate(lists)
+
+
+def label_hits(model, vocabulary, split, dataset, seed: int):
+    """(rate for the interest that scores the test item highest, rate for a random interest):
+    the share of test users whose test item has a genre among that interest's genre labels."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrec_attn.evaluation.interests import interest_scores, model_batch
+    from tfrec_attn.export.interests import InterestLabels
+    from tfrec_attn.features.item_terms import item_terms
+
+    genres, words = item_terms(dataset, vocabulary)
+    labeler = InterestLabels(genres, words, list(vocabulary.item_ids))
+    histories, targets = split.inputs("test"), split.targets("test")
+    to_model = vocabulary.model_indices(split.item_vocab)
+    rng = np.random.default_rng(seed)
+    best_hits, random_hits, counted = 0, 0, 0
+    for start, _, scores in interest_scores(model, vocabulary, split, histories):
+        chunk = histories[start:start + len(scores)]
+        _, attention, compact = model.interests(tf.constant(model_batch(chunk, to_model, model.max_len)))
+        labels = labeler(compact, attention)["genres"].numpy().astype(str)  # [b, K, 2]
+        for r, target in enumerate(targets[start:start + len(chunk)]):
+            item = dataset.items.get(split.item_vocab[target])
+            column = scores[r, :, target]
+            if item is None or not item.genres or not np.isfinite(column).all():
+                continue
+            wanted = set(item.genres)
+            counted += 1
+            best_hits += bool(wanted & set(labels[r, int(np.argmax(column))]))
+            random_hits += bool(wanted & set(labels[r, int(rng.integers(model.num_interests))]))
+    return best_hits / max(counted, 1), random_hits / max(counted, 1), counted
+
+
+def latency(export_path, split, calls: int = 300):
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(export_path).signatures["serving_default"]
+    histories = split.inputs("test")
+    requests = [tf.constant([[str(split.item_vocab[i]) for i in h[-200:]]]) for h in histories[:calls]]
+    for r in requests[:20]:
+        serve(history=r)
+    times = []
+    for r in requests:
+        start = time.perf_counter()
+        serve(history=r)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def run_one(dataset, k: int, seed: int, overrides, out_dir: str) -> dict:
+    from tfrec_attn.config import load_config
+    from tfrec_attn.evaluation.interests import interest_diagnostics, list_breadth
+    from tfrec_attn.training import train
+
+    config = load_config(CONFIG, [f"seed={seed}", f"model.user_tower.interests={k}", *DEFAULTS, *overrides])
+    run_dir = os.path.join(out_dir, f"k{k}_s{seed}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.time()
+    result = train(config, dataset, run_dir, verbose=0)
+    seconds = time.time() - start
+    model, vocabulary, split = result.model, result.recipe.vocabulary, result.recipe.split
+    lists = top10(model, vocabulary, split)
+    genres = [dataset.items[i].genres if i in dataset.items else () for i in split.item_vocab]
+    row = {"K": k, "seed": seed, "seconds": seconds, "epochs": result.metrics["epochs"],
+           **{m: result.metrics["test"][m] for m in ("HR@10", "NDCG@10", "HR@50")},
+           **list_breadth(lists, genres, split.num_items)}
+    if k > 1:
+        diagnostics = interest_diagnostics(model, vocabulary, split, "train", max_users=None)
+        row.update({name: diagnostics[name] for name in ("interest_cosine", "interest_min_share",
+                                                         "interests_in_top10", "interest_shares")})
+        best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
+        row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
+    path = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}"))[0]
+    row["p50_ms"], row["p99_ms"] = latency(path, split)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def table(rows) -> str:
+    lines = ["| K | seed | epochs | HR@10 | NDCG@10 | HR@50 | genres / top-10 | coverage | cosine | min share | "
+             "interests / top-10 | label hit (best / random) | p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        extra = (f"{r['interest_cosine']:.3f} | {r['interest_min_share']:.3f} | {r['interests_in_top10']:.2f} | "
+                 f"{r['label_hit_best']:.3f} / {r['label_hit_random']:.3f}") if r["K"] > 1 else "– | – | – | –"
+        lines.append(f"| {r['K']} | {r['seed']} | {r['epochs']} | {r['HR@10']:.4f} | {r['NDCG@10']:.4f} | "
+                     f"{r['HR@50']:.4f} | {r['genres_per_list']:.2f} | {r['coverage']:.3f} | {extra} | "
+                     f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} |")
+    ks = sorted({r["K"] for r in rows})
+    if len(ks) > 1:
+        def mean(k, m):
+            return statistics.mean(r[m] for r in rows if r["K"] == k)
+        lines.append("")
+        for k in ks[1:]:
+            lines.append(f"K={k} / K={ks[0]}: " + ", ".join(
+                f"{m} x{mean(k, m) / mean(ks[0], m):.3f}" for m in ("NDCG@10", "HR@50", "genres_per_list", "coverage",
+                                                                   "p99_ms")))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interests", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "ml-100k"))
+    parser.add_argument("--interactions")
+    parser.add_argument("--items")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--out", default="/tmp/bench_interests")
+    args = parser.parse_args(argv)
+    if args.interactions:
+        from tfrec_attn.data import read_csv_dataset
+
+        dataset = read_csv_dataset(args.interactions, args.items)
+    else:
+        from tfrec_attn.data import read_movielens
+
+        dataset = read_movielens(args.data)
+    rows = [run_one(dataset, k, seed, args.overrides, args.out) for seed in args.seeds for k in args.interests]
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
