@@ -1,0 +1,66 @@
+"""The interest profile: the genre (category) distribution of a user's next items, predicted
+from their interests — fine-grained labels for the whole user, not one interest."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfrec_attn.features.serializable import register
+
+
+@register
+class InterestProfileHead(tf.keras.Model):
+    """``softmax(W relu(V [pooled interests; log history genres]) + log history genres)``.
+
+    The user's interests are pooled by a learned attention over them; the log of the
+    history's own (smoothed) genre distribution enters both the features and, as a skip,
+    the logits, so an untrained head predicts the history's distribution and training
+    learns where the next items drift from it.
+
+    Args:
+        embedding_dim: int. Width of an interest vector.
+        num_genres: int. G.
+        hidden_dim: int.
+        dropout: float.
+
+    Inputs (a dict):
+        interests: float [b, K, embedding_dim] (K = 1: a one-vector model's query).
+        history_genres: float [b, G]. The history's genre distribution (smoothed, > 0).
+
+    Output: float [b, G], the predicted distribution of the next items' genres.
+
+    Example:
+        >>> head = InterestProfileHead(embedding_dim=64, num_genres=18)
+        >>> head({"interests": queries, "history_genres": smoothed})  # [b, 18]
+    """
+
+    def __init__(self, embedding_dim: int, num_genres: int, hidden_dim: int = 64, dropout: float = 0.1, **kwargs):
+        # === Layers ===
+        score = tf.keras.layers.Dense(1, name="interest_score")
+        hidden = tf.keras.layers.Dense(hidden_dim, activation="relu", name="hidden")
+        drop = tf.keras.layers.Dropout(dropout, name="dropout")
+        out = tf.keras.layers.Dense(num_genres, kernel_initializer="zeros", name="logits")
+
+        # === Functional model ===
+        interests = tf.keras.Input(shape=(None, embedding_dim), name="interests")
+        history_genres = tf.keras.Input(shape=(num_genres,), name="history_genres")
+        weights = tf.nn.softmax(score(interests), axis=1)  # [b, K, 1]
+        pooled = tf.reduce_sum(weights * interests, axis=1)
+        log_history = tf.math.log(tf.maximum(history_genres, 1e-8))
+        logits = out(drop(hidden(tf.concat([pooled, log_history], axis=-1)))) + log_history
+        super().__init__(inputs={"interests": interests, "history_genres": history_genres},
+                         outputs=tf.nn.softmax(logits), **kwargs)
+
+        # === Config ===
+        self.embedding_dim = embedding_dim
+        self.num_genres = num_genres
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "embedding_dim": self.embedding_dim,
+                "num_genres": self.num_genres, "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
