@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 HORIZON = 10
-SMOOTHING = (0.1, 0.3, 1.0, 3.0, 10.0)  # prior weights tried for the history baseline (in items)
+SMOOTHING = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # prior weights tried for the history baseline (in items)
 
 
 def genre_table(dataset, split) -> tuple[list, np.ndarray]:
