@@ -371,3 +371,14 @@ def test_interest_profile_predicts_where_a_user_drifts_better_than_their_history
     np.testing.assert_allclose(profile.history_baseline(histories).sum(axis=1), 1.0, rtol=1e-5)
     clone = InterestProfileHead.from_config(profile.head.get_config())
     assert clone.num_genres == len(profile.genres) == 4
+
+
+def test_history_items_are_masked_on_every_interest():
+    from tfrec_attn.evaluation.protocol import without_history
+
+    scores = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)  # users x interests x items
+    masked = without_history(scores, [[1, 4], []])
+    assert np.all(np.isneginf(masked[0][:, [1, 4]])) and np.all(masked[0][:, [0, 2, 3]] == scores[0][:, [0, 2, 3]])
+    np.testing.assert_array_equal(masked[1], scores[1])
+    flat = without_history(scores[:, 0], [[1, 4], []])  # [users, items], as before
+    assert np.isneginf(flat[0, [1, 4]]).all() and flat[0, 0] == 0 and np.isfinite(flat[1]).all()

@@ -66,23 +66,19 @@ def label_hits(model, vocabulary, split, dataset, seed: int):
     """(rate for the interest that scores the test item highest, rate for a random interest):
     the share of test users whose test item has a genre among that interest's genre labels."""
     import numpy as np
-    import tensorflow as tf
 
-    from tfrec_attn.evaluation.interests import interest_scores, model_batch
+    from tfrec_attn.evaluation.interests import interest_scores
     from tfrec_attn.export.interests import InterestLabels
     from tfrec_attn.features.item_terms import item_terms
 
     genres, words = item_terms(dataset, vocabulary)
     labeler = InterestLabels(genres, words, list(vocabulary.item_ids))
     histories, targets = split.inputs("test"), split.targets("test")
-    to_model = vocabulary.model_indices(split.item_vocab)
     rng = np.random.default_rng(seed)
     best_hits, random_hits, counted = 0, 0, 0
-    for start, _, scores in interest_scores(model, vocabulary, split, histories):
-        chunk = histories[start:start + len(scores)]
-        _, attention, compact = model.interests(tf.constant(model_batch(chunk, to_model, model.max_len)))
+    for start, _, scores, attention, compact in interest_scores(model, vocabulary, split, histories):
         labels = labeler(compact, attention)["genres"].numpy().astype(str)  # [b, K, 2]
-        for r, target in enumerate(targets[start:start + len(chunk)]):
+        for r, target in enumerate(targets[start:start + len(scores)]):
             item = dataset.items.get(split.item_vocab[target])
             column = scores[r, :, target]
             if item is None or not item.genres or not np.isfinite(column).all():

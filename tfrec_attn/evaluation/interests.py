@@ -24,20 +24,15 @@ def _histories_and_targets(split: LeaveOneOutSplit, stage: str, max_users: int |
     return histories, targets
 
 
-def model_batch(chunk, to_model, width: int) -> np.ndarray:
-    """Right-padded model indices of each history's newest ``width`` items."""
-    batch = np.zeros((len(chunk), width), np.int64)
-    for r, h in enumerate(chunk):
-        h = to_model[np.asarray(h, np.int64)][-width:]
-        batch[r, :len(h)] = h
-    return batch
-
-
 def interest_scores(model, vocabulary, split: LeaveOneOutSplit, histories):
-    """Per-interest queries and scores over ``split``'s catalogue, in batches: yields
-    (start, queries [b, K, d], scores [b, K, num_items]); history items and items the model
-    never saw score -inf."""
+    """Per-interest scores over ``split``'s catalogue, in batches of :data:`ROWS`: yields
+    (start, queries [b, K, d], scores [b, K, num_items], attention [b, K, L], compact [b, L]),
+    the last two what :meth:`MultiInterestRetrievalModel.interests` returns; history items
+    and items the model never saw score -inf."""
     import tensorflow as tf
+
+    from tfrec_attn.evaluation.protocol import without_history
+    from tfrec_attn.evaluation.retrieval import model_batch
 
     to_model = vocabulary.model_indices(split.item_vocab)
     rows = vocabulary.table_rows(to_model)
@@ -45,13 +40,12 @@ def interest_scores(model, vocabulary, split: LeaveOneOutSplit, histories):
     table = tf.cast(model.item_embeddings(), tf.float32)
     for start in range(0, len(histories), ROWS):
         chunk = histories[start:start + ROWS]
-        queries = tf.cast(model(tf.constant(model_batch(chunk, to_model, model.max_len))), tf.float32)
+        queries, attention, compact = model.interests(tf.constant(model_batch(chunk, to_model, model.max_len)))
+        queries = tf.cast(queries, tf.float32)
         scores = tf.einsum("bkd,nd->bkn", queries, table).numpy()
         out = np.full(scores.shape[:2] + (split.num_items,), -np.inf, np.float32)
         out[:, :, known] = scores[:, :, rows[known]]
-        for r, h in enumerate(chunk):
-            out[r, :, np.asarray(h, np.int64)] = -np.inf
-        yield start, queries.numpy(), out
+        yield start, queries.numpy(), without_history(out, chunk), attention, compact
 
 
 def interest_diagnostics(model, vocabulary, split: LeaveOneOutSplit, stage: str = "validation",
@@ -71,7 +65,7 @@ def interest_diagnostics(model, vocabulary, split: LeaveOneOutSplit, stage: str 
 
     histories, targets = _histories_and_targets(split, stage, max_users)
     wins, cosines, in_top = np.zeros(model.num_interests), [], []
-    for start, queries, scores in interest_scores(model, vocabulary, split, histories):
+    for start, queries, scores, _, _ in interest_scores(model, vocabulary, split, histories):
         cosines.append(mean_pairwise_cosine(queries).numpy())
         target_scores = scores[np.arange(len(scores)), :, targets[start:start + len(scores)]]  # [b, K]
         seen = np.isfinite(target_scores).all(axis=1)

@@ -95,11 +95,11 @@ def rank_counts(scores: np.ndarray, targets: np.ndarray, exclude=None) -> tuple[
 
 
 def without_history(scores, histories) -> np.ndarray:
-    """A float64 copy of ``scores`` [users, items] with each user's history items at -inf
-    (the protocol never recommends what the user already has)."""
+    """A float64 copy of ``scores`` [users, ..., items] (e.g. [users, interests, items]) with
+    each user's history items at -inf (the protocol never recommends what the user already has)."""
     masked = np.array(scores, np.float64, copy=True)
     for row, history in enumerate(histories):
-        masked[row, history] = -np.inf
+        masked[row, ..., np.asarray(history, np.int64)] = -np.inf
     return masked
 
 

@@ -15,6 +15,16 @@ from tfrec_attn.features.vocab import ItemVocabulary
 ROWS = 512  # the Evaluator's batch of users
 
 
+def model_batch(histories, to_model, width: int, rows: int = 0) -> np.ndarray:
+    """Right-padded model indices of each catalogue-index history's newest ``width`` items:
+    int64 [max(len(histories), rows), width] (extra rows all padding)."""
+    batch = np.zeros((max(len(histories), rows), width), np.int64)
+    for row, h in enumerate(histories):
+        h = to_model[np.asarray(h, np.int64)][-width:]
+        batch[row, : len(h)] = h
+    return batch
+
+
 def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, pad_width: int | None = None,
                      item_features=None, item_texts=None):
     """``score_fn`` for :class:`Evaluator` from a retrieval model: scores over the split's
@@ -62,11 +72,7 @@ def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit,
     def score(users, histories):
         # One shape per model (rows padded to a full evaluation batch, columns to `width`), so
         # score_items traces once per model, not once per batch shape.
-        batch = np.zeros((max(len(histories), ROWS), width), np.int64)
-        for row, h in enumerate(histories):
-            h = to_model[np.asarray(h, np.int64)][-width:]
-            batch[row, : len(h)] = h
-        scores = model.score_items(tf.constant(batch), extra)
+        scores = model.score_items(tf.constant(model_batch(histories, to_model, width, rows=ROWS)), extra)
         return tf.gather(scores[: len(histories)], columns, axis=1).numpy()
 
     return score

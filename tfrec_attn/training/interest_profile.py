@@ -78,7 +78,7 @@ def user_interests(model, vocabulary, split, histories, rows: int = 256) -> np.n
     one-vector model)."""
     import tensorflow as tf
 
-    from tfrec_attn.evaluation.interests import model_batch
+    from tfrec_attn.evaluation.retrieval import model_batch
 
     to_model = vocabulary.model_indices(split.item_vocab)
     out = []
