@@ -37,6 +37,16 @@ VARIANTS = {
     "din-softmax": ["model.normalization=softmax"],
     "bst-listwise": ["model.attention=bst"],
     "din-init": ["model.init_from_retrieval=true"],
+    # what retrieval knows, as ranker inputs (issue 25's ablation)
+    "din-retrieval": ["model.retrieval_score=true"],
+    "din-retrieval-emb": ["model.retrieval_score=true", "model.retrieval_embeddings=true"],
+    "din-retrieval-pop": ["model.retrieval_score=true", "model.popularity=true"],
+    "din-retrieval-topn": ["model.retrieval_score=true", "loss.hard_negatives=30", "loss.random_negatives=0"],
+    "din-retrieval-distill": ["model.retrieval_score=true", "loss.distillation_weight=0.5"],
+    "din-retrieval-holdout10": ["model.retrieval_score=true", "retrieval.holdout_events=10"],
+    "din-retrieval-holdout20": ["model.retrieval_score=true", "retrieval.holdout_events=20"],
+    "din-pop": ["model.popularity=true"],
+    "bst-retrieval": ["model.retrieval_score=true", "model.attention=bst"],
 }
 
 

@@ -122,7 +122,11 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         # The in-memory retrieval model gives the test candidates, its selection checkpoint the
         # validation candidates and hard negatives (with the catalogue's text features it computed).
         final, selection = retrievers(trained)
-        ranked = train(config.ranking, dataset, os.path.join(output_dir, "ranking"), verbose=verbose, split=split,
+        # The ranking run names the retrieval run it re-ranks (its export and the held-out
+        # retrieval model read it from there).
+        ranking_config = dataclasses.replace(config.ranking, retrieval=dataclasses.replace(
+            config.ranking.retrieval, run_dir=os.path.abspath(os.path.join(output_dir, "retrieval"))))
+        ranked = train(ranking_config, dataset, os.path.join(output_dir, "ranking"), verbose=verbose, split=split,
                        retrieval=final, selection_retrieval=selection)
         test = ranked.metrics["test"]
         name = f"Two-stage (retrieval + {config.ranking.model.attention.upper()} ranking)"

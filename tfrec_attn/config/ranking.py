@@ -35,6 +35,13 @@ class RankingModelConfig(Section):
     # start the item id embeddings from the retrieval model's (its selection checkpoint; projected
     # on their top principal components when the widths differ)
     init_from_retrieval: bool = False
+    # What retrieval knows (``retrieval.run_dir``'s selection checkpoint, frozen inside the
+    # ranker and its exports): each candidate's retrieval score, added to the logit with a
+    # learned scale and fed to the MLP; with retrieval_embeddings also the user's query and the
+    # candidate's retrieval vectors (projected).
+    retrieval_score: bool = False
+    retrieval_embeddings: bool = False
+    popularity: bool = False  # + each item's log training count (an item feature)
 
     def checks(self, at):
         from tfrec_attn.layers.target_attention import DIN_NORMALIZATIONS, TARGET_ATTENTION_TYPES
@@ -51,6 +58,8 @@ class RankingModelConfig(Section):
             ("mlp_units", all(u > 0 for u in self.mlp_units), "must be positive widths"),
             ("dropout", 0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             ("event_feature_dropout", 0.0 <= self.event_feature_dropout <= 1.0, "must be in [0, 1]"),
+            ("retrieval_embeddings", self.retrieval_score or not self.retrieval_embeddings,
+             f"needs {at('retrieval_score')}=true (the vectors come with the score)"),
         ]
 
 
@@ -62,6 +71,10 @@ class RankingLossConfig(Section):
     hard_negatives: int = 10  # per positive, from the retrieval model's top `hard_pool`
     hard_pool: int = 100
     random_negatives: int = 10  # per positive, uniform over the catalogue
+    # + distillation_weight * cross-entropy of the ranker's list softmax against the retrieval
+    # scores' (softmax at distillation_temperature) over the same candidates (model.retrieval_score)
+    distillation_weight: float = 0.0
+    distillation_temperature: float = 1.0
 
     def checks(self, at):
         from tfrec_attn.models.ranking import INTERACTION_LOSSES
@@ -78,6 +91,8 @@ class RankingLossConfig(Section):
              self.interaction_weight == 0 or self.hard_negatives + self.random_negatives > 0,
              f"and {at('hard_negatives')} cannot both be 0 with an interaction loss"),
             ("hard_pool", self.hard_pool >= self.hard_negatives, f"must be >= {at('hard_negatives')}"),
+            ("distillation_weight", self.distillation_weight >= 0, "must be >= 0"),
+            ("distillation_temperature", self.distillation_temperature > 0, "must be > 0"),
         ]
 
 
@@ -106,9 +121,16 @@ class RetrievalSourceConfig(Section):
 
     run_dir: str = ""
     candidates: int = 100  # retrieval top-K re-ranked
+    # With model.retrieval_score: the ranker trains on each user's newest holdout_events
+    # training events, and reads a retrieval model trained again (run_dir's config) without
+    # them, so that its scores of their positives are as honest as of the test targets'
+    # (0: read run_dir's selection checkpoint, which trained on the rows).
+    holdout_events: int = 0
 
     def checks(self, at):
-        return [("candidates", self.candidates > 0, "must be > 0")]
+        return [("candidates", self.candidates > 0, "must be > 0"),
+                ("holdout_events", self.holdout_events == 0 or self.holdout_events >= 2,
+                 "must be 0 (off) or >= 2 (the held-out split's validation and test targets)")]
 
 
 @dataclasses.dataclass
@@ -140,4 +162,6 @@ class RankingConfig(RunConfig):
     def checks(self, at):
         return super().checks(at) + [
             ("export.k", 0 < self.export.k <= self.retrieval.candidates,
-             f"must be in 1..{at('retrieval.candidates')}={self.retrieval.candidates}")]
+             f"must be in 1..{at('retrieval.candidates')}={self.retrieval.candidates}"),
+            ("loss.distillation_weight", not self.loss.distillation_weight or self.model.retrieval_score,
+             f"needs {at('model.retrieval_score')}=true (the retrieval scores it distils)")]

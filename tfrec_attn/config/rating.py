@@ -37,6 +37,8 @@ class RatingLossConfig(Section):
     interaction_weight = 0.0
     hard_negatives = 0
     random_negatives = 0
+    distillation_weight = 0.0
+    distillation_temperature = 1.0
 
 
 @register_config("rating")
@@ -52,4 +54,6 @@ class RatingConfig(RunConfig):
 
     def checks(self, at):
         return super().checks(at) + [
-            ("model.text_features", not self.model.text_features, "is not supported by the rating recipe")]
+            ("model.text_features", not self.model.text_features, "is not supported by the rating recipe"),
+            ("model.retrieval_score", not self.model.retrieval_score,
+             "is not supported by the rating recipe (it has no retrieval run)")]

@@ -30,6 +30,8 @@ class EventRows:
         positive: int64 [n]. The event's item (model index).
         rating: float32 [n]. Its rating (NaN if none).
         pool: int64 [n, P] or None. Hard negatives (model indices, 0 = none).
+        queries: float32 [n, K, d] or None. A frozen retrieval model's query vectors for each
+            row's history (the ranker's ``retrieval_query`` input).
     """
 
     history: np.ndarray
@@ -39,6 +41,7 @@ class EventRows:
     positive: np.ndarray
     rating: np.ndarray
     pool: np.ndarray | None = None
+    queries: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.positive)
@@ -110,7 +113,7 @@ def ranking_dataset(rows: EventRows, user_features: np.ndarray, num_indices: int
     ``hard`` negatives from its pool and ``random`` ones uniform over ``[2, num_indices)``; a
     drawn negative equal to the positive (or an empty pool slot) becomes another item. With
     ``event_feature_dropout`` a row's ratings and time gaps are dropped (as serving by ids
-    alone sees them)."""
+    alone sees them). Rows with ``queries`` carry them as ``retrieval_query``."""
     import tensorflow as tf
 
     first_item, last_item = FIRST_ITEM_INDEX, num_indices
@@ -118,6 +121,8 @@ def ranking_dataset(rows: EventRows, user_features: np.ndarray, num_indices: int
                "user_features": user_features[rows.users], "positive": rows.positive, "rating": rows.rating}
     if hard:
         tensors["pool"] = rows.pool
+    if rows.queries is not None:
+        tensors["retrieval_query"] = rows.queries
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if input_context.num_input_pipelines > 1:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -148,6 +153,8 @@ def ranking_dataset(rows: EventRows, user_features: np.ndarray, num_indices: int
                   "history_ratings": tf.where(keep, features["history_ratings"], 0),
                   "history_gaps": tf.where(keep, features["history_gaps"], 0),
                   "user_features": features["user_features"]}
+        if rows.queries is not None:
+            inputs["retrieval_query"] = features["retrieval_query"]
         clicks = tf.one_hot(0, tf.shape(candidates)[0])
         return inputs, {"clicks": clicks, "rating": features["rating"]}
 

@@ -79,6 +79,27 @@ class LeaveOneOutSplit:
         cut = 1 if include_validation else 2
         return [s[:-cut] if is_eval[u] else s for u, s in enumerate(getattr(self, field))]
 
+    def holding_out(self, events: int, min_interactions: int = 3) -> LeaveOneOutSplit:
+        """The split a model trains on so that each user's newest ``events`` training events
+        stay unseen (a stacked model's features for them are then honest, as for the
+        validation and test targets): every user's train part ends ``events`` earlier, its
+        validation and test targets are the first two held-out events (users with too
+        few events go wholly to train, cut the same way). Same catalogue and users."""
+        if events < 2:
+            raise ValueError(f"events must be >= 2 (the held-out split's validation and test targets), got {events}")
+        sequences, timestamps, ratings, evaluated = [], [], [], []
+        for user, seq in enumerate(self.sequences):
+            kept = self._cut(user, None) - events  # the train part of the held-out split
+            if kept >= 1 and kept + 2 >= min_interactions and self._is_evaluated[user]:
+                evaluated.append(user)
+                kept += 2
+            kept = max(kept, 0)
+            sequences.append(seq[:kept])
+            timestamps.append(self.timestamps[user][:kept])
+            ratings.append(self.ratings[user][:kept])
+        return LeaveOneOutSplit(self.item_vocab, self.user_ids, sequences, timestamps, ratings,
+                                np.asarray(evaluated, np.int64))
+
     def inputs(self, stage: str) -> list:
         """For each evaluated user, the history given to the model at ``stage``."""
         return [self.sequences[u][: self._cut(u, stage)] for u in self.evaluated]

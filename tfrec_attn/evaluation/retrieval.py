@@ -25,6 +25,27 @@ def model_batch(histories, to_model, width: int, rows: int = 0) -> np.ndarray:
     return batch
 
 
+def query_vectors(model, histories, to_model=None, rows: int = 256) -> np.ndarray:
+    """float32 [n, K, d]: a retrieval model's query vectors (K = 1 for a one-vector user tower)
+    for ``histories``: catalogue-index histories mapped by ``to_model``, or (``to_model``
+    None) an int64 [n, H] array of model indices. Batches of fixed shape (one trace)."""
+    import tensorflow as tf
+
+    if to_model is None:
+        histories = np.asarray(histories, np.int64)
+    out = []
+    for start in range(0, len(histories), rows):
+        chunk = histories[start:start + rows]
+        if to_model is None:
+            batch = np.zeros((rows, chunk.shape[1]), np.int64)
+            batch[:len(chunk)] = chunk
+        else:
+            batch = model_batch(chunk, to_model, model.max_len, rows)
+        queries = np.asarray(tf.cast(model(tf.constant(batch), training=False), tf.float32))[:len(chunk)]
+        out.append(queries[:, np.newaxis] if queries.ndim == 2 else queries)
+    return np.concatenate(out) if out else np.zeros((0, 1, 1), np.float32)
+
+
 def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit, pad_width: int | None = None,
                      item_features=None, item_texts=None):
     """``score_fn`` for :class:`Evaluator` from a retrieval model: scores over the split's

@@ -39,7 +39,8 @@ def ranker_outputs(model, inputs: dict, candidates: np.ndarray) -> dict:
         stop = min(start + ROWS, n)
         batch = {k: _pad_rows(v[start:stop]) for k, v in inputs.items()}
         batch["candidates"] = _pad_rows(candidates[start:stop])
-        out = model.predict_batch({k: tf.constant(v, tf.int64) for k, v in batch.items()})
+        out = model.predict_batch({k: tf.constant(v, tf.float32 if v.dtype.kind == "f" else tf.int64)
+                                   for k, v in batch.items()})
         scores[start:stop] = out["scores"].numpy()[: stop - start]
         rating[start:stop] = out["rating"].numpy()[: stop - start]
     return {"scores": scores, "rating": rating}

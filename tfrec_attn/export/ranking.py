@@ -63,10 +63,14 @@ class RankingServingModule(tf.Module):
         max_len: int. History items read (the newest).
         num_ratings: int. The model's rating ids (0: it reads no ratings).
         explain_positions: int. M, the history items re-scored without, per candidate.
+        retrieval: :class:`~tfrec_attn.evaluation.retrieval.Retriever` or None. The frozen
+            retrieval model a ranker that reads retrieval (``network.retrieval_dim``) trained
+            with: in the graph, its query vectors for the history are the ranker's
+            ``retrieval_query`` (so a leave-one-out re-scoring recomputes them too).
     """
 
     def __init__(self, model, vocabulary: ItemVocabulary, user_encoder, max_len: int, num_ratings: int,
-                 explain_positions: int = 10):
+                 explain_positions: int = 10, retrieval=None):
         super().__init__(name="ranking")
         self.explain_positions = int(explain_positions)
         # The network and the blend weight, not the tfrs.Model (its tasks are training-only).
@@ -77,6 +81,11 @@ class RankingServingModule(tf.Module):
         self.num_ratings = int(num_ratings)
         self.num_user_features = len(model.network.user_feature_sizes)
         self.retrieval_weight = model.retrieval_weight
+        if bool(model.network.retrieval_dim) != (retrieval is not None):
+            raise ValueError("a ranker that reads retrieval is exported with the retrieval model it trained with, "
+                             "and only such a ranker")
+        self.query_model = None if retrieval is None else retrieval.model
+        self.query_lookup = None if retrieval is None else retrieval.vocabulary.lookup_layer()
 
     def readable(self, history):
         """bool [B, H]: the history positions the ranker reads (known items, the newest
@@ -116,6 +125,9 @@ class RankingServingModule(tf.Module):
         inputs = {"history": compact_ids, "history_ratings": tf.where(compact_valid, rating_ids, 0),
                   "history_gaps": tf.where(compact_valid, gaps, 0), "candidates": self.lookup(candidates),
                   "user_features": user_ids}
+        if self.query_model is not None:
+            query = tf.cast(self.query_model(self.query_lookup(history), training=False), tf.float32)
+            inputs["retrieval_query"] = query[:, tf.newaxis] if query.shape.rank == 2 else query
         return inputs, self._read_positions(valid)
 
     def rank(self, history, candidates, ratings=None, timestamps=None, user=None):
@@ -331,11 +343,13 @@ def _warmup(vocabulary: ItemVocabulary, with_candidates: bool) -> list:
 
 def export_ranking(model, vocabulary: ItemVocabulary, user_encoder, base_path: str, *, model_name: str = "ranking",
                    max_len: int = 50, num_ratings: int = 5, version: int | None = None,
-                   explain_positions: int = 10) -> str:
-    """Exports a trained ranking model (TF Serving layout); returns the version directory."""
+                   explain_positions: int = 10, retrieval=None) -> str:
+    """Exports a trained ranking model (TF Serving layout); returns the version directory.
+    ``retrieval``: the frozen retrieval model (a Retriever) of a ranker that reads one."""
     from tfrec_attn.export.saved_model import publish_saved_model
 
-    module = RankingServingModule(model, vocabulary, user_encoder, max_len, num_ratings, explain_positions)
+    module = RankingServingModule(model, vocabulary, user_encoder, max_len, num_ratings, explain_positions,
+                                  retrieval)
     return publish_saved_model(module, module.signatures(), base_path, model_name, version,
                                warmup=_warmup(vocabulary, True))
 
@@ -344,12 +358,14 @@ def export_recommend(retrieval_model, retrieval_vocabulary: ItemVocabulary, rank
                      ranking_vocabulary: ItemVocabulary, user_encoder, base_path: str, *,
                      model_name: str = "recommend", k: int = 10, candidates: int = 100, because: int = 3,
                      max_len: int = 50, num_ratings: int = 5, version: int | None = None,
-                     explain_positions: int = 10) -> str:
-    """Exports retrieval + ranking as one ``recommend`` SavedModel; returns the version directory."""
+                     explain_positions: int = 10, ranker_retrieval=None) -> str:
+    """Exports retrieval + ranking as one ``recommend`` SavedModel; returns the version directory.
+    ``ranker_retrieval``: the frozen retrieval model (a Retriever) the ranker reads, if any
+    (its selection checkpoint: not necessarily the model that retrieves)."""
     from tfrec_attn.export.saved_model import publish_saved_model
 
     ranking = RankingServingModule(ranking_model, ranking_vocabulary, user_encoder, max_len, num_ratings,
-                                   explain_positions)
+                                   explain_positions, ranker_retrieval)
     module = RecommendServingModule(retrieval_model, retrieval_vocabulary, ranking, k, candidates, because)
     return publish_saved_model(module, module.signatures(), base_path, model_name, version,
                                warmup=_warmup(retrieval_vocabulary, False))

@@ -15,6 +15,25 @@ from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttent
 
 
 @register
+class ScalarWeight(tf.keras.layers.Layer):
+    """``w * x`` with one trainable scalar ``w`` (initial value ``initial``)."""
+
+    def __init__(self, initial: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.weight = self.add_weight("weight", [], initializer=tf.keras.initializers.Constant(self.initial))
+        super().build(input_shape)
+
+    def call(self, x):
+        return tf.cast(self.weight, x.dtype) * x
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
+@register
 class RankingNetwork(tf.keras.Model):
     """Scores candidates for a user from the history, with explanations.
 
@@ -44,16 +63,28 @@ class RankingNetwork(tf.keras.Model):
         history_mean: bool. Also give the MLP the mean of the history's events (a route from
             the history to the heads that bypasses attention; DIN has none).
         rating_min, rating_max, rating_mean: float. The rating head's range and initial value.
+        retrieval_dim: int. Width of a frozen retrieval model's vectors (0: the ranker does not
+            read retrieval). Then each candidate's retrieval score ``max_k q_k . e_c`` (the
+            user's ``retrieval_interests`` query vectors against the candidate's retrieval
+            embedding, a frozen table filled with :meth:`set_retrieval_items`) is added to the
+            interaction logit with a learned scale (init 1: training starts from retrieval's
+            order and learns what it misses) and goes to the MLP.
+        retrieval_interests: int. K, the retrieval model's query vectors per user.
+        retrieval_embeddings: bool. Also give the MLP the (projected) best query vector and
+            the candidate's retrieval embedding, and their product.
 
     Inputs (a dict; int64 unless said):
         history [b, H]: model item indices, right-padded with 0 (OOV items are ignored).
         history_ratings [b, H], history_gaps [b, H]: per-event rating and time-gap ids.
         candidates [b, C]: model item indices.
         user_features [b, U]: one id per user feature.
+        retrieval_query float32 [b, K, retrieval_dim] (only with ``retrieval_dim``): the frozen
+            retrieval model's query vectors for the history.
 
     Outputs (a dict):
         scores float [b, C] (interaction logits), rating float [b, C], attention float [b, C, H]
-        (0 at padding and OOV events).
+        (0 at padding and OOV events); with ``retrieval_dim`` also ``retrieval_scores`` float
+        [b, C] (the frozen retrieval model's scores of the candidates).
     """
 
     def __init__(self, num_indices: int, embedding_dim: int = 32, attention: str = "din",
@@ -61,7 +92,8 @@ class RankingNetwork(tf.keras.Model):
                  num_blocks: int = 1, mlp_units=(128, 64), dropout: float = 0.1, item_feature_dim: int = 0,
                  num_ratings: int = 5, time_gaps: bool = True, user_feature_sizes=(),
                  rating_min: float = 1.0, rating_max: float = 5.0, rating_mean: float = 3.5,
-                 history_mean: bool = True, **kwargs):
+                 history_mean: bool = True, retrieval_dim: int = 0, retrieval_interests: int = 1,
+                 retrieval_embeddings: bool = False, **kwargs):
         if attention not in TARGET_ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {', '.join(TARGET_ATTENTION_TYPES)}, got {attention!r}")
         if not rating_min < rating_mean < rating_max:
@@ -87,6 +119,11 @@ class RankingNetwork(tf.keras.Model):
             mlp += [tf.keras.layers.Dense(units, activation="relu", name=f"mlp_{i}"),
                     tf.keras.layers.Dropout(dropout, name=f"mlp_dropout_{i}")]
         score_head = tf.keras.layers.Dense(1, name="score")
+        retrieval_items = tf.keras.layers.Embedding(num_indices, retrieval_dim, embeddings_initializer="zeros",
+                                                    trainable=False, name="retrieval_items") if retrieval_dim else None
+        retrieval_scale = ScalarWeight(1.0, name="retrieval_scale") if retrieval_dim else None
+        retrieval_projections = [tf.keras.layers.Dense(embedding_dim, name=f"retrieval_{side}_projection")
+                                 for side in ("query", "item")] if retrieval_dim and retrieval_embeddings else []
         share = (rating_mean - rating_min) / (rating_max - rating_min)
         rating_head = tf.keras.layers.Dense(1, name="rating",
                                             bias_initializer=tf.keras.initializers.Constant(
@@ -100,6 +137,9 @@ class RankingNetwork(tf.keras.Model):
             "candidates": tf.keras.Input(shape=(None,), dtype=tf.int64, name="candidates"),
             "user_features": tf.keras.Input(shape=(len(user_feature_sizes),), dtype=tf.int64, name="user_features"),
         }
+        if retrieval_dim:
+            inputs["retrieval_query"] = tf.keras.Input(shape=(retrieval_interests, retrieval_dim), dtype=tf.float32,
+                                                       name="retrieval_query")
         history = inputs["history"]
         mask = history >= FIRST_ITEM_INDEX
         events = items(history)
@@ -118,13 +158,31 @@ class RankingNetwork(tf.keras.Model):
         per_user = tf.concat(per_user, axis=-1)
         num_candidates = tf.shape(candidates)[1]
         per_user = tf.repeat(per_user[:, tf.newaxis, :], num_candidates, axis=1)
-        x = tf.concat([pooled, candidates, pooled * candidates, per_user], axis=-1)
+        parts = [pooled, candidates, pooled * candidates, per_user]
+        if retrieval_dim:
+            # What retrieval knows: its score of each candidate (the best of the user's query
+            # vectors), fed to the MLP and added to the logit.
+            query = inputs["retrieval_query"]  # [b, K, r]
+            item_vectors = retrieval_items(inputs["candidates"])  # [b, C, r]
+            per_interest = tf.einsum("bkr,bcr->bck", query, item_vectors)
+            retrieval_scores = tf.reduce_max(per_interest, axis=-1)  # [b, C]
+            # (Not normalized over the list: a candidate's score never depends on the others.)
+            parts.append(retrieval_scores[..., tf.newaxis])
+            if retrieval_projections:
+                best = tf.gather(query, tf.argmax(per_interest, axis=-1, output_type=tf.int32), batch_dims=1)
+                q, e = (layer(v) for layer, v in zip(retrieval_projections, (best, item_vectors)))
+                parts += [q, e, q * e]
+        x = tf.concat(parts, axis=-1)
         for layer in mlp:
             x = layer(x)
         scores = tf.squeeze(score_head(x), -1)
+        outputs = {}
+        if retrieval_dim:
+            scores = scores + retrieval_scale(retrieval_scores)
+            outputs["retrieval_scores"] = retrieval_scores
         rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
-        super().__init__(inputs=inputs, outputs={"scores": scores, "rating": rating, "attention": weights},
-                         **kwargs)
+        outputs.update(scores=scores, rating=rating, attention=weights)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.num_indices = num_indices
@@ -144,7 +202,25 @@ class RankingNetwork(tf.keras.Model):
         self.rating_max = rating_max
         self.rating_mean = rating_mean
         self.history_mean = history_mean
+        self.retrieval_dim = int(retrieval_dim)
+        self.retrieval_interests = int(retrieval_interests)
+        self.retrieval_embeddings = bool(retrieval_embeddings)
         self.items = items
+        self.retrieval_items = retrieval_items
+
+    def dummy_inputs(self) -> dict:
+        """A one-row, one-candidate batch of every input (builds the weights)."""
+        one = tf.ones((1, 1), tf.int64)
+        inputs = {"history": one * 2, "history_ratings": one, "history_gaps": one, "candidates": one * 2,
+                  "user_features": tf.zeros((1, len(self.user_feature_sizes)), tf.int64)}
+        if self.retrieval_dim:
+            inputs["retrieval_query"] = tf.zeros((1, self.retrieval_interests, self.retrieval_dim))
+        return inputs
+
+    def set_retrieval_items(self, table) -> None:
+        """Fills the frozen retrieval item table (float [num_indices, retrieval_dim], in this
+        network's item indices; rows of items the retrieval model lacks stay 0)."""
+        self.retrieval_items.embeddings.assign(tf.cast(table, self.retrieval_items.embeddings.dtype))
 
     def get_config(self):
         return {
@@ -156,6 +232,8 @@ class RankingNetwork(tf.keras.Model):
             "num_ratings": self.num_ratings, "time_gaps": self.time_gaps,
             "user_feature_sizes": self.user_feature_sizes, "rating_min": self.rating_min,
             "rating_max": self.rating_max, "rating_mean": self.rating_mean, "history_mean": self.history_mean,
+            "retrieval_dim": self.retrieval_dim, "retrieval_interests": self.retrieval_interests,
+            "retrieval_embeddings": self.retrieval_embeddings,
         }
 
     @classmethod

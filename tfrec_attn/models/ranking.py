@@ -9,7 +9,11 @@ this ``tfrs.Model`` writes only ``compute_loss``, with two ``tfrs.tasks.Ranking`
   ``pointwise`` = binary cross-entropy per candidate;
 * rating: squared error of the positive's predicted rating (rows without a rating weigh 0).
 
-``loss = interaction_weight * interaction + rating_weight * rating``, each a mean over the
+With a ranker that reads retrieval (``network.retrieval_dim``), ``distillation_weight`` adds
+the cross-entropy of the ranker's softmax over the candidate list against the frozen
+retrieval scores' softmax at ``distillation_temperature`` (retrieval's order as a soft target).
+
+``loss = interaction_weight * interaction + rating_weight * rating (+ distillation)``, each a mean over the
 global batch (:func:`tfrec_attn.tasks.global_weighted_mean`), so any ``tf.distribute``
 strategy trains the same objective.
 """
@@ -39,6 +43,9 @@ class RankingModel(RecommenderModel):
         interaction_loss: str. ``listwise`` or ``pointwise``.
         interaction_weight: float. Weight of the interaction loss (0: rating only).
         rating_weight: float. Weight of the rating loss (0: interaction only).
+        distillation_weight: float. Weight of the distillation loss (needs a network that
+            reads retrieval).
+        distillation_temperature: float.
 
     Training inputs: ``(features, labels)`` with the network's input dict as features and
     ``labels = {"clicks": float [b, C] (1 for the positive), "rating": float [b] (the
@@ -52,7 +59,8 @@ class RankingModel(RecommenderModel):
     """
 
     def __init__(self, network, interaction_loss: str = "listwise", interaction_weight: float = 1.0,
-                 rating_weight: float = 1.0, **kwargs):
+                 rating_weight: float = 1.0, distillation_weight: float = 0.0, distillation_temperature: float = 1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if interaction_loss not in INTERACTION_LOSSES:
             raise ValueError(f"interaction_loss must be one of {', '.join(INTERACTION_LOSSES)}, "
@@ -61,6 +69,10 @@ class RankingModel(RecommenderModel):
         self.interaction_loss = interaction_loss
         self.interaction_weight = float(interaction_weight)
         self.rating_weight = float(rating_weight)
+        self.distillation_weight = float(distillation_weight)
+        self.distillation_temperature = float(distillation_temperature)
+        if self.distillation_weight and not self.network.retrieval_dim:
+            raise ValueError("distillation_weight needs a network that reads retrieval (retrieval_dim > 0)")
         none = tf.keras.losses.Reduction.NONE
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=none) \
             if interaction_loss == "listwise" else tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=none)
@@ -73,7 +85,8 @@ class RankingModel(RecommenderModel):
     def get_config(self):
         return {"name": self.name, "network": tf.keras.utils.serialize_keras_object(self.network),
                 "interaction_loss": self.interaction_loss, "interaction_weight": self.interaction_weight,
-                "rating_weight": self.rating_weight}
+                "rating_weight": self.rating_weight, "distillation_weight": self.distillation_weight,
+                "distillation_temperature": self.distillation_temperature}
 
     @classmethod
     def from_config(cls, config):
@@ -81,10 +94,7 @@ class RankingModel(RecommenderModel):
 
     def build_weights(self):
         """Creates every weight (a call on a dummy batch); returns the model."""
-        sizes = len(self.network.user_feature_sizes)
-        one = tf.ones((1, 1), tf.int64)
-        self({"history": one * 2, "history_ratings": one, "history_gaps": one, "candidates": one * 2,
-              "user_features": tf.zeros((1, sizes), tf.int64)})
+        self(self.network.dummy_inputs())
         return self
 
     def optimizer_groups(self):
@@ -117,6 +127,11 @@ class RankingModel(RecommenderModel):
                 losses = self.interaction_task(clicks[..., tf.newaxis], scores[..., tf.newaxis],
                                                compute_metrics=False)
             total += self.interaction_weight * global_weighted_mean(losses)
+        if self.distillation_weight:
+            teacher = tf.nn.softmax(tf.cast(out["retrieval_scores"], tf.float32) / self.distillation_temperature)
+            losses = tf.nn.softmax_cross_entropy_with_logits(tf.stop_gradient(teacher),
+                                                             tf.cast(out["scores"], tf.float32))
+            total += self.distillation_weight * global_weighted_mean(losses)
         if self.rating_weight:
             rating = tf.cast(labels["rating"], tf.float32)
             known = tf.math.is_finite(rating)
@@ -128,7 +143,8 @@ class RankingModel(RecommenderModel):
 
 
 def build_ranking_model(model_config, loss_config, num_indices: int, *, item_features=None,
-                        user_feature_sizes=(), rating_range=(1.0, 5.0, 3.5)) -> RankingModel:
+                        user_feature_sizes=(), rating_range=(1.0, 5.0, 3.5), retrieval_items=None,
+                        retrieval_interests: int = 1) -> RankingModel:
     """The ranking model of the run config's ``model`` and ``loss`` sections, weights created.
 
     Args:
@@ -136,6 +152,9 @@ def build_ranking_model(model_config, loss_config, num_indices: int, *, item_fea
             (:func:`tfrec_attn.features.items.item_feature_table`).
         user_feature_sizes: list of int. Vocabulary sizes of the user features.
         rating_range: (min, max, mean) of the training ratings.
+        retrieval_items: float [num_indices, d] or None. The frozen retrieval model's item
+            vectors in this vocabulary's indices (``model.retrieval_score``).
+        retrieval_interests: int. Its query vectors per user.
     """
     from tfrec_attn.layers.ranking_network import RankingNetwork
 
@@ -148,10 +167,15 @@ def build_ranking_model(model_config, loss_config, num_indices: int, *, item_fea
         num_ratings=int(round(high)) if m.rating_embeddings else 0, time_gaps=m.time_embeddings,
         user_feature_sizes=list(user_feature_sizes) if m.user_features else [],
         rating_min=low, rating_max=high, rating_mean=min(max(mean, low + 1e-3), high - 1e-3),
-        history_mean=m.history_mean, name="ranking_network")
+        history_mean=m.history_mean,
+        retrieval_dim=0 if retrieval_items is None else int(retrieval_items.shape[1]),
+        retrieval_interests=retrieval_interests, retrieval_embeddings=m.retrieval_embeddings, name="ranking_network")
     model = RankingModel(network, loss_config.interaction, loss_config.interaction_weight,
-                         loss_config.rating_weight, name="ranking")
+                         loss_config.rating_weight, loss_config.distillation_weight,
+                         loss_config.distillation_temperature, name="ranking")
     model.build_weights()
     if item_features is not None:
         network.items.set_features(item_features)
+    if retrieval_items is not None:
+        network.set_retrieval_items(retrieval_items)
     return model

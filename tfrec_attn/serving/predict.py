@@ -5,8 +5,9 @@ gRPC calls ``predict`` with the request it received; REST decodes its JSON body 
 ``PredictRequest`` first (as TF Serving's REST layer does), so a request is accepted,
 refused or bounded the same way whichever port it came in on. Status codes follow TF
 Serving: a malformed or over-limit request is INVALID_ARGUMENT (HTTP 400), an unknown
-model/version/label NOT_FOUND (404), a full batch queue UNAVAILABLE (503), anything else
-INTERNAL (500) with the error logged, never a dropped connection.
+model/version/label NOT_FOUND (404), a full batch queue UNAVAILABLE (503), a request the
+server has no memory for RESOURCE_EXHAUSTED (429), anything else INTERNAL (500) with the
+error logged, never a dropped connection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from tensorflow_serving.apis import predict_pb2
 
 from tfrec_attn.serving.batching import Batcher, QueueFull
 from tfrec_attn.serving.manager import ModelManager, ModelNotFound
-from tfrec_attn.serving.servable import UNLIMITED, LoadedVersion, RequestError, RequestLimits
+from tfrec_attn.serving.servable import (
+    UNLIMITED,
+    LoadedVersion,
+    OutOfMemory,
+    RequestError,
+    RequestLimits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +81,9 @@ def call(manager: ModelManager, model_spec, work):
         return None, grpc.StatusCode.INVALID_ARGUMENT, str(error)
     except QueueFull as error:
         return None, grpc.StatusCode.UNAVAILABLE, str(error)
+    except (OutOfMemory, MemoryError) as error:  # the request's size; no traceback, the server goes on
+        logger.warning("request to %s ran out of memory: %s", model_spec.name, error)
+        return None, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error) or "the server ran out of memory for this request"
     except Exception as error:  # never let a request take the server down
         logger.exception("request to %s failed", model_spec.name)
         return None, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"[:1000]

@@ -206,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, str(error))
         except (ValueError, RecursionError) as error:  # incl. UnicodeDecodeError, huge ints
             return self._error(400, f"body: malformed JSON: {str(error)[:200]}")
+        except MemoryError:
+            return self._error(HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED],
+                               "body: the server ran out of memory parsing the JSON")
 
         def work(version):
             request = body_to_request(body, version, spec, self.limits)

@@ -30,6 +30,11 @@ class RequestError(ValueError):
     """The request is malformed (-> INVALID_ARGUMENT); the message names the request field."""
 
 
+class OutOfMemory(RuntimeError):
+    """The server ran out of memory for this request (-> RESOURCE_EXHAUSTED, as in TF
+    Serving); the server keeps serving."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
     """What one Predict request may cost; beyond it the request is refused before any work.
@@ -218,6 +223,9 @@ class LoadedVersion:
             out = fn(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             raise RequestError(f"inputs: the model rejected the request: {_model_error(error)}") from None
+        except tf.errors.ResourceExhaustedError as error:
+            raise OutOfMemory(f"inputs: the model ran out of memory for this request ({_model_error(error)}); "
+                              "send fewer rows, candidates or items per row") from None
         return {k: v.numpy() for k, v in out.items()}
 
     # -- warmup ------------------------------------------------------------------------
@@ -244,7 +252,8 @@ def _model_error(error: Exception) -> str:
     if match:
         return match.group(1)[:300]
     lines = [line.strip() for line in text.splitlines()
-             if line.strip() and not line.strip().startswith(("Graph execution error", "Detected at node"))]
+             if line.strip() and not line.strip().startswith(("Graph execution error", "Detected at node",
+                                                              "<stack traces unavailable>"))]
     return (lines[0] if lines else text)[:300]
 
 
@@ -275,6 +284,8 @@ def tensor_proto_to_array(proto, spec: tf.TensorSpec, field: str,
         raise RequestError(f"{field}: shape {dims} needs {count} values, the request has {provided}")
     try:
         return tf.make_ndarray(proto)
+    except MemoryError:  # the server's trouble, not a malformed tensor
+        raise OutOfMemory(f"{field}: the server ran out of memory decoding the tensor") from None
     except Exception as error:  # malformed content of any kind
         raise RequestError(f"{field}: cannot decode tensor: {error}") from None
 

@@ -1,20 +1,44 @@
-"""Hard negatives for the ranking recipe: per training event, the retrieval model's top
-items for the history before it (history and positive excluded)."""
+"""What the frozen retrieval model says about the ranking recipe's training rows: per
+training event, its query vectors for the history before it (the ranker's
+``retrieval_query`` input) and its top items there, history and positive excluded (the hard
+negatives).
+
+The queries are the served ones: the retrieval model run on each row's history as serving
+would send it (every event before the row's), not the outputs of one pass over the whole
+sequence, which differ (the user tower's positions count back from the newest item)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-RETRIEVAL_BATCH = 64  # users per retrieval pass
+SCORE_ROWS = 512  # rows scored against the catalogue at once
 
 
-def hard_negative_pool(retriever, split, rows, ranker_vocabulary, pool_size: int, include_validation: bool):
-    """Per row of ``rows`` (grouped by user, oldest event first), the retrieval model's top
-    ``pool_size`` items for the row's history, as the ranker's model indices (0 = none).
+def row_histories(split, rows, include_validation: bool) -> list:
+    """Per row of ``rows`` (grouped by user, oldest event first: :func:`sequence_event_rows`),
+    the catalogue-index history before its event: all of the user's earlier training events."""
+    seqs = split.train_part("sequences", include_validation)
+    histories = []
+    starts = np.flatnonzero(np.r_[True, rows.users[1:] != rows.users[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(rows)]):
+        seq = seqs[rows.users[start]]
+        histories += [seq[:t] for t in range(len(seq) - (end - start), len(seq))]
+    return histories
 
-    One retrieval pass per user reads the newest ``max_len`` items before the user's last
-    training event; its query after position ``t - 1`` (:meth:`position_queries`) scores the
-    catalogue for the row whose history is ``seq[:t]``, exactly as training predicts there.
+
+def retrieval_row_queries(retriever, split, rows, include_validation: bool) -> np.ndarray:
+    """float32 [len(rows), K, d]: the retrieval model's query vectors for each row's history
+    (K = 1 for a one-vector user tower)."""
+    from tfrec_attn.evaluation.retrieval import query_vectors
+
+    return query_vectors(retriever.model, row_histories(split, rows, include_validation),
+                         retriever.vocabulary.model_indices(split.item_vocab))
+
+
+def hard_negative_pool(retriever, split, rows, ranker_vocabulary, pool_size: int, include_validation: bool,
+                       queries: np.ndarray | None = None):
+    """Per row of ``rows``, the retrieval model's top ``pool_size`` items for the row's
+    history, as the ranker's model indices (0 = none), the history and the positive excluded.
 
     Args:
         retriever: :class:`~tfrec_attn.evaluation.retrieval.Retriever` (trained without the
@@ -24,42 +48,25 @@ def hard_negative_pool(retriever, split, rows, ranker_vocabulary, pool_size: int
         ranker_vocabulary: ItemVocabulary. The ranker's (its model indices are returned).
         pool_size: int. Capped by the catalogue (a slot of a seen item stays 0).
         include_validation: bool. Rows of the train + validation part.
+        queries: :func:`retrieval_row_queries` of the rows, when the caller has them.
     """
-    import tensorflow as tf
-
-    model, vocabulary = retriever.model, retriever.vocabulary
+    vocabulary = retriever.vocabulary
     pool_size = min(pool_size, len(vocabulary) - 1)
     to_ranker = ranker_vocabulary.model_indices(vocabulary.item_ids)  # retrieval table row -> ranker index
-    to_retrieval = vocabulary.model_indices(split.item_vocab)  # catalogue -> retrieval index
+    to_retrieval = vocabulary.model_indices(split.item_vocab)
+    if queries is None:
+        queries = retrieval_row_queries(retriever, split, rows, include_validation)
+    histories = row_histories(split, rows, include_validation)
     seqs = split.train_part("sequences", include_validation)
+    table = np.asarray(retriever.model.item_embeddings(), np.float32)
     out = np.zeros((len(rows), max(pool_size, 1)), np.int64)
-    starts = np.flatnonzero(np.r_[True, rows.users[1:] != rows.users[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
-    width = model.max_len
-    table = tf.cast(model.item_embeddings(), tf.float32)
-    for lo in range(0, len(starts), RETRIEVAL_BATCH):
-        group = list(zip(starts[lo:lo + RETRIEVAL_BATCH], ends[lo:lo + RETRIEVAL_BATCH]))
-        batch = np.zeros((len(group), width), np.int64)
-        offsets = []
-        users = [to_retrieval[seqs[rows.users[s]]] for s, _ in group]  # retrieval indices
-        for b, seq in enumerate(users):
-            window = seq[max(0, len(seq) - 1 - width):len(seq) - 1]
-            batch[b, :len(window)] = window
-            offsets.append(len(seq) - 1 - len(window))  # sequence index of window[0]
-        queries = tf.cast(model.position_queries(tf.constant(batch)), tf.float32)
-        if queries.shape.rank == 4:  # [b, w, K, d]: several interests, an item scores the max
-            scores = tf.reduce_max(tf.einsum("bwkd,vd->bwkv", queries, table), axis=2).numpy()
-        else:
-            scores = tf.einsum("bwd,vd->bwv", queries, table).numpy()
-        for b, ((s, e), seq) in enumerate(zip(group, users)):
-            first = len(seq) - (e - s)
-            for r, t in enumerate(range(first, len(seq))):
-                # History = seq[:t]; the query after seq[t - 1] sits at window index t - 1 - offset.
-                position = max(t - 1 - offsets[b], 0)
-                row_scores = scores[b, position].copy()
-                seen = vocabulary.table_rows(seq[:t + 1])
-                row_scores[seen[seen >= 0]] = -np.inf
-                top = np.argpartition(-row_scores, pool_size)[:pool_size]
-                out[s + r, :pool_size] = np.where(np.isfinite(row_scores[top]), to_ranker[top], 0)
+    for lo in range(0, len(rows), SCORE_ROWS):
+        scores = np.einsum("nkd,vd->nkv", queries[lo:lo + SCORE_ROWS], table).max(axis=1)  # an item: its best interest
+        for r, row_scores in enumerate(scores, start=lo):
+            history = histories[r]
+            seen = vocabulary.table_rows(to_retrieval[seqs[rows.users[r]][:len(history) + 1]])
+            row_scores[seen[seen >= 0]] = -np.inf
+            top = np.argpartition(-row_scores, pool_size)[:pool_size]
+            out[r, :pool_size] = np.where(np.isfinite(row_scores[top]), to_ranker[top], 0)
     out[out < 2] = 0
     return out

@@ -46,14 +46,17 @@ class TargetAttentionRecipe(Recipe):
         users = getattr(self.data, "users", None) or {}
         self.user_ids = self.user_encoder.encode([users.get(u) or User(u) for u in user_ids])
 
-    def _prepare_items(self, text=None) -> None:
+    def _prepare_items(self, *extra) -> None:
+        """The item feature table: the data set's side features (``model.item_features``), then
+        the ``extra`` columns ([num_indices, f] each; None = absent)."""
         from tfrec_attn.features.ranking import item_feature_table
 
-        if self.config.model.item_features or text is not None:
+        extra = [columns for columns in extra if columns is not None]
+        if self.config.model.item_features or extra:
             table = item_feature_table(self.data, self.vocabulary)
             if not self.config.model.item_features:
                 table = table[:, :0]
-            self.item_features = table if text is None else np.concatenate([table, text], axis=1)
+            self.item_features = np.concatenate([table, *extra], axis=1).astype(np.float32)
 
     def _set_rating_range(self, ratings: np.ndarray) -> None:
         """(low, high, mean) of the finite training ratings ((1, 5, 3.5) without any)."""
@@ -87,12 +90,20 @@ class TargetAttentionRecipe(Recipe):
     def num_ratings(self) -> int:
         return int(round(self.rating_range[1])) if self.config.model.rating_embeddings else 0
 
+    def _retrieval_inputs(self) -> dict:
+        """``build_ranking_model``'s retrieval arguments (none: the ranker reads no retrieval)."""
+        return {}
+
+    def _query_retrieval(self, model):
+        """The frozen retrieval model inside the ranker's exports (None: it reads none)."""
+        return None
+
     def build_model(self, static_shapes=False):
         from tfrec_attn.models.ranking import build_ranking_model
 
         return build_ranking_model(self.config.model, self.config.loss, self.vocabulary.num_indices,
                                    item_features=self.item_features, user_feature_sizes=self.user_encoder.sizes,
-                                   rating_range=self.rating_range)
+                                   rating_range=self.rating_range, **self._retrieval_inputs())
 
     def export(self, model, base_path, **options):
         """The ranking SavedModel (history + candidates -> scores, rating, attention)."""
@@ -102,7 +113,7 @@ class TargetAttentionRecipe(Recipe):
                                model_name=options.get("model_name") or self.export_name,
                                max_len=self.config.model.max_len, num_ratings=model.network.num_ratings,
                                version=options.get("version"),
-                               explain_positions=self.explain_positions)]
+                               explain_positions=self.explain_positions, retrieval=self._query_retrieval(model))]
 
 
 @register_recipe("ranking")
@@ -134,6 +145,15 @@ class RankingRecipe(TargetAttentionRecipe):
 
             self.retrieval, self.selection_retrieval = load_retrievers(config.retrieval.run_dir, dataset, self.split)
         self.selection_retrieval = self.selection_retrieval or self.retrieval
+        # The frozen retrieval model the ranker reads (and mines hard negatives with): the
+        # selection checkpoint, or with retrieval.holdout_events one trained without the
+        # ranker's training events (prepare() trains it).
+        self.feature_retrieval = self.selection_retrieval
+        if config.model.retrieval_score and self.selection_retrieval is None and dataset is not None:
+            from tfrec_attn.config import ConfigError
+
+            raise ConfigError("model.retrieval_score: the ranker reads a retrieval model, and none is given "
+                              "(set retrieval.run_dir to a finished retrieval run)")
         interaction = config.loss.interaction_weight > 0
         if interaction and self.retrieval is not None:
             self.selection_metric, self.selection_mode = "val_ndcg10", "max"
@@ -156,20 +176,84 @@ class RankingRecipe(TargetAttentionRecipe):
         from tfrec_attn.training.run_dir import RunDirectory
 
         source = RunDirectory(config.retrieval.run_dir) if config.retrieval.run_dir else None
-        retrieval = None
+        retrieval = selection = None
         if source is not None and source.finished and dataset is None and split is None:
-            retrieval = Retriever(source.load_model(), ItemVocabulary.load(source.vocab_file("items.txt")))
-        recipe = cls(config, dataset, split, retrieval=retrieval)
+            vocabulary = ItemVocabulary.load(source.vocab_file("items.txt"))
+            retrieval = Retriever(source.load_model(), vocabulary)
+            if config.model.retrieval_score and source.has_checkpoint("best"):
+                selection = Retriever(source.load_model("best"), vocabulary)
+        elif config.model.retrieval_score and (source is None or not source.finished):
+            from tfrec_attn.config import ConfigError
+
+            raise ConfigError(f"retrieval.run_dir={config.retrieval.run_dir!r}: the ranker reads this retrieval run "
+                              "(model.retrieval_score) and it is not a finished run")
+        recipe = cls(config, dataset, split, retrieval=retrieval, selection_retrieval=selection)
+        if recipe._holdout:
+            part = RunDirectory(run.file(*cls.HOLDOUT_PART))
+            recipe.feature_retrieval = Retriever(part.load_model(), ItemVocabulary.load(part.vocab_file("items.txt")))
         recipe._restore_files(run)
         return recipe
 
     # -- preparation ---------------------------------------------------------------------
+    @property
+    def _holdout(self) -> int:
+        return self.config.retrieval.holdout_events if self.config.model.retrieval_score else 0
+
+    HOLDOUT_PART = ("parts", "retrieval")  # RUN/parts/retrieval: the held-out retrieval run
+
+    def _train_holdout_retrieval(self, run):
+        """The retrieval run's config trained again (no refit) on the split that holds out each
+        user's newest ``retrieval.holdout_events`` training events — the ranker's training rows —
+        in ``RUN/parts/retrieval`` (reused when finished): its features for those rows are then
+        as honest as for the validation and test targets, where the selection checkpoint, which
+        trained on the rows, would score their positives too well."""
+        import dataclasses
+
+        from tfrec_attn.config import ConfigError
+        from tfrec_attn.training import train
+        from tfrec_attn.training.retrieval import retrievers
+        from tfrec_attn.training.run_dir import RunDirectory
+
+        source = self.config.retrieval.run_dir
+        if not source or not RunDirectory(source).finished:
+            raise ConfigError(f"retrieval.holdout_events: needs retrieval.run_dir (a finished retrieval run whose "
+                              f"config it trains again), got {source!r}")
+        if run is None:
+            raise ConfigError("retrieval.holdout_events: a worker without the run directory (not the chief) cannot "
+                              "train the held-out retrieval model; set it to 0 for multi-worker training")
+        split = self.split.holding_out(self._holdout, self.config.data.min_interactions)
+        part = RunDirectory(run.file(*self.HOLDOUT_PART))
+        if part.finished:
+            print(f"ranking: the held-out retrieval model, reused from {part.path}", flush=True)
+            return retrievers(part.load(self.data, split))[0]
+        config = RunDirectory(source).load_config()
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, refit_with_validation=False))
+        print(f"ranking: training the retrieval model without each user's newest {self._holdout} training events "
+              f"(the ranker's rows) in {part.path}", flush=True)
+        result = train(config, self.data, part.path, split=split, verbose=0, evaluate_test=False)
+        validation = result.metrics.get("validation", {})
+        print(f"ranking: held-out retrieval model: {result.metrics.get('epochs')} epochs, validation NDCG@10 "
+              f"{validation.get('val_ndcg10', float('nan')):.4f} on its held-out split", flush=True)
+        return retrievers(result)[0]
+
     def prepare(self, run):
+        if self._holdout:
+            self.feature_retrieval = self._train_holdout_retrieval(run)
         self.vocabulary = training_vocabulary(self.split)
         self._prepare_users(self.split.user_ids)
-        self._prepare_items(self._text_table() if self.config.model.text_features else None)
+        self._prepare_items(self._text_table() if self.config.model.text_features else None,
+                            self._popularity_column() if self.config.model.popularity else None)
         self._set_rating_range(np.concatenate(self.split.train_part("ratings", True)))
         self._save(run)
+
+    def _popularity_column(self) -> np.ndarray:
+        """float32 [num_indices, 1]: each item's log count in the training part (no validation
+        target: selection reads none of its own), scaled to [0, 1]."""
+        counts = np.bincount(self.vocabulary.model_indices(self.split.item_vocab)[
+            np.concatenate(self.split.train_sequences(False))], minlength=self.vocabulary.num_indices)
+        counts[:2] = 0
+        logs = np.log1p(counts.astype(np.float32))
+        return (logs / max(float(logs.max()), 1.0))[:, np.newaxis]
 
     def _text_table(self):
         from tfrec_attn.config import ItemTowerConfig
@@ -182,6 +266,50 @@ class RankingRecipe(TargetAttentionRecipe):
         known = self.vocabulary.is_item(to_model)
         table[to_model[known]] = features[known]
         return table
+
+    # -- what the ranker reads of retrieval ------------------------------------------------
+    def _retrieval_table(self) -> np.ndarray:
+        """The frozen retrieval model's item vectors in the ranker's indices (0 where it lacks one)."""
+        from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+
+        r = self.feature_retrieval
+        vectors = np.asarray(r.model.item_embeddings(), np.float32)
+        table = np.zeros((self.vocabulary.num_indices, vectors.shape[1]), np.float32)
+        at = self.vocabulary.model_indices(r.vocabulary.item_ids)
+        known = at >= FIRST_ITEM_INDEX
+        table[at[known]] = vectors[known]
+        return table
+
+    def _retrieval_inputs(self) -> dict:
+        if not self.config.model.retrieval_score:
+            return {}
+        from tfrec_attn.evaluation.retrieval import query_vectors
+
+        interests = query_vectors(self.feature_retrieval.model, np.full((1, 1), 2, np.int64)).shape[1]
+        return {"retrieval_items": self._retrieval_table(), "retrieval_interests": interests}
+
+    def _query_retrieval(self, model):
+        """The retrieval model the ranker reads (its selection checkpoint, frozen), checked to be
+        the one it trained with: a retrieval run retrained since is a one-line error."""
+        if not model.network.retrieval_dim:
+            return None
+        from tfrec_attn.training.run_dir import RunError
+
+        trained = model.network.retrieval_items.embeddings.numpy()
+        current = self._retrieval_table()
+        if trained.shape != current.shape or not np.allclose(trained, current, atol=1e-5):
+            raise RunError(f"retrieval.run_dir={self.config.retrieval.run_dir!r}: this ranker read another retrieval "
+                           "model (its item vectors differ: the run was retrained or is another catalogue's); "
+                           "train the ranker again on it")
+        return self.feature_retrieval
+
+    def _stage_queries(self, stage: str, users) -> np.ndarray:
+        from tfrec_attn.evaluation.retrieval import query_vectors
+
+        position = {"validation": 2, "test": 1}[stage]
+        r = self.feature_retrieval
+        histories = [self.split.sequences[u][:-position] for u in users]
+        return query_vectors(r.model, histories, r.vocabulary.model_indices(self.split.item_vocab))
 
     def build_model(self, static_shapes=False):
         from tfrec_attn.models.initialization import retrieval_item_init
@@ -199,15 +327,22 @@ class RankingRecipe(TargetAttentionRecipe):
         if include_validation in self._rows:
             return self._rows[include_validation]
         c = self.config
+        positions = c.train.positions_per_user
+        if self._holdout:  # only the events the ranker's retrieval model never trained on
+            positions = min(positions or c.retrieval.holdout_events, c.retrieval.holdout_events)
         rows = sequence_event_rows(self.split, self.vocabulary.model_indices(self.split.item_vocab),
                                    include_validation=include_validation,
-                                   positions_per_user=c.train.positions_per_user, max_len=c.model.max_len,
+                                   positions_per_user=positions, max_len=c.model.max_len,
                                    num_ratings=self.num_ratings)
-        if c.loss.interaction_weight and c.loss.hard_negatives and self.selection_retrieval is not None:
+        if c.model.retrieval_score:
+            from tfrec_attn.training.hard_negatives import retrieval_row_queries
+
+            rows.queries = retrieval_row_queries(self.feature_retrieval, self.split, rows, include_validation)
+        if c.loss.interaction_weight and c.loss.hard_negatives and self.feature_retrieval is not None:
             from tfrec_attn.training.hard_negatives import hard_negative_pool
 
-            rows.pool = hard_negative_pool(self.selection_retrieval, self.split, rows, self.vocabulary,
-                                           c.loss.hard_pool, include_validation)
+            rows.pool = hard_negative_pool(self.feature_retrieval, self.split, rows, self.vocabulary,
+                                           c.loss.hard_pool, include_validation, queries=rows.queries)
         self._rows[include_validation] = rows
         return rows
 
@@ -228,9 +363,13 @@ class RankingRecipe(TargetAttentionRecipe):
     # -- evaluation ------------------------------------------------------------------------
     def stage_inputs(self, stage: str, users=None):
         """Network inputs (without candidates) for the evaluated users' ``stage`` histories."""
-        return stage_inputs(self.split, self.vocabulary.model_indices(self.split.item_vocab), stage,
-                            self.split.evaluated if users is None else users, max_len=self.config.model.max_len,
-                            num_ratings=self.num_ratings, user_features=self.user_ids)
+        users = self.split.evaluated if users is None else users
+        inputs = stage_inputs(self.split, self.vocabulary.model_indices(self.split.item_vocab), stage, users,
+                              max_len=self.config.model.max_len, num_ratings=self.num_ratings,
+                              user_features=self.user_ids)
+        if self.config.model.retrieval_score:
+            inputs["retrieval_query"] = self._stage_queries(stage, users)
+        return inputs
 
     def validation_metrics(self, model):
         from tfrec_attn.evaluation.two_stage import evaluate_two_stage
@@ -297,5 +436,6 @@ class RankingRecipe(TargetAttentionRecipe):
                 self.retrieval.model, self.retrieval.vocabulary, model, self.vocabulary, self.user_encoder, base_path,
                 model_name=e.recommend_name, k=e.k, candidates=self.config.retrieval.candidates, because=e.because,
                 max_len=self.config.model.max_len, num_ratings=model.network.num_ratings,
-                version=options.get("version"), explain_positions=e.explain_positions))
+                version=options.get("version"), explain_positions=e.explain_positions,
+                ranker_retrieval=self._query_retrieval(model)))
         return paths
