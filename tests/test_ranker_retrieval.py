@@ -204,3 +204,20 @@ def test_a_ranker_that_reads_retrieval_without_a_retrieval_run_is_a_one_line_err
     config = load_config(None, ["recipe=ranking", "model.retrieval_score=true"])
     with pytest.raises(ConfigError, match="model.retrieval_score: .*retrieval.run_dir"):
         RankingRecipe(config, planted_sequences(num_items=40, num_users=50))
+
+
+def test_the_held_out_split_trains_on_everything_but_each_users_newest_events():
+    split = planted_split()
+    held = split.holding_out(3)
+    assert list(held.item_vocab) == list(split.item_vocab) and list(held.user_ids) == list(split.user_ids)
+    train, held_train = split.train_sequences(), held.train_sequences()
+    for user in range(split.num_users):
+        # The held-out model never trains on the user's newest 3 training events (nor later).
+        np.testing.assert_array_equal(held_train[user], train[user][:max(len(train[user]) - 3, 0)])
+    evaluated = set(held.evaluated.tolist())
+    assert evaluated and evaluated <= set(split.evaluated.tolist())
+    for user in evaluated:  # its validation and test targets are the first two held-out events
+        assert held.sequences[user][-2] == train[user][len(train[user]) - 3]
+        assert held.sequences[user][-1] == train[user][len(train[user]) - 2]
+    with pytest.raises(ValueError, match="events must be >= 2"):
+        split.holding_out(1)

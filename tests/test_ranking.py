@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec_attn.config import load_config
+from tfrec_attn.config import ConfigError, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAIN = ["recipe=ranking", "model.embedding_dim=16", "model.attention_units=[16]", "model.mlp_units=[32]",
@@ -298,11 +298,15 @@ BAD_REQUESTS = [
     ("recommend", "with_features", {"history": [["i1", "i2"]], **features(), "user_gender": np.array([1], np.int64)},
      "user_gender"),
     ("recommend", "serving_default", {"history": [["i1", "i2"]], "candidates": [["i3"]]}, "candidates"),
+    # within the server's limits, but the graph would hold [64, 300, 1024] attention weights and more
+    ("ranking", "serving_default", {"history": np.full((64, 1024), "i1", object),
+                                    "candidates": np.full((64, 300), "i2", object)}, "rows x candidates"),
 ]
 
 
 @pytest.mark.parametrize("name,signature,request_inputs,field", BAD_REQUESTS,
-                         ids=["dtype", "rank", "empty", "user_age_type", "ratings_shape", "gender_type", "extra"])
+                         ids=["dtype", "rank", "empty", "user_age_type", "ratings_shape", "gender_type", "extra",
+                              "too_large"])
 def test_bad_requests_get_invalid_argument_naming_the_input_and_the_server_keeps_serving(
         ranking_server, name, signature, request_inputs, field):
     from tfrec_attn.serving.client import RecommenderClient, ServingError
@@ -318,6 +322,20 @@ def test_bad_requests_get_invalid_argument_naming_the_input_and_the_server_keeps
                               "candidates": np.array([["i2", "not-an-item"]], object)}, "serving_default") \
             if name == "ranking" else client.predict({"history": np.array([["i1", "zzz"]], object)})
         assert all(np.all(np.isfinite(v)) for v in out.values() if v.dtype != object)
+
+
+def test_empty_histories_and_batches_are_answered_not_refused(ranking_server):
+    from tfrec_attn.serving.client import RecommenderClient
+
+    with RecommenderClient(f"127.0.0.1:{ranking_server.port}", model_name="recommend") as client:
+        empty = client.predict({"history": np.zeros((2, 0), object)})  # no history: popular-ish items, no because
+        padded = client.predict({"history": np.array([[""], [""]], object)})
+        for name in ("item_ids", "because_ids"):
+            np.testing.assert_array_equal(empty[name], padded[name])
+        assert empty["item_ids"].shape == (2, 5) and not empty["because_ids"].astype(bool).any()
+    with RecommenderClient(f"127.0.0.1:{ranking_server.port}", model_name="ranking") as client:
+        out = client.predict({"history": np.zeros((0, 2), object), "candidates": np.zeros((0, 0), object)})
+        assert out["scores"].shape == (0, 0)
 
 
 def test_client_recommend_returns_explanations(ranking_server):
@@ -444,3 +462,24 @@ def test_leave_one_out_drops_are_the_score_without_each_of_the_top_attention_ite
             again = module.rank(tf.constant([without]), candidates[:, c:c + 1])[0].numpy()[0, 0]
             assert drops[c, p] == pytest.approx(float(scores[0, c]) - again, rel=1e-4, abs=1e-5)
         assert not drops[c, [1, 3]].any()  # padding and an unknown id are never removed
+
+
+def test_the_biased_rating_head_starts_at_the_biased_baseline_read_from_the_history():
+    """With its correction at 0 (its initial value), the head predicts mean + item bias +
+    the history's shrunk residual: the biased baseline's estimate, computed in the graph."""
+    from tfrec_attn.layers.rating_head import BiasedRatingHead
+
+    head = BiasedRatingHead(12, 1.0, 5.0, 3.5, shrinkage=2.0)
+    history = np.array([[2, 3, 4, 0], [5, 0, 0, 0], [6, 7, 0, 0]], np.int64)
+    ratings = np.array([[5, 4, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], np.int64)  # row 3: no rating known
+    candidates = np.array([[8, 9], [8, 10], [9, 10]], np.int64)
+    head(tf.zeros((3, 2, 4)), history, ratings, candidates)  # builds
+    bias = np.linspace(-0.5, 0.5, 12).astype(np.float32)
+    head.item_bias.embeddings.assign(bias[:, None])
+    out = head(tf.random.normal((3, 2, 4)), history, ratings, candidates).numpy()
+    user = [((5 - 3.5 - bias[2]) + (4 - 3.5 - bias[3])) / (2 + 2.0), (1 - 3.5 - bias[5]) / (1 + 2.0), 0.0]
+    want = np.clip(3.5 + bias[candidates] + np.array(user)[:, None], 1.0, 5.0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert load_config(None, ["recipe=ranking", "model.rating_biases=true"]).model.rating_biases
+    with pytest.raises(ConfigError, match="model.rating_biases=True needs model.rating_embeddings=true"):
+        load_config(None, ["recipe=ranking", "model.rating_biases=true", "model.rating_embeddings=false"])

@@ -11,7 +11,8 @@
     # latency: re-ranking 100 candidates in-process, and `recommend` in-process and over gRPC
     python tools/bench_ranking.py latency --out runs/bench_ranking --json latency.json
 
-``--data`` (default ``$TFREC_ATTN_DATA`` or ../shared/data/ml-100k) and repeated
+``--data`` (default ``$TFREC_ATTN_DATA`` or ../shared/data/ml-100k; or ``--interactions CSV
+--items CSV``, e.g. ../shared/data/amazon-scientific) and repeated
 ``--set KEY=VALUE`` (ranking config) / ``--retrieval-set KEY=VALUE`` apply to every run.
 """
 
@@ -45,6 +46,7 @@ VARIANTS = {
     "din-retrieval-distill": ["model.retrieval_score=true", "loss.distillation_weight=0.5"],
     "din-retrieval-holdout10": ["model.retrieval_score=true", "retrieval.holdout_events=10"],
     "din-retrieval-holdout20": ["model.retrieval_score=true", "retrieval.holdout_events=20"],
+    "din-retrieval-holdout3": ["model.retrieval_score=true", "retrieval.holdout_events=3"],
     "din-pop": ["model.popularity=true"],
     "bst-retrieval": ["model.retrieval_score=true", "model.attention=bst"],
 }
@@ -190,6 +192,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("two-stage", "variants", "latency"))
     parser.add_argument("--data")
+    parser.add_argument("--interactions", help="a generic interactions CSV instead of MovieLens")
+    parser.add_argument("--items", help="its items CSV")
     parser.add_argument("--out", default="runs/bench_ranking")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
@@ -204,7 +208,8 @@ def main():
     from tfrec_attn.data import load_dataset
 
     os.makedirs(args.out, exist_ok=True)
-    dataset = load_dataset(data_dir(args))
+    dataset = load_dataset(interactions=args.interactions, items=args.items) if args.interactions \
+        else load_dataset(data_dir(args))
     run = {"two-stage": cmd_two_stage, "variants": cmd_variants, "latency": cmd_latency}[args.mode]
     began = time.perf_counter()
     results = run(args, dataset)

@@ -28,10 +28,15 @@ garbage on the socket. Every answer must be a JSON ``{"error": ...}`` with a 4xx
 
 Both: the server never dies, and afterwards a good request to every signature of every
 model is answered exactly like the signature of the SavedModel loaded in process. The
-server's peak RSS (``VmHWM``) is reported per phase, for one over-limit request (100,000
-rows) and for one request at the limits (1024 rows, as long as the body limit allows) per
-model and protocol. The server runs under ``--server-memory-mb`` of address space, so a
-request that asks for too much memory fails in the server, not in the machine.
+server's peak RSS (``VmHWM``) is reported per phase and for one over-limit request (100,000
+rows) per model and protocol. The generated requests stay cheap (a legal but costly one is
+the at-limit probes' job); well-formed ones that are still rejected are listed as notes.
+
+At-limit probes, after the fuzz: per model and protocol, one ``serving_default`` request of
+1024 rows as long as the REST body limit allows (within every server limit, so it must be
+answered OK), each on a fresh server (a new one after any probe not answered OK), then a
+good request. The servers run under ``--server-memory-mb`` of address space, so a request
+that asks for too much memory fails in the server, not in the machine.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 MODELS = ("retrieval", "ranking", "recommend")
+# Cases whose requests are well formed by construction (hostile values only): each should be
+# answered OK. A rejection is reported (``well_formed_rejected``), not counted as a failure.
+WELL_FORMED = ("plain", "oov", "empty_batch", "huge_batch", "broadcast")
 NUM_ITEMS = 2000
 SMALL = ["model.embedding_dim=16", "model.max_len=50"]
 RETRIEVAL_SMALL = [*SMALL, "model.num_blocks=1"]
@@ -139,8 +147,8 @@ def input_dims(alias, spec, rows, history, candidates):
 # -- request plans: signature + arrays, encoded for either protocol -----------------------------
 class Plan:
     """A generated request before encoding: ``signature`` (None: the default), ``arrays``
-    (alias -> numpy array, or a ``TensorProto`` to send as is over gRPC / a JSON value over
-    REST), ``case`` (what it tries), ``encodings`` (alias -> how to encode it over gRPC)."""
+    (alias -> numpy array), ``case`` (what it tries), ``encodings`` (alias -> how to encode
+    it over gRPC: ``encode_tensor``), ``output_filter`` (gRPC)."""
 
     def __init__(self, signature, case):
         self.signature = signature
@@ -179,7 +187,7 @@ def plan_request(rng, model, ids):
         rows, history, candidates = rng.choice([1000, ROW_LIMIT]), rng.choice([0, 1, 2]), rng.choice([1, 2])
     for alias, spec in specs.items():
         dims = input_dims(alias, spec, rows, history, candidates)
-        if case in ("huge_batch",) or rows * max(dims[1:] or [1]) > 4096:
+        if case == "huge_batch" or rows * max(dims[1:] or [1]) > 4096:
             plan.arrays[alias] = filled(spec, dims, hostile_value(rng, alias, spec.dtype, ids))
         elif case == "oov" and spec.dtype == tf.string:
             plan.arrays[alias] = filled(spec, dims, rng.choice(ODD_IDS[:8]))
@@ -235,10 +243,8 @@ def plan_request(rng, model, ids):
     return plan
 
 
-def encode_tensor(rng, array, how, limit_bytes):
-    """A numpy array -> ``TensorProto``, encoded as ``how`` says (hostile encodings included)."""
-    if isinstance(array, tensor_pb2.TensorProto):
-        return array
+def encode_tensor(rng, array, how):
+    """A numpy array -> ``TensorProto``, encoded as ``how`` says (None: as TensorFlow does)."""
     proto = tf.make_tensor_proto(array)
     if how is None:
         return proto
@@ -304,7 +310,7 @@ def random_request(rng, limit_bytes, model, ids):
         if plan.signature is not None:
             request.model_spec.signature_name = plan.signature
         for alias, array in plan.arrays.items():
-            request.inputs[alias].CopyFrom(encode_tensor(rng, array, plan.encodings.get(alias), limit_bytes))
+            request.inputs[alias].CopyFrom(encode_tensor(rng, array, plan.encodings.get(alias)))
         request.output_filter.extend(plan.output_filter)
         return request, plan.case
     signature = rng.choice(["", *sorted(model["signatures"]), *WRONG_SIGNATURES[:3]])
@@ -362,8 +368,6 @@ def json_leaf(rng, value, hostile):
 
 def to_json_value(rng, array, hostile=False):
     """A numpy array -> nested JSON lists (``json_leaf`` for each value)."""
-    if isinstance(array, tensor_pb2.TensorProto):
-        return random_json_value(rng)
     if not isinstance(array, np.ndarray):  # a value of a 1-D array
         return json_leaf(rng, array, hostile)
     if array.ndim == 0:
@@ -382,17 +386,20 @@ def json_lists(array):
 
 
 def plan_body(rng, model, ids):
-    """``(JSON body, case)``: a body following the model's signatures: row format (``instances``, one
-    object per row, or plain rows for a one-input signature) or columnar (``inputs``)."""
+    """``(JSON body, case)``: a body following the model's signatures: row format
+    (``instances``, one object per row, or plain rows for a one-input signature) or columnar
+    (``inputs``)."""
     plan = plan_request(rng, model, ids)
     hostile = rng.random() < 0.2
+    case = plan.case
     body = {}
     if plan.signature is not None or rng.random() < 0.1:
         body["signature_name"] = plan.signature if plan.signature is not None else "serving_default"
-    if rng.random() < 0.02:
+    if rng.random() < 0.02:  # a signature name that is not a string
         body["signature_name"] = rng.choice([7, None, ["serving_default"], {"b64": "x"}])
+        hostile = True
     big = sum(a.size for a in plan.arrays.values() if isinstance(a, np.ndarray)) > 20_000
-    arrays = {k: v for k, v in plan.arrays.items()}
+    arrays = plan.arrays
     rows_format = rng.random() < 0.5 and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in arrays.values())
     if big:  # over-limit requests: encode fast (the values are all the same)
         return {**body, "inputs": {k: json_lists(v) for k, v in arrays.items()}}, plan.case
@@ -405,6 +412,7 @@ def plan_body(rng, model, ids):
             columns = {k: to_json_value(rng, v, hostile) for k, v in arrays.items()}
             body["instances"] = [{k: columns[k][i] for k in columns} for i in range(n)]
             if body["instances"] and rng.random() < 0.1:  # one row lacks an input, or has one more
+                case = "row_keys"
                 row = rng.choice(body["instances"])
                 if row and rng.random() < 0.5:
                     del row[rng.choice(sorted(row))]
@@ -414,6 +422,7 @@ def plan_body(rng, model, ids):
                 row = rng.choice(body["instances"])
                 if isinstance(row.get("history"), list):
                     row["history"] = row["history"] + ["1"]
+                    case = "ragged"  # "" pads the history, not its ratings / timestamps
         else:  # rows cannot be zipped: columnar
             rows_format = False
     if not rows_format:
@@ -422,7 +431,7 @@ def plan_body(rng, model, ids):
             body["inputs"] = next(iter(inputs.values()))  # the unnamed form of one input
         else:
             body["inputs"] = inputs
-    return body, ("json_type" if hostile else plan.case)
+    return body, ("json_type" if hostile else case)
 
 
 def random_rest_body(rng, max_body, model, ids):
@@ -504,7 +513,8 @@ def rest_request(rng, port, max_body, model, ids, timeout=60.0):
     url = rng.choice(model["urls"])
     body, case = random_rest_body(rng, max_body, model, ids) if method in ("POST", "PUT", "PATCH") else (None, "url")
     status, message = http_status(port, method, url, body, timeout)
-    return status, case if method == "POST" else "method", message
+    case = "method" if method != "POST" else case if url == model["urls"][0] else "url"
+    return status, case, message
 
 
 def http_status(port, method, url, body, timeout=60.0):
@@ -625,7 +635,7 @@ def fuzz_grpc(args, server, rng, model, ids):
             if error.code() not in (grpc.StatusCode.INVALID_ARGUMENT,):
                 bad.append((code, message[:200], case, describe_request(request)))
         codes[code] += 1
-        cases.add(case, code, message)
+        cases.add(case, code, message, describe_request(request))
         died = keep_going(f"gRPC {model['name']}", sent, start, codes, args, server)
         if died is not False:
             break
@@ -649,7 +659,7 @@ def fuzz_rest(args, server, rng, model, ids, max_body):
     for sent in range(1, args.requests + 1):
         status, case, message = rest_request(rng, server.rest_port, max_body, model, ids)
         codes[status] += 1
-        cases.add(case, status, message)
+        cases.add(case, status, message, None)
         # 501 (unknown method) and 505 (HTTP version) answer a client's protocol error.
         if status != "raw-0.9" and (not isinstance(status, int) or (status >= 500 and status not in (501, 505))):
             bad.append((status, message[:200], case))
@@ -660,20 +670,28 @@ def fuzz_rest(args, server, rng, model, ids, max_body):
 
 
 class Cases:
-    """Answers per generated case: codes, and the first error message of each (case, code)."""
+    """Answers per generated case: codes, the first error message of each (case, code), and
+    the well-formed requests (``WELL_FORMED``) that were not answered OK."""
 
     def __init__(self):
         self.codes = collections.defaultdict(collections.Counter)
         self.examples = {}
+        self.rejected = collections.Counter()
+        self.rejected_examples = {}
 
-    def add(self, case, code, message):
+    def add(self, case, code, message, request):
         self.codes[case][str(code)] += 1
         if message:
             self.examples.setdefault(f"{case} {code}", message[:160])
+        if case in WELL_FORMED and code not in ("OK", 200):
+            self.rejected[message[:160]] += 1
+            self.rejected_examples.setdefault(message[:160], request)
 
     def report(self):
         return {"codes": {c: dict(sorted(v.items())) for c, v in sorted(self.codes.items())},
-                "examples": dict(sorted(self.examples.items()))}
+                "examples": dict(sorted(self.examples.items())),
+                "well_formed_rejected": [{"count": n, "answer": m, "request": self.rejected_examples[m]}
+                                         for m, n in self.rejected.most_common(5)]}
 
 
 def phase_report(sent, start, codes, cases, bad, server, died):
@@ -813,6 +831,11 @@ def summary_lines(report):
     lines.append(f"server alive throughout the fuzz: {report['alive']}; server tracebacks: {log['tracebacks']}"
                  f"{'; fatal: ' + str(log['fatal']) if log['fatal'] else ''}; peak RSS (fuzz) "
                  f"{report.get('peak_rss_mb', '?')} MB; {report['seconds']}s in all")
+    for protocol in ("grpc", "rest"):
+        for name, phase in report.get(protocol, {}).items():
+            for r in phase["cases"]["well_formed_rejected"]:
+                lines.append(f"note: {protocol} {name}: {r['count']} well-formed request(s) rejected: {r['answer']}"
+                             + (f" (e.g. {r['request']})" if r["request"] else ""))
     if "probe_servers_log" in report:
         log = report["probe_servers_log"]
         lines.append(f"at-limit probe servers: tracebacks {log['tracebacks']}; fatal: {log['fatal']}")

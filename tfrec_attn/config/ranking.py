@@ -42,6 +42,8 @@ class RankingModelConfig(Section):
     retrieval_score: bool = False
     retrieval_embeddings: bool = False
     popularity: bool = False  # + each item's log training count (an item feature)
+    # the rating head corrects mean + item bias + the user's bias read from the history's ratings
+    rating_biases: bool = False
 
     def checks(self, at):
         from tfrec_attn.layers.target_attention import DIN_NORMALIZATIONS, TARGET_ATTENTION_TYPES
@@ -58,6 +60,8 @@ class RankingModelConfig(Section):
             ("mlp_units", all(u > 0 for u in self.mlp_units), "must be positive widths"),
             ("dropout", 0.0 <= self.dropout < 1.0, "must be in [0, 1)"),
             ("event_feature_dropout", 0.0 <= self.event_feature_dropout <= 1.0, "must be in [0, 1]"),
+            ("rating_biases", self.rating_embeddings or not self.rating_biases,
+             f"needs {at('rating_embeddings')}=true (the user's bias is read from the history's ratings)"),
             ("retrieval_embeddings", self.retrieval_score or not self.retrieval_embeddings,
              f"needs {at('retrieval_score')}=true (the vectors come with the score)"),
         ]

@@ -34,6 +34,14 @@ FEATURE_SPECS = [
 ]
 
 
+# What one request may make the graph hold (elements), beyond which it is INVALID_ARGUMENT
+# rather than an allocation the server cannot make: rows x candidates x history positions
+# (the attention mapped back to the input, the leave-one-out's copies of the history), and
+# rows x candidates x history items read (the target attention's [B, C, H, units] activations).
+MAX_POSITIONS = 1 << 24
+MAX_READ = 1 << 23
+
+
 def _check(condition, message):
     """An in-graph check whose failure is an InvalidArgumentError naming the input (the
     server answers INVALID_ARGUMENT and keeps serving)."""
@@ -132,7 +140,14 @@ class RankingServingModule(tf.Module):
 
     def rank(self, history, candidates, ratings=None, timestamps=None, user=None):
         """(scores [B, C], rating [B, C], attention [B, C, H] over the input positions)."""
-        checks = [_check(tf.shape(candidates)[1] > 0, "candidates: the candidate list is empty (C = 0)")]
+        b, c, h = (tf.cast(tf.shape(x)[i], tf.int64) for x, i in ((candidates, 0), (candidates, 1), (history, 1)))
+        checks = [_check((c > 0) | (b == 0), "candidates: the candidate list is empty (C = 0)"),
+                  _check(b * c * h <= MAX_POSITIONS,
+                         f"history, candidates: rows x candidates x history positions is over {MAX_POSITIONS} per "
+                         "request; send fewer rows, candidates or history positions"),
+                  _check(b * c * tf.minimum(h, self.max_len) <= MAX_READ,
+                         f"history, candidates: rows x candidates x history items read is over {MAX_READ} per "
+                         "request; send fewer rows or candidates")]
         if ratings is not None:
             checks.append(_check(tf.reduce_all(tf.shape(ratings) == tf.shape(history)),
                                  "history_ratings: shape must equal the shape of history"))
@@ -169,6 +184,11 @@ class RankingServingModule(tf.Module):
         m = tf.minimum(positions, h)
         readable = self.readable(history) if readable is None else readable
         readable = tf.broadcast_to(readable[:, tf.newaxis, :], shape)
+        size = tf.cast(b, tf.int64) * tf.cast(c, tf.int64) * tf.cast(m, tf.int64) * tf.cast(h, tf.int64)
+        with tf.control_dependencies([_check(size <= MAX_POSITIONS, (
+                f"history: rows x items x {positions} explained positions x history positions is over "
+                f"{MAX_POSITIONS} per request; send fewer rows or history positions"))]):
+            readable = tf.identity(readable)
         _, top = tf.math.top_k(tf.where(readable, tf.abs(attention), -1.0), k=m)  # [B, C, M]
         real = tf.gather(readable, top, batch_dims=2)
         rows = b * c * m
@@ -257,6 +277,12 @@ class RecommendServingModule(tf.Module):
                                  tf.constant(list(retrieval_vocabulary.item_ids)), self.num_candidates)
 
     def recommend(self, history, ratings=None, timestamps=None, user=None):
+        # An empty history ([B, 0]) is one padding column: no items, as for [["", ...]].
+        pad = [[0, 0], [0, tf.maximum(1 - tf.shape(history)[1], 0)]]
+        history = tf.pad(history, pad, constant_values="")
+        if ratings is not None:
+            ratings = tf.pad(ratings, pad, constant_values=float("nan"))
+            timestamps = tf.pad(timestamps, pad)
         ids = self.retrieval_lookup(history)
         query = tf.cast(self.retrieval_model(ids, training=False), tf.float32)
         exclude = tf.where(is_item(ids), table_rows(ids), -1)

@@ -11,6 +11,7 @@ from tfrec_attn.features.ranking import NUM_GAP_BUCKETS
 from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 from tfrec_attn.layers.item_features import ItemFeatureEmbedding
+from tfrec_attn.layers.rating_head import BiasedRatingHead
 from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttention, DinAttention
 
 
@@ -62,6 +63,9 @@ class RankingNetwork(tf.keras.Model):
             unknown); empty: no user features.
         history_mean: bool. Also give the MLP the mean of the history's events (a route from
             the history to the heads that bypasses attention; DIN has none).
+        rating_biases: bool. The rating head corrects a biased baseline read from the history
+            (:class:`~tfrec_attn.layers.rating_head.BiasedRatingHead`: mean + item bias + the
+            user's bias from the ratings in the history) instead of predicting from scratch.
         rating_min, rating_max, rating_mean: float. The rating head's range and initial value.
         retrieval_dim: int. Width of a frozen retrieval model's vectors (0: the ranker does not
             read retrieval). Then each candidate's retrieval score ``max_k q_k . e_c`` (the
@@ -93,7 +97,7 @@ class RankingNetwork(tf.keras.Model):
                  num_ratings: int = 5, time_gaps: bool = True, user_feature_sizes=(),
                  rating_min: float = 1.0, rating_max: float = 5.0, rating_mean: float = 3.5,
                  history_mean: bool = True, retrieval_dim: int = 0, retrieval_interests: int = 1,
-                 retrieval_embeddings: bool = False, **kwargs):
+                 retrieval_embeddings: bool = False, rating_biases: bool = False, **kwargs):
         if attention not in TARGET_ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {', '.join(TARGET_ATTENTION_TYPES)}, got {attention!r}")
         if not rating_min < rating_mean < rating_max:
@@ -125,9 +129,12 @@ class RankingNetwork(tf.keras.Model):
         retrieval_projections = [tf.keras.layers.Dense(embedding_dim, name=f"retrieval_{side}_projection")
                                  for side in ("query", "item")] if retrieval_dim and retrieval_embeddings else []
         share = (rating_mean - rating_min) / (rating_max - rating_min)
-        rating_head = tf.keras.layers.Dense(1, name="rating",
-                                            bias_initializer=tf.keras.initializers.Constant(
-                                                math.log(share / (1.0 - share))))
+        if rating_biases:
+            rating_head = BiasedRatingHead(num_indices, rating_min, rating_max, rating_mean, name="rating")
+        else:
+            rating_head = tf.keras.layers.Dense(1, name="rating",
+                                                bias_initializer=tf.keras.initializers.Constant(
+                                                    math.log(share / (1.0 - share))))
 
         # === Functional model ===
         inputs = {
@@ -180,7 +187,11 @@ class RankingNetwork(tf.keras.Model):
         if retrieval_dim:
             scores = scores + retrieval_scale(retrieval_scores)
             outputs["retrieval_scores"] = retrieval_scores
-        rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
+        if rating_biases:
+            rating = rating_head(x, history, tf.clip_by_value(inputs["history_ratings"], 0, max(num_ratings, 0)),
+                                 inputs["candidates"])
+        else:
+            rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
         outputs.update(scores=scores, rating=rating, attention=weights)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
@@ -205,6 +216,7 @@ class RankingNetwork(tf.keras.Model):
         self.retrieval_dim = int(retrieval_dim)
         self.retrieval_interests = int(retrieval_interests)
         self.retrieval_embeddings = bool(retrieval_embeddings)
+        self.rating_biases = bool(rating_biases)
         self.items = items
         self.retrieval_items = retrieval_items
 
@@ -233,7 +245,7 @@ class RankingNetwork(tf.keras.Model):
             "user_feature_sizes": self.user_feature_sizes, "rating_min": self.rating_min,
             "rating_max": self.rating_max, "rating_mean": self.rating_mean, "history_mean": self.history_mean,
             "retrieval_dim": self.retrieval_dim, "retrieval_interests": self.retrieval_interests,
-            "retrieval_embeddings": self.retrieval_embeddings,
+            "retrieval_embeddings": self.retrieval_embeddings, "rating_biases": self.rating_biases,
         }
 
     @classmethod

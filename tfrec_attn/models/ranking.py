@@ -169,7 +169,8 @@ def build_ranking_model(model_config, loss_config, num_indices: int, *, item_fea
         rating_min=low, rating_max=high, rating_mean=min(max(mean, low + 1e-3), high - 1e-3),
         history_mean=m.history_mean,
         retrieval_dim=0 if retrieval_items is None else int(retrieval_items.shape[1]),
-        retrieval_interests=retrieval_interests, retrieval_embeddings=m.retrieval_embeddings, name="ranking_network")
+        retrieval_interests=retrieval_interests, retrieval_embeddings=m.retrieval_embeddings,
+        rating_biases=m.rating_biases, name="ranking_network")
     model = RankingModel(network, loss_config.interaction, loss_config.interaction_weight,
                          loss_config.rating_weight, loss_config.distillation_weight,
                          loss_config.distillation_temperature, name="ranking")
