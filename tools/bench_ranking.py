@@ -85,7 +85,8 @@ def train_ranker(args, dataset, seed: int, overrides, name: str):
     t = m["test"]
     print(f"{name} seed {seed}: two-stage NDCG@10 {t['NDCG@10']:.4f} vs retrieval {t['retrieval_NDCG@10']:.4f} "
           f"(x{t['NDCG@10'] / t['retrieval_NDCG@10']:.3f}); ranker only {t.get('ranker_only_NDCG@10', t['NDCG@10']):.4f}; "
-          f"weight {t['retrieval_weight']:g}; AUC {t['AUC']:.4f}; RMSE {t['RMSE']:.4f}; {seconds:.0f}s", flush=True)
+          f"weight {t['retrieval_weight']:g}; AUC {t['AUC']:.4f}"
+          + (f"; RMSE {t['RMSE']:.4f}" if "RMSE" in t else "") + f"; {seconds:.0f}s", flush=True)
     return row, result
 
 

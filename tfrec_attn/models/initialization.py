@@ -32,5 +32,21 @@ def retrieval_item_init(retrieval, vocabulary, table: np.ndarray) -> np.ndarray:
         vocabulary: ItemVocabulary. The ranker's.
         table: float [num_indices, d].
     """
+    return projected_init(table, *retrieval_item_vectors(retrieval, vocabulary))
+
+
+def retrieval_item_vectors(retrieval, vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """The retrieval model's item vectors [n, d] and the rows of ``vocabulary`` (the ranker's
+    indices, below 2 where the ranker lacks the item) they belong to."""
     vectors = np.asarray(retrieval.model.item_embeddings(), np.float32)  # retrieval table rows
-    return projected_init(table, vocabulary.model_indices(retrieval.vocabulary.item_ids), vectors)
+    return vocabulary.model_indices(retrieval.vocabulary.item_ids), vectors
+
+
+def retrieval_item_table(retrieval, vocabulary) -> np.ndarray:
+    """The retrieval model's item vectors as a table in ``vocabulary``'s indices
+    [num_indices, d], 0 where it lacks the item (the ranker's frozen ``retrieval_items``)."""
+    rows, vectors = retrieval_item_vectors(retrieval, vocabulary)
+    table = np.zeros((vocabulary.num_indices, vectors.shape[1]), np.float32)
+    known = rows >= 2
+    table[rows[known]] = vectors[known]
+    return table

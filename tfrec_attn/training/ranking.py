@@ -270,15 +270,9 @@ class RankingRecipe(TargetAttentionRecipe):
     # -- what the ranker reads of retrieval ------------------------------------------------
     def _retrieval_table(self) -> np.ndarray:
         """The frozen retrieval model's item vectors in the ranker's indices (0 where it lacks one)."""
-        from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+        from tfrec_attn.models.initialization import retrieval_item_table
 
-        r = self.feature_retrieval
-        vectors = np.asarray(r.model.item_embeddings(), np.float32)
-        table = np.zeros((self.vocabulary.num_indices, vectors.shape[1]), np.float32)
-        at = self.vocabulary.model_indices(r.vocabulary.item_ids)
-        known = at >= FIRST_ITEM_INDEX
-        table[at[known]] = vectors[known]
-        return table
+        return retrieval_item_table(self.feature_retrieval, self.vocabulary)
 
     def _retrieval_inputs(self) -> dict:
         if not self.config.model.retrieval_score:
@@ -293,6 +287,8 @@ class RankingRecipe(TargetAttentionRecipe):
         the one it trained with: a retrieval run retrained since is a one-line error."""
         if not model.network.retrieval_dim:
             return None
+        if getattr(self, "_retrieval_checked", None) is model:  # one check for ranking + recommend
+            return self.feature_retrieval
         from tfrec_attn.training.run_dir import RunError
 
         trained = model.network.retrieval_items.embeddings.numpy()
@@ -301,6 +297,7 @@ class RankingRecipe(TargetAttentionRecipe):
             raise RunError(f"retrieval.run_dir={self.config.retrieval.run_dir!r}: this ranker read another retrieval "
                            "model (its item vectors differ: the run was retrained or is another catalogue's); "
                            "train the ranker again on it")
+        self._retrieval_checked = model
         return self.feature_retrieval
 
     def _stage_queries(self, stage: str, users) -> np.ndarray:
