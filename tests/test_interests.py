@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfrec_attn.config import ConfigError, load_config
-from tfrec_attn.layers.interests import InterestExtractor
+from tfrec_attn.layers.interests import CapsuleExtractor, InterestExtractor
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
@@ -54,6 +54,70 @@ def test_extractor_matches_numpy_masks_padding_and_is_causal():
     assert np.all(empty.numpy() == 0) and np.all(empty_attention.numpy() == 0)
     clone = InterestExtractor.from_config(extractor.get_config())
     assert (clone.num_interests, clone.hidden_dim) == (3, 8)
+
+
+def _routing(sequence, maps, iterations):
+    """Dynamic routing of one history [n, d] (real positions only) in numpy: [K, d], [K, n]."""
+    u = np.einsum("kde,je->kjd", maps, sequence)
+    logits = np.zeros(u.shape[:2])
+    for round_ in range(iterations):
+        share = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)  # each item over the capsules
+        s = np.einsum("kj,kjd->kd", share, u)
+        norm2 = (s ** 2).sum(axis=-1, keepdims=True)
+        v = s * norm2 / (1 + norm2) / np.sqrt(norm2)
+        if round_ < iterations - 1:
+            logits = logits + np.einsum("kd,kjd->kj", v, u)
+    return v, share / share.sum(axis=1, keepdims=True)
+
+
+def test_capsule_routing_matches_numpy_masks_padding_and_is_causal():
+    extractor = CapsuleExtractor(num_interests=3, iterations=3)
+    rng = np.random.default_rng(1)
+    sequence = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    mask = np.array([[True, True, True, False, False], [True, True, True, True, True]])
+    interests, attention = extractor(tf.constant(sequence), tf.constant(mask))
+    maps = extractor.maps.numpy()
+    for b in range(2):
+        expected, expected_attention = _routing(sequence[b][mask[b]], maps, 3)
+        np.testing.assert_allclose(interests.numpy()[b], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(attention.numpy()[b][:, mask[b]], expected_attention, rtol=1e-4, atol=1e-6)
+        assert np.all(attention.numpy()[b][:, ~mask[b]] == 0.0)  # padding is routed nowhere
+    assert not np.allclose(interests.numpy()[1, 0], interests.numpy()[1, 1])  # the capsules differ
+    # Causal: after position t only positions <= t are routed; at the last real position it is
+    # the whole history's routing; after position 1, the routing of the first two items.
+    causal, causal_attention = extractor(tf.constant(sequence), tf.constant(mask), causal=True)
+    assert causal.shape == (2, 5, 3, 4)
+    np.testing.assert_allclose(causal.numpy()[0, 2], interests.numpy()[0], rtol=1e-4, atol=1e-5)
+    first, first_attention = _routing(sequence[1, :2], maps, 3)
+    np.testing.assert_allclose(causal.numpy()[1, 1], first, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(causal_attention.numpy()[1, 1, :, :2], first_attention, rtol=1e-4, atol=1e-6)
+    assert np.all(causal_attention.numpy()[1, 1, :, 2:] == 0.0)
+    empty, empty_attention = extractor(tf.constant(sequence), tf.zeros((2, 5), tf.bool))
+    assert np.all(empty.numpy() == 0) and np.all(empty_attention.numpy() == 0)
+    clone = CapsuleExtractor.from_config(extractor.get_config())
+    assert (clone.num_interests, clone.iterations) == (3, 3)
+
+
+def test_capsule_extraction_builds_a_multi_interest_model_that_round_trips():
+    from tfrec_attn.data import leave_one_out
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.features.vocab import ItemVocabulary
+    from tfrec_attn.training.retrieval import build_model
+
+    tf.keras.utils.set_random_seed(0)
+    config = load_config(CONFIG, ["model.embedding_dim=8", "model.num_blocks=1", "model.max_len=10",
+                                  "model.user_tower.interests=2", "model.user_tower.extraction=capsule",
+                                  "model.user_tower.routing_iterations=2"])
+    vocabulary = ItemVocabulary(leave_one_out(planted_sequences(num_items=30, num_users=40).interactions).item_vocab)
+    model = build_model(config, vocabulary)
+    assert isinstance(model.extractor, CapsuleExtractor) and model.extractor.iterations == 2
+    history = tf.constant([[0, 0, 5, 7, 9], [0, 3, 4, 11, 12]], tf.int64)
+    queries, attention, _ = model.interests(history)
+    assert queries.shape[:2] == (2, 2)
+    clone = type(model).from_config(model.get_config())
+    clone.build_weights()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.interests(history)[0].numpy(), queries.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def _model(extra=(), num_items=30):
@@ -138,6 +202,8 @@ def test_training_picks_the_interest_closest_to_each_target_and_penalises_collap
     ("model.user_tower.interests=0", "model.user_tower.interests=0 must be >= 1"),
     ("model.user_tower.interests=300", "model.user_tower.interests=300 must be <= model.max_len=200"),
     ("model.user_tower.selection=soft", "model.user_tower.selection='soft' must be one of hard, sampled"),
+    ("model.user_tower.extraction=lstm", "model.user_tower.extraction='lstm' must be one of self_attentive, capsule"),
+    ("model.user_tower.routing_iterations=0", "model.user_tower.routing_iterations=0 must be >= 1"),
 ])
 def test_bad_interest_configs_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -100,6 +100,10 @@ class UserTowerConfig(Section):
     interests do not collapse (mean pairwise cosine <= 0.5)."""
 
     interests: int = 1
+    # how K > 1 interests are read off the history: self_attentive (ComiRec-SA) | capsule (dynamic
+    # routing, ComiRec-DR / MIND)
+    extraction: str = "self_attentive"
+    routing_iterations: int = 3  # capsule: routing rounds
     hidden_dim: int = 0  # the extractor's width (0 = 4 x model.embedding_dim, as ComiRec-SA)
     residual: bool = True  # every interest also carries the one-vector query (the last position's output)
     # which interest learns each target: hard (the closest) | sampled (BaM) | max (every candidate scored
@@ -110,10 +114,13 @@ class UserTowerConfig(Section):
     diversity_margin: float = 0.5  # ... above this margin (-1: all of it)
 
     def checks(self, at):
+        from tfrec_attn.layers.interests import EXTRACTION_TYPES
         from tfrec_attn.models.multi_interest import SELECTION_TYPES
 
         return [
             ("interests", self.interests >= 1, "must be >= 1 (1 = one vector per user)"),
+            ("extraction", self.extraction in EXTRACTION_TYPES, one_of(EXTRACTION_TYPES)),
+            ("routing_iterations", self.routing_iterations >= 1, "must be >= 1"),
             ("hidden_dim", self.hidden_dim >= 0, "must be >= 0 (0 = 4 x model.embedding_dim)"),
             ("selection", self.selection in SELECTION_TYPES, one_of(SELECTION_TYPES)),
             ("selection_temperature", self.selection_temperature > 0, "must be > 0"),

@@ -1,5 +1,8 @@
-"""Several interests per user: self-attentive extraction over the user tower's outputs
-(ComiRec-SA, KDD 2020)."""
+"""Several interests per user from the user tower's outputs: self-attentive extraction
+(ComiRec-SA, KDD 2020) or dynamic routing of capsules (MIND, CIKM 2019; ComiRec-DR).
+
+Both extractors share one call: ``(sequence, padding_mask, causal)`` -> ``(interests,
+attention)``, the attention being each interest's distribution over the history positions."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from tfrec_attn.layers.attention import attention_mask
 from tfrec_attn.layers.user_tower import last_position
 
 _NEG = -1e9
+EXTRACTION_TYPES = ("self_attentive", "capsule")  # InterestExtractor, CapsuleExtractor
 
 
 @register
@@ -79,4 +83,82 @@ class InterestExtractor(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_interests": self.num_interests, "hidden_dim": self.hidden_dim,
+                "residual": self.residual}
+
+
+def squash(vectors, axis: int = -1):
+    """Capsule squashing: ``|s|^2 / (1 + |s|^2) * s / |s|`` (0 stays 0)."""
+    norm2 = tf.reduce_sum(tf.square(vectors), axis=axis, keepdims=True)
+    return vectors * norm2 / (1.0 + norm2) / tf.sqrt(norm2 + 1e-9)
+
+
+@register
+class CapsuleExtractor(tf.keras.layers.Layer):
+    """K interest capsules by dynamic routing over the history (ComiRec-DR; MIND's B2I routing).
+
+    Each history output ``h_j`` is mapped per capsule, ``u_kj = W_k h_j``; routing logits
+    ``b_kj`` start at 0 and, for ``iterations`` rounds, ``c_kj = softmax_k(b_kj)`` (each item
+    shares itself among the capsules), ``v_k = squash(sum_j c_kj u_kj)`` and ``b_kj += v_k .
+    u_kj`` (the routing rounds do not back-propagate into ``u``, as in ComiRec-DR). The last
+    round's ``v_k`` are the interests. Per-capsule maps break the symmetry, so the start needs
+    no random logits and the layer is deterministic.
+
+    ``attention[k, j]`` = ``c_kj`` normalised over ``j``: which history items interest ``k``
+    is made of (0 on padding and, ``causal=True``, after the query position). ``residual``
+    adds the query position's own output, as :class:`InterestExtractor`.
+
+    Args:
+        num_interests: int. K.
+        iterations: int. Routing rounds (ComiRec-DR and MIND use 3).
+        residual: bool. Add the query position's output to every interest.
+
+    Call arguments: as :class:`InterestExtractor`.
+
+    Example:
+        >>> extractor = CapsuleExtractor(num_interests=4, iterations=3)
+        >>> interests, attention = extractor(sequence, mask)  # [b, 4, d], [b, 4, L]
+    """
+
+    def __init__(self, num_interests: int, iterations: int = 3, residual: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if num_interests < 1 or iterations < 1:
+            raise ValueError(f"num_interests and iterations must be >= 1, got {num_interests}, {iterations}")
+        self.num_interests = num_interests
+        self.iterations = iterations
+        self.residual = residual
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.maps = self.add_weight(name="maps", shape=(self.num_interests, dim, dim),
+                                    initializer=tf.keras.initializers.RandomNormal(stddev=dim ** -0.5))
+        super().build(input_shape)
+
+    def call(self, sequence, padding_mask, causal: bool = False):
+        h = tf.cast(sequence, tf.float32)
+        u = tf.einsum("kde,bje->bkjd", tf.cast(self.maps, tf.float32), h)  # [b, K, L, d]
+        if causal:
+            allowed = attention_mask(padding_mask, causal=True)[:, :, tf.newaxis, :]  # [b, t, 1, j]
+        else:
+            allowed = padding_mask[:, tf.newaxis, tf.newaxis, :]  # [b, 1, 1, j]
+        allowed = tf.cast(allowed, tf.float32)
+        shape = tf.shape(allowed)
+        logits = tf.zeros(tf.stack([shape[0], shape[1], self.num_interests, tf.shape(h)[1]]))  # [b, t, K, j]
+        fixed = tf.stop_gradient(u)
+        for round_ in range(self.iterations):
+            last = round_ == self.iterations - 1
+            share = tf.nn.softmax(logits, axis=2) * allowed  # each item over the capsules
+            interests = squash(tf.einsum("btkj,bkjd->btkd", share, u if last else fixed))
+            if not last:
+                logits = logits + tf.einsum("btkd,bkjd->btkj", interests, fixed)
+        attention = share / tf.maximum(tf.reduce_sum(share, axis=-1, keepdims=True), 1e-9)
+        if not causal:
+            interests, attention = interests[:, 0], attention[:, 0]  # [b, K, d], [b, K, L]
+        interests = tf.cast(interests, sequence.dtype)
+        if self.residual:
+            own = sequence if causal else last_position(sequence, padding_mask)
+            interests = interests + own[..., tf.newaxis, :]
+        return interests, tf.cast(attention, sequence.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_interests": self.num_interests, "iterations": self.iterations,
                 "residual": self.residual}

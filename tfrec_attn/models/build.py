@@ -35,10 +35,14 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
     if interests.interests == 1:
         model = SequentialRetrievalModel(item_tower, user_tower, task, **common)
     else:
-        from tfrec_attn.layers.interests import InterestExtractor
+        from tfrec_attn.layers.interests import CapsuleExtractor, InterestExtractor
 
-        extractor = InterestExtractor(interests.interests, interests.hidden_dim or 4 * m.embedding_dim,
-                                      residual=interests.residual, name="interests")
+        if interests.extraction == "capsule":
+            extractor = CapsuleExtractor(interests.interests, interests.routing_iterations,
+                                         residual=interests.residual, name="interests")
+        else:
+            extractor = InterestExtractor(interests.interests, interests.hidden_dim or 4 * m.embedding_dim,
+                                          residual=interests.residual, name="interests")
         model = MultiInterestRetrievalModel(
             item_tower, user_tower, task, extractor, selection=interests.selection,
             selection_temperature=interests.selection_temperature, diversity_weight=interests.diversity_weight,

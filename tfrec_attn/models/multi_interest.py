@@ -1,5 +1,6 @@
 """Multi-interest retrieval: the transformer user tower's outputs give K interests
-(:class:`~tfrec_attn.layers.interests.InterestExtractor`), each a query of its own; an
+(:class:`~tfrec_attn.layers.interests.InterestExtractor`, or capsules by dynamic routing:
+``CapsuleExtractor``), each a query of its own; an
 item's score is the max over the user's interests.
 
 Training (at every position, as the single-vector model): each target is predicted by one
