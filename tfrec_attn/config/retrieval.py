@@ -104,7 +104,7 @@ class UserTowerConfig(Section):
     # routing, ComiRec-DR / MIND)
     extraction: str = "self_attentive"
     routing_iterations: int = 3  # capsule: routing rounds
-    hidden_dim: int = 0  # the extractor's width (0 = 4 x model.embedding_dim, as ComiRec-SA)
+    hidden_dim: int = 0  # self_attentive: the extractor's width (0 = 4 x model.embedding_dim, as ComiRec-SA)
     residual: bool = True  # every interest also carries the one-vector query (the last position's output)
     # which interest learns each target: hard (the closest) | sampled (BaM) | max (every candidate scored
     # by its best interest inside the softmax, as retrieval scores it)
