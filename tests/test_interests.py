@@ -27,11 +27,15 @@ def _softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _histories(seed):
+    """Two user-tower output sequences [2, 5, 4]: one padded after 3 positions, one full."""
+    sequence = np.random.default_rng(seed).normal(size=(2, 5, 4)).astype(np.float32)
+    return sequence, np.array([[True, True, True, False, False], [True, True, True, True, True]])
+
+
 def test_extractor_matches_numpy_masks_padding_and_is_causal():
     extractor = InterestExtractor(num_interests=3, hidden_dim=8)
-    rng = np.random.default_rng(0)
-    sequence = rng.normal(size=(2, 5, 4)).astype(np.float32)
-    mask = np.array([[True, True, True, False, False], [True, True, True, True, True]])
+    sequence, mask = _histories(0)
     interests, attention = extractor(tf.constant(sequence), tf.constant(mask))
     w1, w2 = extractor.hidden.kernel.numpy(), extractor.heads.kernel.numpy()
     logits = np.tanh(sequence @ w1) @ w2  # [b, L, K]
@@ -72,9 +76,7 @@ def _routing(sequence, maps, iterations):
 
 def test_capsule_routing_matches_numpy_masks_padding_and_is_causal():
     extractor = CapsuleExtractor(num_interests=3, iterations=3)
-    rng = np.random.default_rng(1)
-    sequence = rng.normal(size=(2, 5, 4)).astype(np.float32)
-    mask = np.array([[True, True, True, False, False], [True, True, True, True, True]])
+    sequence, mask = _histories(1)
     interests, attention = extractor(tf.constant(sequence), tf.constant(mask))
     maps = extractor.maps.numpy()
     for b in range(2):
@@ -99,17 +101,8 @@ def test_capsule_routing_matches_numpy_masks_padding_and_is_causal():
 
 
 def test_capsule_extraction_builds_a_multi_interest_model_that_round_trips():
-    from tfrec_attn.data import leave_one_out
-    from tfrec_attn.data.synthetic import planted_sequences
-    from tfrec_attn.features.vocab import ItemVocabulary
-    from tfrec_attn.training.retrieval import build_model
-
-    tf.keras.utils.set_random_seed(0)
-    config = load_config(CONFIG, ["model.embedding_dim=8", "model.num_blocks=1", "model.max_len=10",
-                                  "model.user_tower.interests=2", "model.user_tower.extraction=capsule",
-                                  "model.user_tower.routing_iterations=2"])
-    vocabulary = ItemVocabulary(leave_one_out(planted_sequences(num_items=30, num_users=40).interactions).item_vocab)
-    model = build_model(config, vocabulary)
+    model, _ = _model(["model.user_tower.interests=2", "model.user_tower.extraction=capsule",
+                       "model.user_tower.routing_iterations=2"])
     assert isinstance(model.extractor, CapsuleExtractor) and model.extractor.iterations == 2
     history = tf.constant([[0, 0, 5, 7, 9], [0, 3, 4, 11, 12]], tf.int64)
     queries, attention, _ = model.interests(history)
