@@ -63,3 +63,42 @@ def test_new_items_pushed_up_cost_the_warm_targets_and_show_in_the_calibration(c
     assert buried["calibration"]["cold_to_warm"] == 0.0
     assert buried["cold"]["HR@10"] == 0.0  # ranked below every known item
     assert 0.5 <= fair["calibration"]["cold_to_warm"] <= 2.0
+
+
+@pytest.mark.parametrize("stage", ["test", "validation"])
+def test_the_cold_split_removes_every_cold_interaction_but_the_stage_targets(stage):
+    """Cold items = the ``stage`` targets of the drawn users; none of their interactions is left
+    to train on or in an input history, and every evaluated user keeps the stage's target (and,
+    for the validation stage, the test target after it)."""
+    split = leave_one_out(planted_sequences(num_items=60, num_users=200).interactions)
+    cold = cold_start_split(split, 0.2, seed=1, stage=stage)
+    new = cold.split
+    is_cold = np.isin(np.arange(split.num_items), cold.cold_items)
+    drawn_targets = set(split.targets(stage).tolist())
+    assert 0 < len(cold.cold_items) and set(cold.cold_items.tolist()) <= drawn_targets
+    assert not any(is_cold[seq].any() for seq in new.train_sequences())
+    keep = 2 if stage == "validation" else 1
+    for u in new.evaluated:
+        assert not is_cold[new.sequences[u][:-keep]].any()
+        np.testing.assert_array_equal(new.sequences[u][-keep:], split.sequences[u][-keep:])
+    targets = new.targets(stage)
+    np.testing.assert_array_equal(np.sort(np.concatenate([cold.cold_users, cold.warm_users])), new.evaluated)
+    assert is_cold[targets[np.isin(new.evaluated, cold.cold_users)]].all()
+    assert not is_cold[targets[np.isin(new.evaluated, cold.warm_users)]].any()
+    assert cold.removed == sum(len(a) for a in split.sequences) - sum(len(a) for a in new.sequences) > 0
+    with pytest.raises(ValueError, match="stage must be one of"):
+        cold_start_split(split, 0.2, stage="train")
+
+
+def test_a_pseudo_cold_split_of_a_cold_split_keeps_both_sets_of_items_unknown():
+    """The ensemble draws its pseudo-cold items (validation targets) from the split it trains
+    on, itself the protocol's cold split: neither set is left to train on or in the vocabulary
+    of a model trained there, though the pseudo-cold items remain validation targets."""
+    split = leave_one_out(planted_sequences(num_items=60, num_users=200).interactions)
+    cold = cold_start_split(split, 0.2)
+    pseudo = cold_start_split(cold.split, 0.2, seed=4, stage="validation")
+    unknown = np.union1d(cold.cold_items, pseudo.cold_items)
+    assert not np.isin(pseudo.split.training_items(include_validation=True), unknown).any()
+    assert np.isin(pseudo.cold_items, pseudo.split.targets("validation")).all()
+    assert set(cold.split.training_items(include_validation=True)) - set(pseudo.split.training_items()) == \
+        set(pseudo.cold_items.tolist()) - set(cold.cold_items.tolist())

@@ -1,6 +1,7 @@
 """Item-tower options for text that pays: ZCA-whitened text encodings (fitted once, kept in
-the model) and id tables started from the principal components of the items' text — values
-against numpy, config errors, and an export that reloads with TF + tf-text alone."""
+the model), id tables started from the principal components of the items' text, and the
+frozen text subspace with ids in its complement (AlphaFuse) — values against numpy, config
+errors, and exports that reload with TF + tf-text alone."""
 
 import os
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tfrec_attn.config import ConfigError, load_config
-from tfrec_attn.features.projections import project_rows, zca_whitening
+from tfrec_attn.features.projections import principal_subspace, project_rows, zca_whitening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +74,51 @@ def test_a_whitened_text_tower_projects_the_whitened_encodings_and_rebuilds_from
     assert not np.allclose(plain(indices).numpy(), tower(indices).numpy())
 
 
+def test_the_principal_subspace_is_the_top_components_at_unit_variance():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6)) * np.array([4.0, 2.0, 1.0, 0.5, 0.2, 0.1]) @ np.linalg.qr(
+        rng.normal(size=(6, 6)))[0] + 2.0
+    mean, basis = principal_subspace(x, 3, epsilon=0.0)
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-5, atol=1e-5)
+    coordinates = (x - mean) @ basis
+    np.testing.assert_allclose(np.cov(coordinates, rowvar=False, bias=True), np.eye(3), atol=1e-3)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    np.testing.assert_allclose(np.abs(coordinates / np.linalg.norm(coordinates, axis=0)),
+                               np.abs((x - mean) @ vt[:3].T / np.linalg.norm((x - mean) @ vt[:3].T, axis=0)),
+                               rtol=1e-4, atol=1e-5)  # the top three directions, in order
+    with pytest.raises(ValueError, match=r"width must be in \[1, 6\]"):
+        principal_subspace(x, 7)
+
+
+def test_a_subspace_hybrid_freezes_the_text_part_and_learns_ids_in_the_rest():
+    import tensorflow as tf
+
+    from tfrec_attn.layers.item_tower import TextItemTower
+
+    rng = np.random.default_rng(4)
+    features = np.zeros((12, 5), np.float32)
+    features[2:] = rng.normal(size=(10, 5)) @ rng.normal(size=(5, 5)) + 1.0
+    tower = TextItemTower(12, 6, 5, kind="hybrid", fusion="subspace", subspace_dim=2)
+    tower.set_text_features(features)
+    mean, basis = principal_subspace(features[2:], 2)
+    indices = tf.constant([[2, 3, 11]])
+    out = tower(indices).numpy()[0]
+    np.testing.assert_allclose(out[:, :2], (features[[2, 3, 11]] - mean) @ basis, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[:, 2:], tower.id_table.numpy()[[2, 3, 11]], rtol=1e-6)
+    assert tower.id_table.shape == (12, 4)
+    # Only the ids train: the text subspace is not a trainable weight.
+    assert [w.name.split("/")[-1] for w in tower.trainable_weights] == ["embeddings:0"]
+    new = rng.normal(size=(1, 5)).astype(np.float32)  # an unknown item: its text's subspace + the OOV row
+    np.testing.assert_allclose(tower.embed_text_features(tf.constant([1]), new).numpy(),
+                               np.concatenate([(new - mean) @ basis, tower.id_table.numpy()[[1]]], axis=1),
+                               rtol=1e-4, atol=1e-5)
+    rebuilt = TextItemTower.from_config(tower.get_config())
+    rebuilt.set_weights(tower.get_weights())
+    np.testing.assert_allclose(rebuilt(indices).numpy(), tower(indices).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"subspace_dim must be in \[1, 5\]"):
+        TextItemTower(12, 6, 5, kind="hybrid", fusion="subspace", subspace_dim=6)
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.item_tower.whitening=zca", r"model.item_tower.whitening='zca' needs a tower that reads text"),
     ("model.item_tower.whitening=pca", r"model.item_tower.whitening='pca' must be one of none, zca"),
@@ -86,6 +132,13 @@ def test_bad_tower_options_name_their_field(override, message):
     with pytest.raises(ConfigError, match=r"whitening='zca' is fitted once on the frozen encoder's features"):
         load_config(None, ["model.item_tower.type=text", "model.item_tower.whitening=zca",
                            "model.item_tower.trainable_layers=1"])
+    with pytest.raises(ConfigError, match=r"fusion='subspace' is fitted once on the frozen encoder's plain "
+                                          r"features: needs model.item_tower.whitening=none"):
+        load_config(None, ["model.item_tower.type=hybrid", "model.item_tower.fusion=subspace",
+                           "model.item_tower.whitening=zca"])
+    with pytest.raises(ConfigError, match=r"model.item_tower.subspace_dim=64 must be below model.embedding_dim=64"):
+        load_config(None, ["model.item_tower.type=hybrid", "model.item_tower.fusion=subspace",
+                           "model.item_tower.subspace_dim=64"])
 
 
 def _recipe(tiny_bert_dir, *overrides):
@@ -115,13 +168,14 @@ def test_pca_init_starts_the_id_rows_from_the_text_principal_components(tiny_ber
     assert not np.allclose(random[2:], table[2:])
 
 
-def test_a_whitened_hybrid_export_reloads_with_tensorflow_text_alone_with_the_same_scores(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("options", [("model.item_tower.whitening=zca", "model.item_tower.id_init=pca",
+                                      "model.item_tower.projection=mlp"), ("model.item_tower.fusion=subspace",)])
+def test_a_hybrid_export_reloads_with_tensorflow_text_alone_with_the_same_scores(tiny_bert_dir, tmp_path, options):
     import tensorflow as tf
 
     from tfrec_attn.export import export_retrieval
 
-    recipe = _recipe(tiny_bert_dir, "model.item_tower.type=hybrid", "model.item_tower.whitening=zca",
-                     "model.item_tower.id_init=pca", "model.item_tower.projection=mlp")
+    recipe = _recipe(tiny_bert_dir, "model.item_tower.type=hybrid", *options)
     model = recipe.build_model()
     path = export_retrieval(model, recipe.vocabulary, str(tmp_path), k=5)
     known = list(recipe.vocabulary.item_ids[:3])

@@ -67,6 +67,31 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def in_sample_row(config, data, cold, out, result, features, seed, seconds):
+    """The same ensemble with its new-item score fitted in sample (on the text part's own scores
+    of the pseudo-cold items, which it trained on): what ``held_out`` calibration changes."""
+    from tfrec_attn.evaluation import cold_start_split, evaluate_cold_start
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.training.ensemble import PARTS, fit_combination
+    from tfrec_attn.training.retrieval import retrievers
+    from tfrec_attn.training.run_dir import RunDirectory
+
+    selected = {name: retrievers(RunDirectory(os.path.join(out, "parts", name)).load(data, cold.split))[1]
+                for name in PARTS}
+    pseudo = cold_start_split(cold.split, config.model.item_tower.pseudo_cold_fraction, seed=config.seed,
+                              stage="validation")
+    fitted = fit_combination(selected["id"], selected["text"], cold.split, pseudo)
+    combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
+    model = result.model
+    model.set_combination(**combination)
+    try:
+        figures = evaluate_cold_start(cold, catalogue_scorer(model, result.vocabulary, cold.split,
+                                                             item_features=features))
+    finally:
+        model.set_combination(**result.metrics["combination"])
+    return {**row("ensemble, in-sample calibration", seed, figures, seconds), "combination": combination}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("TFREC_ATTN_DATA",
@@ -125,6 +150,9 @@ def main(argv=None) -> int:
                 rows.append(row(name, seed, evaluate_cold_start(cold, scorer), seconds))
                 if tower == "ensemble":
                     rows[-1]["combination"] = result.metrics["combination"]
+                print(table(rows[-1:]), flush=True)
+            if tower == "ensemble" and config.model.item_tower.new_item_calibration == "held_out":
+                rows.append(in_sample_row(config, data, cold, out, result, features, seed, seconds))
                 print(table(rows[-1:]), flush=True)
     print(table(rows))
     with open(args.out, "a") as handle:

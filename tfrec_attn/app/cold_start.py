@@ -58,7 +58,8 @@ def cold_start_table(dataset, split, retrieval_config, cold_config, output_dir: 
     rows["MostPop"] = evaluate_cold_start(cold, MostPopBaseline().fit(cold.split).score_fn())
     print(format_cold_table(rows), flush=True)
     return {"split": s, "rows": rows, "item_tower": tower.type,
-            "combination": trained.metrics.get("combination"), "seconds": seconds}
+            "combination": trained.metrics.get("combination"), "seconds": seconds,
+            "new_item_calibration": (trained.metrics.get("calibration") or {}).get("new_item_calibration")}
 
 
 # The one served model's row name, by item tower type.

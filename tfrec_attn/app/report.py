@@ -107,8 +107,10 @@ def _cold_text(cold) -> tuple[str, str]:
     if combination:
         intro += (f" One model: known items score the id part + {combination['text_weight']:g} × the text part; "
                   f"a new item scores {combination['new_item_scale']:g} × its text score "
-                  f"{combination['new_item_offset']:+.2f}, the offset set on a pseudo-cold validation split so "
-                  "that new items appear in top-10 lists as often, per wanted item, as known ones (the last "
+                  f"{combination['new_item_offset']:+.2f}, the offset set on a pseudo-cold validation split"
+                  + (" (its items held out of a copy of the text part, so that they score as new items do)"
+                     if cold.get("new_item_calibration") == "held_out" else "")
+                  + " so that new items appear in top-10 lists as often, per wanted item, as known ones (the last "
                   "column: 1 = calibrated).")
     new = cold.get("new_item")
     outro = ""

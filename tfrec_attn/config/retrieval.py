@@ -27,7 +27,8 @@ class ItemTowerConfig(Section):
     pooling: str = "mean"  # mean | cls
     projection: str = "linear"  # text features -> embedding: linear | mlp
     # hybrid: how the id embedding and the text projection combine
-    fusion: str = "sum"  # sum | gated | concat_mlp
+    fusion: str = "sum"  # sum | gated | concat_mlp | subspace (AlphaFuse: frozen text subspace, ids in its null space)
+    subspace_dim: int = 0  # fusion=subspace: the frozen text part's width (0 = half of model.embedding_dim)
     whitening: str = "none"  # text / hybrid: none | zca (encodings whitened before the projection: WhitenRec)
     # id / hybrid: random | pca (the id rows start from the principal components of the items' text
     # encodings, LLM2BERT4Rec / LLM-ESR; the encoder is used at initialisation only)
@@ -36,6 +37,10 @@ class ItemTowerConfig(Section):
     # (tfrec_attn.models.ensemble); the text part trains `text_share` of train.time_budget_seconds
     text_part: str = "text"
     text_share: float = 0.4
+    # ensemble: what the new-item offset is fitted on (tfrec_attn.training.ensemble): held_out (a copy
+    # of the text part trained without the pseudo-cold items, so they score as new items do) | in_sample
+    new_item_calibration: str = "held_out"
+    pseudo_cold_fraction: float = 0.2  # ensemble: of the evaluated users, whose validation targets play new items
     id_dropout: float = 0.3  # replace a training item's id by OOV at this rate (learn to embed from text)
     id_dropout_candidates: bool = False  # ... on the candidate side too (cold start; costs some warm accuracy)
     # 0: frozen encoder, catalogue features computed once and cached (fast path);
@@ -65,6 +70,7 @@ class ItemTowerConfig(Section):
             TEXT_LAYER_TYPES,
             WHITENING_TYPES,
         )
+        from tfrec_attn.models.ensemble import NEW_ITEM_CALIBRATIONS
         from tfrec_attn.text import POOLING_TYPES
 
         return [
@@ -80,6 +86,14 @@ class ItemTowerConfig(Section):
              f"is fitted once on the frozen encoder's features: set {at('trainable_layers')}=0"),
             ("text_part", self.text_part in TEXT_LAYER_TYPES, one_of(TEXT_LAYER_TYPES)),
             ("text_share", 0.0 < self.text_share < 1.0, "must be in (0, 1)"),
+            ("new_item_calibration", self.new_item_calibration in NEW_ITEM_CALIBRATIONS,
+             one_of(NEW_ITEM_CALIBRATIONS)),
+            ("pseudo_cold_fraction", 0.0 < self.pseudo_cold_fraction < 1.0, "must be in (0, 1)"),
+            ("fusion", self.fusion != "subspace" or "hybrid" not in (self.type, self.text_part)
+             or self.whitening == "none" and not self.trainable_layers and self.id_init == "random",
+             f"is fitted once on the frozen encoder's plain features: needs {at('whitening')}=none, "
+             f"{at('trainable_layers')}=0, {at('id_init')}=random"),
+            ("subspace_dim", self.subspace_dim >= 0, "must be >= 0 (0 = half of model.embedding_dim)"),
             ("id_init", self.id_init in ID_INITS, one_of(ID_INITS)),
             ("id_init", self.id_init == "random" or self.type != "text",
              f"needs an id table ({at('type')}=id or hybrid); a text tower has none"),
@@ -157,6 +171,8 @@ class ModelConfig(Section):
             ("user_tower.interests", interests == 1 or self.item_tower.type != "ensemble",
              f"> 1 needs one query space: not {at('item_tower.type')}=ensemble (its parts score apart)"),
             ("embedding_dim", self.embedding_dim > 0, "must be > 0"),
+            ("item_tower.subspace_dim", self.item_tower.subspace_dim < self.embedding_dim,
+             f"must be below {at('embedding_dim')}={self.embedding_dim} (the ids take the rest)"),
             ("max_len", self.max_len > 0, "must be > 0"),
             ("num_blocks", self.num_blocks >= 0, "must be >= 0"),
             ("num_heads", self.num_heads > 0 and self.embedding_dim % self.num_heads == 0,

@@ -17,6 +17,7 @@ import numpy as np
 from tfrec_attn.data.dataset import Interactions
 
 STAGES = ("validation", "test")
+TARGET_OFFSETS = {"validation": -2, "test": -1}  # where each stage's target sits in an evaluated sequence
 
 
 @dataclasses.dataclass
@@ -31,6 +32,9 @@ class LeaveOneOutSplit:
         timestamps: list of np.ndarray of int64, aligned with ``sequences``.
         ratings: list of np.ndarray of float32, aligned with ``sequences``.
         evaluated: np.ndarray of int. Indices of users with a validation and a test target.
+        new_items: np.ndarray of int or None. Catalogue indices a model trained on this split
+            must not know by id even where they are validation targets (a pseudo-cold split's
+            items: scored from their text, as a new item is).
     """
 
     item_vocab: np.ndarray
@@ -39,6 +43,7 @@ class LeaveOneOutSplit:
     timestamps: list
     ratings: list
     evaluated: np.ndarray
+    new_items: np.ndarray | None = None
 
     @property
     def num_items(self) -> int:
@@ -106,10 +111,9 @@ class LeaveOneOutSplit:
 
     def targets(self, stage: str) -> np.ndarray:
         """For each evaluated user, the held-out item index at ``stage``."""
-        offset = {"validation": -2, "test": -1}
-        if stage not in offset:
+        if stage not in TARGET_OFFSETS:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        return np.array([self.sequences[u][offset[stage]] for u in self.evaluated], dtype=np.int64)
+        return np.array([self.sequences[u][TARGET_OFFSETS[stage]] for u in self.evaluated], dtype=np.int64)
 
     def train_item_counts(self) -> np.ndarray:
         """Interactions per item in the training part (MostPop's scores, logQ's prior)."""
@@ -122,6 +126,8 @@ class LeaveOneOutSplit:
         the items a model trained on this split knows by id (its vocabulary)."""
         counts = np.bincount(np.concatenate(self.train_sequences(include_validation) or [np.zeros(0, np.int64)]),
                              minlength=self.num_items)
+        if self.new_items is not None:
+            counts[self.new_items] = 0
         return np.flatnonzero(counts > 0)
 
     def counts(self) -> dict:

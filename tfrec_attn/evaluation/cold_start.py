@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from tfrec_attn.data.splits import LeaveOneOutSplit
+from tfrec_attn.data.splits import STAGES, TARGET_OFFSETS, LeaveOneOutSplit
 
 COLD_METRICS = ("HR@10", "NDCG@10", "HR@50")
 
@@ -55,33 +55,46 @@ class ColdStartSplit:
 
 
 def cold_start_split(split: LeaveOneOutSplit, fraction: float = 0.2, seed: int = 0,
-                     min_interactions: int = 3) -> ColdStartSplit:
-    """The protocol's split of ``split`` (see the module docstring)."""
+                     min_interactions: int = 3, stage: str = "test") -> ColdStartSplit:
+    """The protocol's split of ``split`` (see the module docstring).
+
+    ``stage="validation"`` draws the cold items from the validation targets instead (a
+    pseudo-cold split for choosing how new items are scored, test untouched): every evaluated
+    user keeps its validation and test targets, and the cold/warm users are those of the
+    validation stage."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if stage not in TARGET_OFFSETS:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    place = -TARGET_OFFSETS[stage]
     rng = np.random.default_rng(seed)
     drawn = rng.choice(split.evaluated, size=max(1, round(fraction * len(split.evaluated))), replace=False)
-    cold = np.unique([split.sequences[u][-1] for u in drawn])
+    cold = np.unique([split.sequences[u][-place] for u in drawn])
     is_cold = np.zeros(split.num_items, bool)
     is_cold[cold] = True
+    if split.new_items is not None:  # a cold split of a cold split: its new items stay new
+        is_cold[split.new_items] = True
     evaluated = set(split.evaluated.tolist())
     sequences, timestamps, ratings, still_evaluated = [], [], [], []
     removed = 0
     for u, seq in enumerate(split.sequences):
         keep = ~is_cold[seq]
         if u in evaluated:
-            keep[-1] = True  # the test target stays, cold or not
+            kept_targets = keep.copy()
+            kept_targets[-place:] = True  # the stage's targets stay, cold or not ...
+            if kept_targets.sum() >= min_interactions:
+                keep = kept_targets
+                still_evaluated.append(u)
+            # ... unless too little is left to evaluate the user: then they would be trained on
         removed += int((~keep).sum())
         sequences.append(seq[keep])
         timestamps.append(split.timestamps[u][keep])
         ratings.append(split.ratings[u][keep])
-        if u in evaluated and keep.sum() >= min_interactions:
-            still_evaluated.append(u)
     new = LeaveOneOutSplit(item_vocab=split.item_vocab, user_ids=split.user_ids, sequences=sequences,
                            timestamps=timestamps, ratings=ratings,
-                           evaluated=np.asarray(still_evaluated, np.int64))
-    targets = new.targets("test")
-    cold_target = is_cold[targets]
+                           evaluated=np.asarray(still_evaluated, np.int64),
+                           new_items=np.flatnonzero(is_cold))
+    cold_target = np.isin(new.targets(stage), cold)
     return ColdStartSplit(split=new, cold_items=cold, cold_users=new.evaluated[cold_target],
                           warm_users=new.evaluated[~cold_target], removed=removed)
 

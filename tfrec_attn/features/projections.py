@@ -1,6 +1,7 @@
 """Linear maps of feature matrices, fitted once in numpy: principal-component projection
-(an embedding table started from another space's vectors) and ZCA whitening (text encodings
-decorrelated before a tower projects them)."""
+(an embedding table started from another space's vectors), ZCA whitening (text encodings
+decorrelated before a tower projects them) and the whitened principal subspace (a frozen
+semantic part of an item embedding: AlphaFuse)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,20 @@ def zca_whitening(vectors, epsilon: float = 1e-5) -> tuple[np.ndarray, np.ndarra
     values, vectors_ = np.linalg.eigh(covariance)
     matrix = (vectors_ / np.sqrt(np.maximum(values, 0.0) + epsilon)) @ vectors_.T
     return mean.astype(np.float32), matrix.astype(np.float32)
+
+
+def principal_subspace(vectors, width: int, epsilon: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [d], basis [d, width])`` such that ``(x - mean) @ basis`` are the coordinates of
+    ``x`` on the top ``width`` principal directions of ``vectors`` [n, d], each scaled to unit
+    variance over them (the semantic subspace of AlphaFuse, SIGIR 2025; its complement is where
+    the ids are learned)."""
+    vectors = np.asarray(vectors, np.float64)
+    if vectors.ndim != 2 or len(vectors) < 2:
+        raise ValueError(f"a principal subspace needs a [n >= 2, d] matrix, got shape {vectors.shape}")
+    if not 0 < width <= min(vectors.shape):
+        raise ValueError(f"width must be in [1, {min(vectors.shape)}] for a {vectors.shape} matrix, got {width}")
+    mean = vectors.mean(axis=0)
+    _, values, directions = np.linalg.svd(vectors - mean, full_matrices=False)
+    deviations = values[:width] / np.sqrt(len(vectors))
+    basis = directions[:width].T / np.sqrt(deviations ** 2 + epsilon)
+    return mean.astype(np.float32), basis.astype(np.float32)

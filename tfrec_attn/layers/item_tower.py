@@ -18,7 +18,10 @@ Types (``model.item_tower.type``):
 * ``ensemble``: no layer of this module: an id model and a text model trained apart, their
   scores added (:mod:`tfrec_attn.models.ensemble`);
 * ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
-  ``gated`` sum, or ``concat_mlp``). Items never seen in training read the OOV id row,
+  ``gated`` sum, ``concat_mlp``, or ``subspace``: AlphaFuse, SIGIR 2025 — the first
+  ``subspace_dim`` coordinates are the item text's whitened principal components, frozen, and
+  the id embedding is learned in the other coordinates, the text subspace's null space, so
+  an unknown item is placed by its text and known ids cannot overwrite it). Items never seen in training read the OOV id row,
   and ``id_dropout`` replaces the id of training items by OOV at that rate (in histories;
   with ``id_dropout_candidates`` among the softmax candidates too), so the OOV row learns
   to stand for "known by its text only" and the tower learns to place items from their
@@ -51,7 +54,7 @@ ITEM_TOWER_TYPES = ("id", "text", "hybrid", "ensemble")
 # ``text_part`` one (tfrec_attn.models.ensemble), not a layer of this module.
 TEXT_TOWER_TYPES = ("text", "hybrid", "ensemble")
 TEXT_LAYER_TYPES = ("text", "hybrid")  # TextItemTower's kinds (and an ensemble's text part)
-FUSION_TYPES = ("sum", "gated", "concat_mlp")
+FUSION_TYPES = ("sum", "gated", "concat_mlp", "subspace")
 PROJECTION_TYPES = ("linear", "mlp")
 WHITENING_TYPES = ("none", "zca")  # text encodings as they are, or ZCA-whitened (WhitenRec)
 ID_INITS = ("random", "pca")  # id rows: random, or the principal components of the items' text
@@ -140,13 +143,15 @@ class TextItemTower(tf.keras.layers.Layer):
         encoder_learning_rate: float. The fine-tuned layers' learning rate.
         whitening: str. ``none`` or ``zca``: the text features are whitened (mean and matrix
             fitted by :meth:`set_text_features`, kept as weights) before the projection.
+        subspace_dim: int. ``fusion="subspace"``: the width of the frozen text part (0: half of
+            ``embedding_dim``); the id embedding has the rest.
     """
 
     def __init__(self, num_indices: int, embedding_dim: int, text_dim: int, kind: str = "text",
                  fusion: str = "sum", projection: str = "linear", id_dropout: float = 0.0, seed: int = 0,
                  encoder: str = "", max_tokens: int = 64, pooling: str = "mean", trainable_layers: int = 0,
                  encoder_learning_rate: float = 1e-4, id_dropout_candidates: bool = False, whitening: str = "none",
-                 **kwargs):
+                 subspace_dim: int = 0, **kwargs):
         super().__init__(**kwargs)
         if whitening not in WHITENING_TYPES:
             raise ValueError(f"whitening must be one of {', '.join(WHITENING_TYPES)}, got {whitening!r}")
@@ -159,6 +164,15 @@ class TextItemTower(tf.keras.layers.Layer):
             raise ValueError(f"fusion must be one of {', '.join(FUSION_TYPES)}, got {fusion!r}")
         if projection not in PROJECTION_TYPES:
             raise ValueError(f"projection must be one of {', '.join(PROJECTION_TYPES)}, got {projection!r}")
+        subspace_dim = subspace_dim or embedding_dim // 2
+        if fusion == "subspace":
+            if kind != "hybrid" or whitening != "none" or trainable_layers:
+                raise ValueError("fusion=subspace is a hybrid tower's, on the frozen encoder's features as they are "
+                                 "(kind=hybrid, whitening=none, trainable_layers=0)")
+            if not 0 < subspace_dim < embedding_dim or subspace_dim > text_dim:
+                raise ValueError(f"subspace_dim must be in [1, {min(embedding_dim - 1, text_dim)}] (below "
+                                 f"embedding_dim {embedding_dim}, at most text_dim {text_dim}), got {subspace_dim}")
+        self.subspace_dim = subspace_dim
         self.num_indices = num_indices
         self.embedding_dim = embedding_dim
         self.text_dim = text_dim
@@ -188,15 +202,22 @@ class TextItemTower(tf.keras.layers.Layer):
             self.text_mean = self.add_weight(name="text_mean", shape=(text_dim,), initializer="zeros", trainable=False)
             self.text_whitening = self.add_weight(name="text_whitening", shape=(text_dim, text_dim),
                                                   initializer="identity", trainable=False)
-        layers = [tf.keras.layers.Dense(embedding_dim, name="text_projection")]
-        if projection == "mlp":
-            layers = [tf.keras.layers.Dense(2 * embedding_dim, activation="gelu", name="text_hidden")] + layers
-        self.project = tf.keras.Sequential(layers, name="text_mlp")
-        self.project.build((None, text_dim))
+        id_dim = embedding_dim
+        if fusion == "subspace":  # no trained projection: the text part is the frozen subspace
+            self.text_mean = self.add_weight(name="text_mean", shape=(text_dim,), initializer="zeros", trainable=False)
+            self.text_basis = self.add_weight(name="text_basis", shape=(text_dim, subspace_dim), initializer="zeros",
+                                              trainable=False)
+            id_dim = embedding_dim - subspace_dim
+        else:
+            layers = [tf.keras.layers.Dense(embedding_dim, name="text_projection")]
+            if projection == "mlp":
+                layers = [tf.keras.layers.Dense(2 * embedding_dim, activation="gelu", name="text_hidden")] + layers
+            self.project = tf.keras.Sequential(layers, name="text_mlp")
+            self.project.build((None, text_dim))
         self.id_embedding = None
         if kind == "hybrid":
             self.id_embedding = tf.keras.layers.Embedding(
-                num_indices, embedding_dim, name="item_id_embedding", embeddings_initializer=_embedding_init())
+                num_indices, id_dim, name="item_id_embedding", embeddings_initializer=_embedding_init())
             self.id_embedding.build((None,))
             if fusion == "gated":
                 self.gate = tf.keras.layers.Dense(embedding_dim, activation="sigmoid", name="gate")
@@ -218,6 +239,13 @@ class TextItemTower(tf.keras.layers.Layer):
             mean, matrix = zca_whitening(rows[(rows != 0).any(axis=1)])
             self.text_mean.assign(mean)
             self.text_whitening.assign(matrix)
+        if self.fusion == "subspace":
+            from tfrec_attn.features.projections import principal_subspace
+
+            rows = tf.convert_to_tensor(features).numpy()[FIRST_ITEM_INDEX:]
+            mean, basis = principal_subspace(rows[(rows != 0).any(axis=1)], self.subspace_dim)
+            self.text_mean.assign(mean)
+            self.text_basis.assign(basis)
 
     @property
     def id_table(self):
@@ -246,7 +274,10 @@ class TextItemTower(tf.keras.layers.Layer):
         features = tf.cast(features, tf.float32)
         if self.whitening != "none":
             features = tf.tensordot(features - self.text_mean, self.text_whitening, axes=1)  # (x - mean) @ W
-        text = self.project(tf.cast(features, self.compute_dtype))
+        if self.fusion == "subspace":
+            text = tf.cast(tf.tensordot(features - self.text_mean, self.text_basis, axes=1), self.compute_dtype)
+        else:
+            text = self.project(tf.cast(features, self.compute_dtype))
         if self.id_embedding is None:
             return text
         # Unknown items, and training items whose id is dropped, read the OOV row: a learned
@@ -258,6 +289,8 @@ class TextItemTower(tf.keras.layers.Layer):
         ids = self.id_embedding(indices)
         if self.fusion == "sum":
             return ids + text
+        if self.fusion == "subspace":  # [frozen text subspace ; ids in its complement]
+            return tf.concat([text, ids], axis=-1)
         both = tf.concat([ids, text], axis=-1)
         if self.fusion == "gated":
             gate = self.gate(both)
@@ -298,7 +331,8 @@ class TextItemTower(tf.keras.layers.Layer):
                 "projection": self.projection, "id_dropout": self.id_dropout, "seed": self.seed,
                 "encoder": self.encoder, "max_tokens": self.max_tokens, "pooling": self.pooling,
                 "trainable_layers": self.trainable_layers, "encoder_learning_rate": self.encoder_learning_rate,
-                "id_dropout_candidates": self.id_dropout_candidates, "whitening": self.whitening}
+                "id_dropout_candidates": self.id_dropout_candidates, "whitening": self.whitening,
+                "subspace_dim": self.subspace_dim}
 
 
 def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: int = 0, seed: int = 0):
@@ -315,5 +349,5 @@ def build_item_tower(config, num_indices: int, embedding_dim: int, *, text_dim: 
         return TextItemTower(num_indices, embedding_dim, text_dim, kind, config.fusion, config.projection,
                              config.id_dropout, seed, config.encoder, config.max_tokens, config.pooling,
                              config.trainable_layers, config.encoder_learning_rate, config.id_dropout_candidates,
-                             config.whitening, name="item_tower")
+                             config.whitening, config.subspace_dim, name="item_tower")
     raise ValueError(f"model.item_tower.type must be one of {', '.join(ITEM_TOWER_TYPES)}, got {kind!r}")

@@ -25,6 +25,11 @@ from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 from tfrec_attn.models.base import RecommenderModel
 
+# What the new-item score's offset is fitted on (tfrec_attn.training.ensemble): ``held_out``, a copy
+# of the text part trained without the pseudo-cold items (they score as a truly new item does);
+# ``in_sample``, the text part itself (which trained on them, so they score as known items do).
+NEW_ITEM_CALIBRATIONS = ("held_out", "in_sample")
+
 
 def _deserialize(value):
     return tf.keras.utils.deserialize_keras_object(value) if isinstance(value, dict) else value

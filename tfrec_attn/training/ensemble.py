@@ -5,18 +5,26 @@
    ``RUN/parts/text`` (a finished part is reused: an interrupted ensemble resumes), the text
    part with ``model.item_tower.text_share`` of ``train.time_budget_seconds``, the id part
    with the rest.
-2. :func:`fit_combination` fits the combination on the validation split with the parts'
+2. A pseudo-cold split plays the new items: the validation targets of a seeded ``fraction``
+   of users, drawn as the cold-start protocol draws its cold items
+   (:func:`~tfrec_attn.evaluation.cold_start.cold_start_split`, ``stage="validation"``),
+   with every other interaction with them removed. With ``model.item_tower.new_item_calibration:
+   held_out`` (the default) the text part's config trains once more on that split, in
+   ``RUN/parts/calibration`` (no refit, the text part's budget): it never sees those items, so
+   it scores them as the text part will score a truly new one. (``in_sample`` scores them with
+   the text part itself, which trained on them, so they score as known items do: measured to
+   bury real new items, docs/benchmarks.md.)
+3. :func:`fit_combination` fits the combination on the validation split with the parts'
    selection checkpoints (trained without the validation targets):
 
    * ``text_weight`` w: known items score ``s_id + w · s_text``; w from ``TEXT_WEIGHTS``
      with the best validation NDCG@10 (0: the text part adds nothing to known items);
-   * the new-item score ``a · s_text + b``: a pseudo-cold split plays the new items — the
-     validation targets of a seeded ``fraction`` of users, as the cold-start protocol draws
-     its cold items — scored by their text alone. For each ``a`` of ``NEW_ITEM_SCALES``,
-     ``b`` is the offset at which those items appear in the users' top 10 as often, per
-     time they are wanted, as known items (calibration 1: neither buried nor pushed); the
-     ``a`` with the best validation NDCG@10 over every user at that calibration is kept.
-3. The ensemble of the parts' final models with that combination is the run's model
+   * the new-item score ``a · s_text + b``, on the pseudo-cold split's validation stage: for
+     each ``a`` of ``NEW_ITEM_SCALES``, ``b`` is the offset at which the pseudo-cold items
+     (scored by their text alone) appear in the users' top 10 as often, per time they are
+     wanted, as known items (calibration 1: neither buried nor pushed); the ``a`` with the
+     best validation NDCG@10 over every user at that calibration is kept.
+4. The ensemble of the parts' final models with that combination is the run's model
    (``model.json`` + ``checkpoints/final``; the selection checkpoints' ensemble is ``best``),
    reported and exported by the retrieval recipe like any retrieval model.
 """
@@ -33,6 +41,7 @@ import numpy as np
 TEXT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 NEW_ITEM_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 PARTS = ("id", "text")
+CALIBRATION_PART = "calibration"  # RUN/parts/calibration: the text part without the pseudo-cold items
 
 
 def part_configs(config) -> dict:
@@ -54,6 +63,7 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
                    evaluate_test: bool = True, track_test: bool = False, strategy=None):
     """Trains both parts, fits the combination, writes and returns the ensemble's run
     (a :class:`~tfrec_attn.training.run_dir.TrainResult`; see the module docstring)."""
+    from tfrec_attn.evaluation.cold_start import cold_start_split
     from tfrec_attn.models.ensemble import EnsembleRetrievalModel
     from tfrec_attn.training import train
     from tfrec_attn.training.retrieval import RetrievalRecipe, retrievers
@@ -62,30 +72,46 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
     run = RunDirectory(output_dir)
     run.save_config(config)
     parts, seconds = {}, {}
-    for name, part in part_configs(config).items():
+
+    def train_part(name, part, part_split):
         part_run = RunDirectory(run.file("parts", name))
         began = time.perf_counter()
         if part_run.finished:
-            parts[name] = part_run.load(dataset, split)
+            parts[name] = part_run.load(dataset, part_split)
             print(f"ensemble: the {name} part, reused from {part_run.path}", flush=True)
         else:
             budget = part.train.time_budget_seconds
             print(f"ensemble: training the {name} part ({part.model.item_tower.type} item tower"
-                  + (f", {budget:.0f} s budget" if budget else "") + ")", flush=True)
-            parts[name] = train(part, dataset, part_run.path, split=split, verbose=verbose, evaluate_test=False,
-                                track_test=track_test, strategy=strategy)
+                  + (f", {budget:.0f} s budget" if budget else "")
+                  + (", without the pseudo-cold items" if name == CALIBRATION_PART else "") + ")", flush=True)
+            parts[name] = train(part, dataset, part_run.path, split=part_split, verbose=verbose,
+                                evaluate_test=False, track_test=track_test and name != CALIBRATION_PART,
+                                strategy=strategy)
         seconds[name] = time.perf_counter() - began
         validation = parts[name].metrics.get("validation", {})
         print(f"ensemble: {name} part: {parts[name].metrics.get('epochs')} epochs, validation NDCG@10 "
               f"{validation.get('val_ndcg10', float('nan')):.4f} ({seconds[name]:.0f} s)", flush=True)
-    recipe = RetrievalRecipe(config, dataset, split if split is not None else parts["id"].split)
+
+    configs = part_configs(config)
+    for name in PARTS:
+        train_part(name, configs[name], split)
+        split = split if split is not None else parts[name].split
+    recipe = RetrievalRecipe(config, dataset, split)
     recipe.prepare(run)
-    for name, result in parts.items():  # one score space needs one item index
+    for name in PARTS:  # one score space needs one item index (the calibration part only scores a split)
+        result = parts[name]
         if list(result.vocabulary.item_ids) != list(recipe.vocabulary.item_ids):
             raise RunError(f"{result.output_dir}: the {name} part was trained on another split's items than this "
                            f"run's; delete {result.output_dir} to train it again")
+    pseudo_cold = cold_start_split(split, config.model.item_tower.pseudo_cold_fraction, seed=config.seed,
+                                   stage="validation")
+    if config.model.item_tower.new_item_calibration == "held_out":
+        text = configs["text"]
+        train_part(CALIBRATION_PART, dataclasses.replace(
+            text, train=dataclasses.replace(text.train, refit_with_validation=False)), pseudo_cold.split)
     selected = {name: retrievers(result)[1] for name, result in parts.items()}
-    fitted = fit_combination(selected["id"], selected["text"], recipe.split, seed=config.seed)
+    fitted = fit_combination(selected["id"], selected["text"], recipe.split, pseudo_cold,
+                             new_items=selected.get(CALIBRATION_PART))
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
 
     def ensemble(id_model, text_model):
@@ -107,6 +133,7 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
                          "validation": p.metrics.get("validation"), "epochs": p.metrics.get("epochs")}
                   for name, p in parts.items()},
     }
+    metrics["calibration"]["new_item_calibration"] = config.model.item_tower.new_item_calibration
     if evaluate_test:
         metrics["test"] = recipe.test_metrics(model)
     with open(run.metrics_file, "w") as handle:
@@ -169,48 +196,56 @@ def new_item_offset(known_top, new_top, target_is_new, k: int = 10, iterations: 
     return float(0.5 * (lo + hi))
 
 
-def fit_combination(id_retriever, text_retriever, split, *, fraction: float = 0.2, seed: int = 0, k: int = 10,
+def fit_combination(id_retriever, text_retriever, split, pseudo_cold, *, new_items=None, k: int = 10,
                     text_weights=TEXT_WEIGHTS, new_item_scales=NEW_ITEM_SCALES) -> dict:
     """The combination (``text_weight``, ``new_item_scale``, ``new_item_offset``) fitted on
-    ``split``'s validation stage (module docstring), with the figures that chose it:
-    ``validation`` (the ensemble's NDCG@10 etc. over known items), ``pseudo_cold`` (the
-    calibration and NDCG@10 of the chosen new-item score), ``weights`` and ``scales`` (the
-    validation NDCG@10 of each candidate)."""
+    the validation stage (module docstring), with the figures that chose it: ``validation``
+    (the ensemble's NDCG@10 etc. over known items of ``split``), ``pseudo_cold`` (the
+    calibration and NDCG@10 of the chosen new-item score on ``pseudo_cold``, a
+    :class:`~tfrec_attn.evaluation.cold_start.ColdStartSplit` of ``split``'s validation stage),
+    ``weights`` and ``scales`` (the validation NDCG@10 of each candidate).
+
+    ``new_items``: the Retriever whose text scores the pseudo-cold items (the text part trained
+    without them); None: the text part's own (in sample)."""
     from tfrec_attn.evaluation.cold_start import calibration, top_k_appearances
     from tfrec_attn.evaluation.protocol import Evaluator, full_ranking_metrics
     from tfrec_attn.training.retrieval import LOG_NAMES
 
-    evaluator = Evaluator(split, "validation", num_negatives=0)
-    users, histories, targets = evaluator.users, evaluator.histories, evaluator.targets
-    s_id = _score_matrix(id_retriever, split, users, histories)
-    s_text = _score_matrix(text_retriever, split, users, histories)
-    vocabulary = id_retriever.vocabulary
-    known = vocabulary.is_item(vocabulary.model_indices(split.item_vocab))
+    def validation(on):
+        evaluator = Evaluator(on, "validation", num_negatives=0)
+        return evaluator.users, evaluator.histories, evaluator.targets
 
-    def ndcg(scores):
+    def ndcg(scores, histories, targets):
         return float(np.mean(full_ranking_metrics(scores, targets, histories)["NDCG@10"]))
 
-    by_weight = {w: ndcg(s_id + w * s_text) for w in text_weights}
+    users, histories, targets = validation(split)
+    s_id = _score_matrix(id_retriever, split, users, histories)
+    s_text = _score_matrix(text_retriever, split, users, histories)
+    by_weight = {w: ndcg(s_id + w * s_text, histories, targets) for w in text_weights}
     weight = max(text_weights, key=lambda w: (by_weight[w], -w))
-    known_scores = s_id + weight * s_text
-    best = full_ranking_metrics(known_scores, targets, histories)
+    best = full_ranking_metrics(s_id + weight * s_text, targets, histories)
     result = {"text_weight": weight, "weights": {str(w): v for w, v in by_weight.items()},
               "validation": {"val_" + short: float(np.mean(best[name])) for name, short in LOG_NAMES.items()}}
 
-    rng = np.random.default_rng(seed)
-    drawn = rng.choice(len(users), size=max(1, round(fraction * len(users))), replace=False)
-    is_new = ~known.copy()
-    is_new[np.unique(targets[drawn])] = True  # the pseudo-cold items: scored by their text alone
+    # The new-item score, on the pseudo-cold split: its histories lack the pseudo-cold items.
+    cold = pseudo_cold.split
+    users, histories, targets = validation(cold)
+    known_scores = (_score_matrix(id_retriever, cold, users, histories)
+                    + weight * _score_matrix(text_retriever, cold, users, histories))
+    s_new = _score_matrix(new_items if new_items is not None else text_retriever, cold, users, histories)
+    vocabulary = id_retriever.vocabulary
+    is_new = ~vocabulary.is_item(vocabulary.model_indices(cold.item_vocab))
+    is_new[pseudo_cold.cold_items] = True  # scored by their text alone
     target_is_new = is_new[targets]
     known_top = _top(known_scores, histories, ~is_new, k)
     by_scale, offsets = {}, {}
     for scale in new_item_scales:
-        new_top = _top(scale * s_text, histories, is_new, k)
+        new_top = _top(scale * s_new, histories, is_new, k)
         offsets[scale] = float(new_item_offset(known_top, new_top, target_is_new, k))
-        scores = np.where(is_new[np.newaxis, :], scale * s_text + offsets[scale], known_scores)
-        by_scale[scale] = ndcg(scores)
+        scores = np.where(is_new[np.newaxis, :], scale * s_new + offsets[scale], known_scores)
+        by_scale[scale] = ndcg(scores, histories, targets)
     scale = max(new_item_scales, key=lambda a: (by_scale[a], -a))
-    scores = np.where(is_new[np.newaxis, :], scale * s_text + offsets[scale], known_scores)
+    scores = np.where(is_new[np.newaxis, :], scale * s_new + offsets[scale], known_scores)
     shown_new, shown = top_k_appearances(scores, histories, is_new, k)
     per_user = full_ranking_metrics(scores, targets, histories)["NDCG@10"]
     result.update(
