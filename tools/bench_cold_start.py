@@ -92,6 +92,28 @@ def in_sample_row(config, data, cold, out, result, features, seed, seconds):
     return {**row("ensemble, in-sample calibration", seed, figures, seconds), "combination": combination}
 
 
+def untransferred_row(data, cold, result, features, seed, seconds):
+    """The same ensemble with the held-out copy's offset applied to the text part's scores as it
+    is, without moving it to their scale (:func:`tfrec_attn.training.ensemble.score_transfer`)."""
+    from tfrec_attn.evaluation import evaluate_cold_start
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+
+    fitted = result.metrics["combination"]
+    transfer = result.metrics["calibration"]["transfer"]
+    scale = fitted["new_item_scale"] / transfer["scale"]
+    combination = {"text_weight": fitted["text_weight"], "new_item_scale": scale,
+                   "new_item_offset": fitted["new_item_offset"] - scale * transfer["shift"]}
+    model = result.model
+    model.set_combination(**combination)
+    try:
+        figures = evaluate_cold_start(cold, catalogue_scorer(model, result.vocabulary, cold.split,
+                                                             item_features=features))
+    finally:
+        model.set_combination(**fitted)
+    return {**row("ensemble, held out without the score transfer", seed, figures, seconds),
+            "combination": combination}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("TFREC_ATTN_DATA",
@@ -153,7 +175,8 @@ def main(argv=None) -> int:
                 print(table(rows[-1:]), flush=True)
             if tower == "ensemble" and config.model.item_tower.new_item_calibration == "held_out":
                 rows.append(in_sample_row(config, data, cold, out, result, features, seed, seconds))
-                print(table(rows[-1:]), flush=True)
+                rows.append(untransferred_row(data, cold, result, features, seed, seconds))
+                print(table(rows[-2:]), flush=True)
     print(table(rows))
     with open(args.out, "a") as handle:
         for r in rows:

@@ -23,7 +23,10 @@
      each ``a`` of ``NEW_ITEM_SCALES``, ``b`` is the offset at which the pseudo-cold items
      (scored by their text alone) appear in the users' top 10 as often, per time they are
      wanted, as known items (calibration 1: neither buried nor pushed); the ``a`` with the
-     best validation NDCG@10 over every user at that calibration is kept.
+     best validation NDCG@10 over every user at that calibration is kept. With ``held_out``
+     the pseudo-cold items are scored by the held-out copy, and ``(a, b)`` move to the text
+     part's own score scale by :func:`score_transfer` (fitted on the items both trained on;
+     two trainings of one config score on scales of their own).
 4. The ensemble of the parts' final models with that combination is the run's model
    (``model.json`` + ``checkpoints/final``; the selection checkpoints' ensemble is ``best``),
    reported and exported by the retrieval recipe like any retrieval model.
@@ -196,6 +199,18 @@ def new_item_offset(known_top, new_top, target_is_new, k: int = 10, iterations: 
     return float(0.5 * (lo + hi))
 
 
+def score_transfer(source, target) -> tuple[float, float]:
+    """``(scale, shift)`` such that ``scale * source + shift`` has the mean and spread of
+    ``target``: two models' scores of the same (user, item) pairs, here the text part's and its
+    held-out copy's over the items both trained on. Two trainings put their scores on scales
+    of their own (ML-100K: means 2.58 and 1.35), so an offset fitted on the copy's scores moves
+    to the text part's through this map."""
+    source, target = np.asarray(source, np.float64).ravel(), np.asarray(target, np.float64).ravel()
+    spread = source.std()
+    scale = target.std() / spread if spread > 0 else 1.0
+    return float(scale), float(target.mean() - scale * source.mean())
+
+
 def fit_combination(id_retriever, text_retriever, split, pseudo_cold, *, new_items=None, k: int = 10,
                     text_weights=TEXT_WEIGHTS, new_item_scales=NEW_ITEM_SCALES) -> dict:
     """The combination (``text_weight``, ``new_item_scale``, ``new_item_offset``) fitted on
@@ -230,12 +245,16 @@ def fit_combination(id_retriever, text_retriever, split, pseudo_cold, *, new_ite
     # The new-item score, on the pseudo-cold split: its histories lack the pseudo-cold items.
     cold = pseudo_cold.split
     users, histories, targets = validation(cold)
-    known_scores = (_score_matrix(id_retriever, cold, users, histories)
-                    + weight * _score_matrix(text_retriever, cold, users, histories))
-    s_new = _score_matrix(new_items if new_items is not None else text_retriever, cold, users, histories)
+    s_text = _score_matrix(text_retriever, cold, users, histories)
+    known_scores = _score_matrix(id_retriever, cold, users, histories) + weight * s_text
     vocabulary = id_retriever.vocabulary
     is_new = ~vocabulary.is_item(vocabulary.model_indices(cold.item_vocab))
     is_new[pseudo_cold.cold_items] = True  # scored by their text alone
+    scale_shift = (1.0, 0.0)  # the new-item scores' text score = scale * the text part's + shift
+    s_new = s_text
+    if new_items is not None:
+        s_new = _score_matrix(new_items, cold, users, histories)
+        scale_shift = score_transfer(s_text[:, ~is_new], s_new[:, ~is_new])
     target_is_new = is_new[targets]
     known_top = _top(known_scores, histories, ~is_new, k)
     by_scale, offsets = {}, {}
@@ -248,8 +267,10 @@ def fit_combination(id_retriever, text_retriever, split, pseudo_cold, *, new_ite
     scores = np.where(is_new[np.newaxis, :], scale * s_new + offsets[scale], known_scores)
     shown_new, shown = top_k_appearances(scores, histories, is_new, k)
     per_user = full_ranking_metrics(scores, targets, histories)["NDCG@10"]
+    transfer, shift = scale_shift  # a * (transfer * s_text + shift) + b, in the text part's score space
     result.update(
-        new_item_scale=scale, new_item_offset=offsets[scale],
+        new_item_scale=scale * transfer, new_item_offset=scale * shift + offsets[scale],
+        transfer={"scale": transfer, "shift": shift},
         scales={str(a): {"val_ndcg10": v, "offset": offsets[a]} for a, v in by_scale.items()},
         pseudo_cold={**calibration(shown_new, shown - shown_new, target_is_new, k),
                      "items": int(is_new.sum()), "val_ndcg10": by_scale[scale],
