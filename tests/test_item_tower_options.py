@@ -102,15 +102,17 @@ def test_a_subspace_hybrid_freezes_the_text_part_and_learns_ids_in_the_rest():
     tower.set_text_features(features)
     mean, basis = principal_subspace(features[2:], 2)
     indices = tf.constant([[2, 3, 11]])
+    assert tower.text_gain.numpy() == pytest.approx(0.02)  # starts at the id rows' spread
+    tower.text_gain.assign(0.5)
     out = tower(indices).numpy()[0]
-    np.testing.assert_allclose(out[:, :2], (features[[2, 3, 11]] - mean) @ basis, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[:, :2], 0.5 * (features[[2, 3, 11]] - mean) @ basis, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out[:, 2:], tower.id_table.numpy()[[2, 3, 11]], rtol=1e-6)
     assert tower.id_table.shape == (12, 4)
-    # Only the ids train: the text subspace is not a trainable weight.
-    assert [w.name.split("/")[-1] for w in tower.trainable_weights] == ["embeddings:0"]
+    # The ids and one gain train; the text subspace itself is frozen.
+    assert sorted(w.name.split("/")[-1] for w in tower.trainable_weights) == ["embeddings:0", "text_gain:0"]
     new = rng.normal(size=(1, 5)).astype(np.float32)  # an unknown item: its text's subspace + the OOV row
     np.testing.assert_allclose(tower.embed_text_features(tf.constant([1]), new).numpy(),
-                               np.concatenate([(new - mean) @ basis, tower.id_table.numpy()[[1]]], axis=1),
+                               np.concatenate([0.5 * (new - mean) @ basis, tower.id_table.numpy()[[1]]], axis=1),
                                rtol=1e-4, atol=1e-5)
     rebuilt = TextItemTower.from_config(tower.get_config())
     rebuilt.set_weights(tower.get_weights())

@@ -19,7 +19,8 @@ Types (``model.item_tower.type``):
   scores added (:mod:`tfrec_attn.models.ensemble`);
 * ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
   ``gated`` sum, ``concat_mlp``, or ``subspace``: AlphaFuse, SIGIR 2025 — the first
-  ``subspace_dim`` coordinates are the item text's whitened principal components, frozen, and
+  ``subspace_dim`` coordinates are the item text's whitened principal components, frozen (one
+  learned gain scales them all), and
   the id embedding is learned in the other coordinates, the text subspace's null space, so
   an unknown item is placed by its text and known ids cannot overwrite it). Items never seen in training read the OOV id row,
   and ``id_dropout`` replaces the id of training items by OOV at that rate (in histories;
@@ -66,8 +67,11 @@ def reads_text(tower_type: str) -> bool:
     return tower_type in TEXT_TOWER_TYPES
 
 
+EMBEDDING_INIT_STDDEV = 0.02
+
+
 def _embedding_init():
-    return tf.keras.initializers.TruncatedNormal(stddev=0.02)
+    return tf.keras.initializers.TruncatedNormal(stddev=EMBEDDING_INIT_STDDEV)
 
 
 @register
@@ -207,6 +211,10 @@ class TextItemTower(tf.keras.layers.Layer):
             self.text_mean = self.add_weight(name="text_mean", shape=(text_dim,), initializer="zeros", trainable=False)
             self.text_basis = self.add_weight(name="text_basis", shape=(text_dim, subspace_dim), initializer="zeros",
                                               trainable=False)
+            # One learned gain on the frozen coordinates (unit variance each), starting at the id rows'
+            # spread: the history's inputs start on one scale, and the model learns how loud the text is.
+            self.text_gain = self.add_weight(name="text_gain", shape=(),
+                                             initializer=tf.keras.initializers.Constant(EMBEDDING_INIT_STDDEV))
             id_dim = embedding_dim - subspace_dim
         else:
             layers = [tf.keras.layers.Dense(embedding_dim, name="text_projection")]
@@ -275,7 +283,8 @@ class TextItemTower(tf.keras.layers.Layer):
         if self.whitening != "none":
             features = tf.tensordot(features - self.text_mean, self.text_whitening, axes=1)  # (x - mean) @ W
         if self.fusion == "subspace":
-            text = tf.cast(tf.tensordot(features - self.text_mean, self.text_basis, axes=1), self.compute_dtype)
+            text = tf.cast(self.text_gain * tf.tensordot(features - self.text_mean, self.text_basis, axes=1),
+                           self.compute_dtype)
         else:
             text = self.project(tf.cast(features, self.compute_dtype))
         if self.id_embedding is None:
