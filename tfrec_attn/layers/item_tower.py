@@ -20,13 +20,13 @@ Types (``model.item_tower.type``):
 * ``hybrid``: id embedding fused with the text projection (``fusion``: ``sum``,
   ``gated`` sum, ``concat_mlp``, or ``subspace``: AlphaFuse, SIGIR 2025 — the first
   ``subspace_dim`` coordinates are the item text's whitened principal components, frozen (one
-  learned gain scales them all), and
-  the id embedding is learned in the other coordinates, the text subspace's null space, so
-  an unknown item is placed by its text and known ids cannot overwrite it). Items never seen in training read the OOV id row,
-  and ``id_dropout`` replaces the id of training items by OOV at that rate (in histories;
-  with ``id_dropout_candidates`` among the softmax candidates too), so the OOV row learns
-  to stand for "known by its text only" and the tower learns to place items from their
-  text alone (DropoutNet). Measured trade-off: docs/benchmarks.md.
+  learned gain scales them all), and the id embedding is learned in the other coordinates,
+  the text subspace's null space, so an unknown item is placed by its text and known ids
+  cannot overwrite it). Items never seen in training read the OOV id row, and
+  ``id_dropout`` replaces the id of training items by OOV at that rate (in histories; with
+  ``id_dropout_candidates`` among the softmax candidates too), so the OOV row learns to
+  stand for "known by its text only" and the tower learns to place items from their text
+  alone (DropoutNet). Measured trade-off: docs/benchmarks.md.
 
 With ``whitening="zca"`` a text tower whitens the encodings before projecting them (the
 mean and the ZCA matrix are fitted once on the catalogue's features and stored in the

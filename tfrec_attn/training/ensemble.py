@@ -5,8 +5,8 @@
    ``RUN/parts/text`` (a finished part is reused: an interrupted ensemble resumes), the text
    part with ``model.item_tower.text_share`` of ``train.time_budget_seconds``, the id part
    with the rest.
-2. A pseudo-cold split plays the new items: the validation targets of a seeded ``fraction``
-   of users, drawn as the cold-start protocol draws its cold items
+2. A pseudo-cold split plays the new items: the validation targets of a seeded
+   ``model.item_tower.pseudo_cold_fraction`` of users, drawn as the cold-start protocol draws its cold items
    (:func:`~tfrec_attn.evaluation.cold_start.cold_start_split`, ``stage="validation"``),
    with every other interaction with them removed. With ``model.item_tower.new_item_calibration:
    held_out`` (the default) the text part's config trains once more on that split, in
