@@ -64,9 +64,9 @@ def test_known_items_score_the_sum_and_new_items_the_calibrated_text_score(ensem
 
 def test_the_new_item_offset_is_fitted_on_a_text_part_that_never_saw_the_pseudo_cold_items(ensemble_run):
     """``held_out``: the text part's config trained again without the pseudo-cold items (the
-    validation targets of a seeded 20% of users) scores them, as a truly new item is scored;
-    the fitted calibration on them is 1, and on the real cold items (the test's) it stays near
-    1, where the text part's own, in-sample scores of the pseudo-cold items fit another offset."""
+    validation targets of a seeded ``pseudo_cold_fraction`` of users) scores them, as a truly
+    new item is scored; the fitted calibration on them is 1, and on the real cold items (the
+    test's) it is nearer 1 than with the offset fitted on the text part's own, in-sample scores."""
     from tfrec_attn.evaluation import cold_start_split, evaluate_cold_start
     from tfrec_attn.evaluation.retrieval import catalogue_scorer
     from tfrec_attn.training.ensemble import CALIBRATION_PART, fit_combination

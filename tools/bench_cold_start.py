@@ -70,8 +70,7 @@ def table(rows) -> str:
 def in_sample_row(config, data, cold, out, result, features, seed, seconds):
     """The same ensemble with its new-item score fitted in sample (on the text part's own scores
     of the pseudo-cold items, which it trained on): what ``held_out`` calibration changes."""
-    from tfrec_attn.evaluation import cold_start_split, evaluate_cold_start
-    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+    from tfrec_attn.evaluation import cold_start_split
     from tfrec_attn.training.ensemble import PARTS, fit_combination
     from tfrec_attn.training.retrieval import retrievers
     from tfrec_attn.training.run_dir import RunDirectory
@@ -82,6 +81,27 @@ def in_sample_row(config, data, cold, out, result, features, seed, seconds):
                               stage="validation")
     fitted = fit_combination(selected["id"], selected["text"], cold.split, pseudo)
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
+    return combination_row("ensemble, in-sample calibration", cold, result, features, combination, seed, seconds)
+
+
+def untransferred_row(data, cold, result, features, seed, seconds):
+    """The same ensemble with the held-out copy's offset applied to the text part's scores as it
+    is, without moving it to their scale (:func:`tfrec_attn.training.ensemble.score_transfer`)."""
+    fitted = result.metrics["combination"]
+    transfer = result.metrics["calibration"]["transfer"]
+    scale = fitted["new_item_scale"] / transfer["scale"]
+    combination = {"text_weight": fitted["text_weight"], "new_item_scale": scale,
+                   "new_item_offset": fitted["new_item_offset"] - scale * transfer["shift"]}
+    return combination_row("ensemble, held out without the score transfer", cold, result, features, combination,
+                           seed, seconds)
+
+
+def combination_row(name, cold, result, features, combination, seed, seconds):
+    """The protocol's row of ``result``'s ensemble with another ``combination`` (its own is put
+    back afterwards)."""
+    from tfrec_attn.evaluation import evaluate_cold_start
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+
     model = result.model
     model.set_combination(**combination)
     try:
@@ -89,29 +109,7 @@ def in_sample_row(config, data, cold, out, result, features, seed, seconds):
                                                              item_features=features))
     finally:
         model.set_combination(**result.metrics["combination"])
-    return {**row("ensemble, in-sample calibration", seed, figures, seconds), "combination": combination}
-
-
-def untransferred_row(data, cold, result, features, seed, seconds):
-    """The same ensemble with the held-out copy's offset applied to the text part's scores as it
-    is, without moving it to their scale (:func:`tfrec_attn.training.ensemble.score_transfer`)."""
-    from tfrec_attn.evaluation import evaluate_cold_start
-    from tfrec_attn.evaluation.retrieval import catalogue_scorer
-
-    fitted = result.metrics["combination"]
-    transfer = result.metrics["calibration"]["transfer"]
-    scale = fitted["new_item_scale"] / transfer["scale"]
-    combination = {"text_weight": fitted["text_weight"], "new_item_scale": scale,
-                   "new_item_offset": fitted["new_item_offset"] - scale * transfer["shift"]}
-    model = result.model
-    model.set_combination(**combination)
-    try:
-        figures = evaluate_cold_start(cold, catalogue_scorer(model, result.vocabulary, cold.split,
-                                                             item_features=features))
-    finally:
-        model.set_combination(**fitted)
-    return {**row("ensemble, held out without the score transfer", seed, figures, seconds),
-            "combination": combination}
+    return {**row(name, seed, figures, seconds), "combination": combination}
 
 
 def main(argv=None) -> int:
