@@ -464,6 +464,43 @@ def test_leave_one_out_drops_are_the_score_without_each_of_the_top_attention_ite
         assert not drops[c, [1, 3]].any()  # padding and an unknown id are never removed
 
 
+def test_leave_one_out_past_max_len_with_times_and_ratings_equals_re_ranking_each_shortened_history(
+        tiny_ranking, tiny_model):
+    """The leave-one-out re-scores from the compact ids: with more known items than max_len
+    (6), removing one lets the next older item in, and the removed item's time and rating go
+    with it (removing the newest event moves every time gap). Each drop equals re-ranking
+    the history with that position blanked, through the string path."""
+    from tfrec_attn.export.ranking import RankingServingModule
+
+    _, vocabulary = tiny_model
+    module = RankingServingModule(tiny_ranking.model, vocabulary, tiny_ranking.encoder, max_len=6, num_ratings=5,
+                                  explain_positions=6)
+    history = ["i3", "i8", "", "i7", "nope", "i1", "i9", "i4", "i10", "i6", "i2"]
+    times = [880000000 + 86400 * 3 ** i if h else 0 for i, h in enumerate(history)]
+    ratings = [float(1 + i % 5) if h else np.nan for i, h in enumerate(history)]
+    user = (tf.constant([30], tf.int64), tf.constant(["F"]), tf.constant(["writer"]), tf.constant(["9"]))
+    candidates = tf.constant([["i5", "i11", "i12"]])
+
+    def rank(h, r, t, c):
+        return module.rank(tf.constant([h]), c, tf.constant([r], tf.float32), tf.constant([t], tf.int64), user)
+
+    scores, _, attention = rank(history, ratings, times, candidates)
+    positions, drops, real = module.leave_one_out(tf.constant([history]), candidates, attention, scores, 6,
+                                                  tf.constant([ratings], tf.float32), tf.constant([times], tf.int64),
+                                                  user)
+    read = [5, 6, 7, 8, 9, 10]  # the newest six known items
+    checked = 0
+    for c in range(3):
+        assert sorted(np.asarray(positions[0, c])[np.asarray(real[0, c])].tolist()) == read
+        for p, drop in zip(positions.numpy()[0, c], drops.numpy()[0, c]):
+            blank = [(h, r, t) if i != p else ("", np.nan, 0) for i, (h, r, t) in enumerate(zip(history, ratings,
+                                                                                                times))]
+            again = rank(*map(list, zip(*blank)), candidates[:, c:c + 1])[0].numpy()[0, 0]
+            assert drop == pytest.approx(float(scores[0, c]) - again, rel=1e-4, abs=1e-5), (c, p)
+            checked += abs(drop) > 1e-4
+    assert checked >= 6  # the drops are not all zero
+
+
 def test_the_biased_rating_head_starts_at_the_biased_baseline_read_from_the_history():
     """With its correction at 0 (its initial value), the head predicts mean + item bias +
     the history's shrunk residual: the biased baseline's estimate, computed in the graph."""

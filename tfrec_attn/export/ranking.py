@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfrec_attn.export.signatures import CANDIDATES_SPEC, HISTORY_SPEC
 from tfrec_attn.features.ranking import NUM_GAP_BUCKETS, event_gap_ids, event_rating_ids
-from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary, is_item, table_rows
+from tfrec_attn.features.vocab import ItemVocabulary, is_item, table_rows
 
 FEATURE_SPECS = [
     tf.TensorSpec([None, None], tf.float32, name="history_ratings"),
@@ -108,35 +108,52 @@ class RankingServingModule(tf.Module):
         position = before - dropped
         return position, valid & (position >= 0)
 
-    def _inputs(self, history, candidates, ratings=None, timestamps=None, user=None):
-        """Network inputs from raw tensors, and how compact history positions map back."""
+    def _compact(self, history, ratings=None, timestamps=None, width=None):
+        """The newest ``width`` (default ``max_len``) known items of each row, left-aligned and
+        right-padded: (model ids int64, raw ratings float32, raw timestamps int64), each
+        [B, W] with W >= 1, and the history's model ids [B, H]."""
         ids = self.lookup(history)
         valid = is_item(ids)
-        rows = tf.shape(history)[0]
+        width = self.max_len if width is None else width
         ratings = tf.fill(tf.shape(history), float("nan")) if ratings is None else ratings
         timestamps = tf.zeros(tf.shape(history), tf.int64) if timestamps is None else timestamps
 
         def compact(x, fill):
-            dense = tf.ragged.boolean_mask(x, valid)[:, -self.max_len:].to_tensor(fill)
-            width = tf.maximum(tf.shape(dense)[1], 1)  # at least one column (all padding)
-            return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]], constant_values=fill)
+            dense = tf.ragged.boolean_mask(x, valid)[:, -width:].to_tensor(fill)
+            wide = tf.maximum(tf.shape(dense)[1], 1)  # at least one column (all padding)
+            return tf.pad(dense, [[0, 0], [0, wide - tf.shape(dense)[1]]], constant_values=fill)
 
-        compact_ids = compact(ids, tf.constant(0, tf.int64))
-        compact_valid = compact_ids >= FIRST_ITEM_INDEX
-        gaps = event_gap_ids(compact(timestamps, tf.constant(0, tf.int64)), compact_valid, NUM_GAP_BUCKETS)
-        rating_ids = event_rating_ids(compact(ratings, tf.constant(0.0)), self.num_ratings) if self.num_ratings \
+        return (compact(ids, tf.constant(0, tf.int64)), compact(ratings, tf.constant(0.0)),
+                compact(timestamps, tf.constant(0, tf.int64))), ids
+
+    def _network_inputs(self, events, candidates, user_ids, query_ids):
+        """The network's inputs from compact events (:meth:`_compact`), candidates' model ids
+        [b, C], user feature ids [b, U] and the history's retrieval ids (or None)."""
+        compact_ids, ratings, timestamps = events
+        compact_valid = is_item(compact_ids)
+        gaps = event_gap_ids(timestamps, compact_valid, NUM_GAP_BUCKETS)
+        rating_ids = event_rating_ids(ratings, self.num_ratings) if self.num_ratings \
             else tf.zeros_like(compact_ids)
-        if user is None:
-            user_ids = tf.zeros([rows, self.num_user_features], tf.int64)
-        else:
-            user_ids = self.user_encoder(*user)[:, :self.num_user_features]
         inputs = {"history": compact_ids, "history_ratings": tf.where(compact_valid, rating_ids, 0),
-                  "history_gaps": tf.where(compact_valid, gaps, 0), "candidates": self.lookup(candidates),
+                  "history_gaps": tf.where(compact_valid, gaps, 0), "candidates": candidates,
                   "user_features": user_ids}
-        if self.query_model is not None:
-            query = tf.cast(self.query_model(self.query_lookup(history), training=False), tf.float32)
+        if query_ids is not None:
+            query = tf.cast(self.query_model(query_ids, training=False), tf.float32)
             inputs["retrieval_query"] = query[:, tf.newaxis] if query.shape.rank == 2 else query
-        return inputs, self._read_positions(valid)
+        return inputs
+
+    def _user_ids(self, rows, user):
+        if user is None:
+            return tf.zeros([rows, self.num_user_features], tf.int64)
+        return self.user_encoder(*user)[:, :self.num_user_features]
+
+    def _inputs(self, history, candidates, ratings=None, timestamps=None, user=None):
+        """Network inputs from raw tensors, and how compact history positions map back."""
+        events, ids = self._compact(history, ratings, timestamps)
+        query_ids = None if self.query_model is None else self.query_lookup(history)
+        inputs = self._network_inputs(events, self.lookup(candidates), self._user_ids(tf.shape(history)[0], user),
+                                      query_ids)
+        return inputs, self._read_positions(is_item(ids))
 
     def rank(self, history, candidates, ratings=None, timestamps=None, user=None):
         """(scores [B, C], rating [B, C], attention [B, C, H] over the input positions)."""
@@ -169,6 +186,12 @@ class RankingServingModule(tf.Module):
         are removed one at a time (the history then reads the next older item, as if the
         user had never had it) and the candidate is scored again, in one batch.
 
+        The re-scored histories are built from the compact ids looked up once (the newest
+        ``max_len + 1`` known items: removing one lets the next older in), so no string is
+        looked up or compacted again; the time gaps are recomputed for each (removing the
+        newest event moves every gap), and a ranker that reads retrieval recomputes its
+        query vectors without the item.
+
         Args:
             attention: float32 [B, C, H], from :meth:`rank` over the same inputs.
             scores: float32 [B, C]. The candidates' ranker scores (:meth:`rank`).
@@ -183,14 +206,14 @@ class RankingServingModule(tf.Module):
         b, c, h = shape[0], shape[1], shape[2]
         m = tf.minimum(positions, h)
         readable = self.readable(history) if readable is None else readable
-        readable = tf.broadcast_to(readable[:, tf.newaxis, :], shape)
+        wide_readable = tf.broadcast_to(readable[:, tf.newaxis, :], shape)
         size = tf.cast(b, tf.int64) * tf.cast(c, tf.int64) * tf.cast(m, tf.int64) * tf.cast(h, tf.int64)
         with tf.control_dependencies([_check(size <= MAX_POSITIONS, (
                 f"history: rows x items x {positions} explained positions x history positions is over "
                 f"{MAX_POSITIONS} per request; send fewer rows or history positions"))]):
-            readable = tf.identity(readable)
-        _, top = tf.math.top_k(tf.where(readable, tf.abs(attention), -1.0), k=m)  # [B, C, M]
-        real = tf.gather(readable, top, batch_dims=2)
+            wide_readable = tf.identity(wide_readable)
+        _, top = tf.math.top_k(tf.where(wide_readable, tf.abs(attention), -1.0), k=m)  # [B, C, M]
+        real = tf.gather(wide_readable, top, batch_dims=2)
         rows = b * c * m
 
         def tile(x):  # [B, ...] -> [B * C * M, ...], each row's inputs for each (candidate, removed item)
@@ -199,14 +222,69 @@ class RankingServingModule(tf.Module):
             wide = tf.broadcast_to(x[:, tf.newaxis, tf.newaxis], tf.concat([[b, c, m], rest], 0))
             return tf.reshape(wide, tf.concat([[rows], rest], 0))
 
-        removed = tf.one_hot(top, h, on_value=True, off_value=False)  # [B, C, M, H]
-        without = tf.where(removed, "", tf.broadcast_to(history[:, tf.newaxis, tf.newaxis, :], [b, c, m, h]))
-        one = tf.reshape(tf.broadcast_to(candidates[:, :, tf.newaxis], [b, c, m]), [rows, 1])
-        again, _, _ = self.rank(tf.reshape(without, [rows, h]), one, None if ratings is None else tile(ratings),
-                                None if timestamps is None else tile(timestamps),
-                                None if user is None else tuple(tile(u) for u in user))
+        # The newest max_len + 1 known items (E), and where each input position sits in E.
+        events, ids = self._compact(history, ratings, timestamps, width=self.max_len + 1)
+        valid = is_item(ids)
+        count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)
+        in_extended = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True) - \
+            tf.maximum(count - (self.max_len + 1), 0)  # [B, H]
+        removed = tf.reshape(tf.gather(in_extended, top, batch_dims=1), [rows, 1])  # [rows, 1]
+        # Without E[r]: E's other items, oldest first (at most max_len: all of them are read).
+        width = tf.maximum(tf.shape(events[0])[1] - 1, 1)
+        slots = tf.range(width)[tf.newaxis, :]
+        source = tf.minimum(slots + tf.cast(slots >= removed, tf.int32), tf.shape(events[0])[1] - 1)
+        without = tuple(tf.gather(tile(x), source, batch_dims=1) for x in events)
+        # A source past E's last column (a row of max_len items or fewer) is padding.
+        beyond = slots + tf.cast(slots >= removed, tf.int32) >= tf.shape(events[0])[1]
+        without = (tf.where(beyond, tf.constant(0, tf.int64), without[0]), without[1], without[2])
+        query_ids = None
+        if self.query_model is not None:
+            query_ids = tf.where(tf.reshape(tf.one_hot(top, h, on_value=True, off_value=False), [rows, h]),
+                                 tf.constant(0, tf.int64), tile(self.query_lookup(history)))
+        candidate_ids = self.lookup(candidates)
+        one = tf.reshape(tf.broadcast_to(candidate_ids[:, :, tf.newaxis], [b, c, m]), [rows, 1])
+        user_ids = self._user_ids(b, user)
+        inputs = self._network_inputs(without, one, tile(user_ids), query_ids)
+        if self.network.target_attention.per_event_weights:
+            again = self._pooled_rescoring(self._network_inputs(events, candidate_ids, user_ids, None), inputs,
+                                           source, tf.reshape(real, [rows]), m)
+        else:
+            again = tf.cast(self.network(inputs, training=False)["scores"][:, 0], tf.float32)
         drops = scores[:, :, tf.newaxis] - tf.reshape(again, [b, c, m])
         return top, tf.where(real, drops, 0.0), real
+
+    def _pooled_rescoring(self, extended, inputs, source, real, m):
+        """The leave-one-out scores [rows] when each event's target-attention weight depends
+        only on the event and the candidate (DIN without normalization): the weights of the
+        newest ``max_len + 1`` events (``extended``, [B, E]) are computed once per candidate
+        and each shortened history's pooled interest is gathered from them (no second pass
+        of the attention over rows x history pairs), then the network's head scores it. A
+        row whose events changed (removing the newest event moves the time gaps) is scored
+        by the whole network, so every row equals the network's score of its history."""
+        network = self.network
+        events, mask = network.event_embeddings(extended)  # [B, E, d]
+        _, weights = network.target_attention(events, mask, network.items(extended["candidates"]),
+                                              training=False)  # [B, C, E]
+        shape = tf.shape(weights)
+        b, c, e = shape[0], shape[1], shape[2]
+        owner = tf.repeat(tf.range(b), c * m)  # each row's batch row
+        flat = owner[:, tf.newaxis] * e + source  # [rows, W] into B x E
+        row_events = tf.gather(tf.reshape(events, [b * e, -1]), flat)  # [rows, W, d]
+        row_weights = tf.gather(tf.repeat(tf.reshape(weights, [b * c, e]), m, axis=0), source, batch_dims=1)
+        row_mask = is_item(inputs["history"])
+        row_weights = tf.where(row_mask, row_weights, tf.zeros_like(row_weights))
+        row_events = row_events * tf.cast(row_mask, row_events.dtype)[..., tf.newaxis]
+        pooled = tf.einsum("rw,rwd->rd", tf.cast(row_weights, row_events.dtype), row_events)[:, tf.newaxis]
+        scores = tf.cast(network.interaction_scores(pooled, row_events, row_mask, inputs)[:, 0], tf.float32)
+        gaps = tf.gather(tf.reshape(extended["history_gaps"], [-1]), flat)
+        changed = real & tf.reduce_any(row_mask & (gaps != inputs["history_gaps"]), axis=1)
+
+        def whole_network():
+            where = tf.where(changed)
+            again = network({name: tf.gather_nd(x, where) for name, x in inputs.items()}, training=False)["scores"]
+            return tf.tensor_scatter_nd_update(scores, where, tf.cast(again[:, 0], tf.float32))
+
+        return tf.cond(tf.reduce_any(changed), whole_network, lambda: scores)
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
     def serving_default(self, history, candidates):

@@ -15,6 +15,72 @@ from tfrec_attn.layers.rating_head import BiasedRatingHead
 from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttention, DinAttention
 
 
+class _NotTracked:
+    """Holds an object on a Keras model without making it a checkpoint dependency."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class _Blocks:
+    """The ranking network's layers and the two halves of its forward pass, shared by the
+    functional graph and the inference methods (one source for both)."""
+
+    def __init__(self, items, ratings, gaps, event_dropout, target, users, mlp, score_head, retrieval_items,
+                 retrieval_scale, retrieval_projections, num_ratings, user_feature_sizes, history_mean):
+        self.items, self.ratings, self.gaps, self.event_dropout = items, ratings, gaps, event_dropout
+        self.target, self.users, self.mlp, self.score_head = target, users, mlp, score_head
+        self.retrieval_items, self.retrieval_scale = retrieval_items, retrieval_scale
+        self.retrieval_projections = retrieval_projections
+        self.num_ratings, self.user_feature_sizes, self.history_mean = num_ratings, user_feature_sizes, history_mean
+
+    def events(self, inputs, training=None):
+        """History events: item embedding (+ rating, + time gap), 0 at padding; (events, mask)."""
+        history = inputs["history"]
+        mask = history >= FIRST_ITEM_INDEX
+        events = self.items(history)
+        if self.ratings is not None:
+            events = events + self.ratings(tf.clip_by_value(inputs["history_ratings"], 0, self.num_ratings))
+        if self.gaps is not None:
+            events = events + self.gaps(tf.clip_by_value(inputs["history_gaps"], 0, NUM_GAP_BUCKETS - 1))
+        return self.event_dropout(events * tf.cast(mask, events.dtype)[..., tf.newaxis], training=training), mask
+
+    def head(self, pooled, candidates, events, mask, inputs, training=None):
+        """Everything after the target attention: (MLP output x, interaction logits [b, C],
+        retrieval scores [b, C] or None)."""
+        count = tf.reduce_sum(tf.cast(mask, events.dtype), axis=1, keepdims=True)  # [b, 1]
+        mean = tf.math.divide_no_nan(tf.reduce_sum(events, axis=1), count)  # [b, d]
+        per_user = [mean, tf.math.log1p(count)] if self.history_mean else [tf.math.log1p(count)]
+        for i, layer in enumerate(self.users):
+            size = self.user_feature_sizes[i]
+            per_user.append(layer(tf.clip_by_value(inputs["user_features"][:, i], 0, size - 1)))
+        per_user = tf.concat(per_user, axis=-1)
+        num_candidates = tf.shape(candidates)[1]
+        per_user = tf.repeat(per_user[:, tf.newaxis, :], num_candidates, axis=1)
+        parts = [pooled, candidates, pooled * candidates, per_user]
+        retrieval_scores = None
+        if self.retrieval_items is not None:
+            # What retrieval knows: its score of each candidate (the best of the user's query
+            # vectors), fed to the MLP and added to the logit.
+            query = inputs["retrieval_query"]  # [b, K, r]
+            item_vectors = self.retrieval_items(inputs["candidates"])  # [b, C, r]
+            per_interest = tf.einsum("bkr,bcr->bck", query, item_vectors)
+            retrieval_scores = tf.reduce_max(per_interest, axis=-1)  # [b, C]
+            # (Not normalized over the list: a candidate's score never depends on the others.)
+            parts.append(retrieval_scores[..., tf.newaxis])
+            if self.retrieval_projections:
+                best = tf.gather(query, tf.argmax(per_interest, axis=-1, output_type=tf.int32), batch_dims=1)
+                q, e = (layer(v) for layer, v in zip(self.retrieval_projections, (best, item_vectors)))
+                parts += [q, e, q * e]
+        x = tf.concat(parts, axis=-1)
+        for layer in self.mlp:
+            x = layer(x, training=training)
+        scores = tf.squeeze(self.score_head(x), -1)
+        if self.retrieval_scale is not None:
+            scores = scores + self.retrieval_scale(retrieval_scores)
+        return x, scores, retrieval_scores
+
+
 @register
 class ScalarWeight(tf.keras.layers.Layer):
     """``w * x`` with one trainable scalar ``w`` (initial value ``initial``)."""
@@ -136,6 +202,9 @@ class RankingNetwork(tf.keras.Model):
                                                 bias_initializer=tf.keras.initializers.Constant(
                                                     math.log(share / (1.0 - share))))
 
+        blocks = _Blocks(items, ratings, gaps, event_dropout, target, users, mlp, score_head, retrieval_items,
+                         retrieval_scale, retrieval_projections, num_ratings, user_feature_sizes, history_mean)
+
         # === Functional model ===
         inputs = {
             "history": tf.keras.Input(shape=(None,), dtype=tf.int64, name="history"),
@@ -147,53 +216,22 @@ class RankingNetwork(tf.keras.Model):
         if retrieval_dim:
             inputs["retrieval_query"] = tf.keras.Input(shape=(retrieval_interests, retrieval_dim), dtype=tf.float32,
                                                        name="retrieval_query")
-        history = inputs["history"]
-        mask = history >= FIRST_ITEM_INDEX
-        events = items(history)
-        if ratings is not None:
-            events = events + ratings(tf.clip_by_value(inputs["history_ratings"], 0, num_ratings))
-        if gaps is not None:
-            events = events + gaps(tf.clip_by_value(inputs["history_gaps"], 0, NUM_GAP_BUCKETS - 1))
-        events = event_dropout(events * tf.cast(mask, events.dtype)[..., tf.newaxis])
+        events, mask = blocks.events(inputs)
         candidates = items(inputs["candidates"])
         pooled, weights = target(events, mask, candidates)
-        count = tf.reduce_sum(tf.cast(mask, events.dtype), axis=1, keepdims=True)  # [b, 1]
-        mean = tf.math.divide_no_nan(tf.reduce_sum(events, axis=1), count)  # [b, d]
-        per_user = [mean, tf.math.log1p(count)] if history_mean else [tf.math.log1p(count)]
-        for i, layer in enumerate(users):
-            per_user.append(layer(tf.clip_by_value(inputs["user_features"][:, i], 0, user_feature_sizes[i] - 1)))
-        per_user = tf.concat(per_user, axis=-1)
-        num_candidates = tf.shape(candidates)[1]
-        per_user = tf.repeat(per_user[:, tf.newaxis, :], num_candidates, axis=1)
-        parts = [pooled, candidates, pooled * candidates, per_user]
-        if retrieval_dim:
-            # What retrieval knows: its score of each candidate (the best of the user's query
-            # vectors), fed to the MLP and added to the logit.
-            query = inputs["retrieval_query"]  # [b, K, r]
-            item_vectors = retrieval_items(inputs["candidates"])  # [b, C, r]
-            per_interest = tf.einsum("bkr,bcr->bck", query, item_vectors)
-            retrieval_scores = tf.reduce_max(per_interest, axis=-1)  # [b, C]
-            # (Not normalized over the list: a candidate's score never depends on the others.)
-            parts.append(retrieval_scores[..., tf.newaxis])
-            if retrieval_projections:
-                best = tf.gather(query, tf.argmax(per_interest, axis=-1, output_type=tf.int32), batch_dims=1)
-                q, e = (layer(v) for layer, v in zip(retrieval_projections, (best, item_vectors)))
-                parts += [q, e, q * e]
-        x = tf.concat(parts, axis=-1)
-        for layer in mlp:
-            x = layer(x)
-        scores = tf.squeeze(score_head(x), -1)
+        x, scores, retrieval_scores = blocks.head(pooled, candidates, events, mask, inputs)
         outputs = {}
         if retrieval_dim:
-            scores = scores + retrieval_scale(retrieval_scores)
             outputs["retrieval_scores"] = retrieval_scores
         if rating_biases:
-            rating = rating_head(x, history, tf.clip_by_value(inputs["history_ratings"], 0, max(num_ratings, 0)),
+            rating = rating_head(x, inputs["history"],
+                                 tf.clip_by_value(inputs["history_ratings"], 0, max(num_ratings, 0)),
                                  inputs["candidates"])
         else:
             rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
         outputs.update(scores=scores, rating=rating, attention=weights)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._blocks = _NotTracked(blocks)
 
         # === Config ===
         self.num_indices = num_indices
@@ -219,6 +257,24 @@ class RankingNetwork(tf.keras.Model):
         self.rating_biases = bool(rating_biases)
         self.items = items
         self.retrieval_items = retrieval_items
+
+    @property
+    def target_attention(self):
+        """The target attention layer (DIN or BST)."""
+        return self._blocks.value.target
+
+    def event_embeddings(self, inputs):
+        """(events float [b, H, d], mask bool [b, H]) of the inputs' history, as the network
+        computes them at inference (item + rating + time-gap embeddings, 0 at padding)."""
+        return self._blocks.value.events(inputs, training=False)
+
+    def interaction_scores(self, pooled, events, mask, inputs):
+        """The interaction logits [b, C] from a pooled interest per candidate (float
+        [b, C, d], e.g. the target attention of :meth:`event_embeddings`' events) and the
+        rest of the network's inputs, at inference: the part of the network after the target
+        attention, so a caller that pools the events itself scores exactly as the network."""
+        candidates = self.items(inputs["candidates"])
+        return self._blocks.value.head(pooled, candidates, events, mask, inputs, training=False)[1]
 
     def dummy_inputs(self) -> dict:
         """A one-row, one-candidate batch of every input (builds the weights)."""

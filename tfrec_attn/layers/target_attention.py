@@ -68,6 +68,13 @@ class DinAttention(tf.keras.layers.Layer):
                 self.hidden[0].build(tf.TensorShape([None, 4 * width]))
         super().build(input_shape)
 
+    @property
+    def per_event_weights(self) -> bool:
+        """True when each event's weight depends only on that event and the candidate (no
+        normalization over the history), so removing an event leaves the others' weights
+        as they were."""
+        return self.normalization == "none"
+
     def _first_layer(self, history, candidates):
         """The first hidden layer on ``[h, c, h - c, h * c]`` without building that [b, C, H, 4d]
         tensor: with its kernel split as ``[W_h; W_c; W_d; W_p]`` it is
@@ -127,6 +134,8 @@ class BstAttention(tf.keras.layers.Layer):
     attention of the candidate position over the history, mean over heads; they sum to 1
     minus the candidate's attention to itself).
     """
+
+    per_event_weights = False  # the events attend to each other: removing one moves every weight
 
     def __init__(self, embedding_dim: int, num_heads: int = 2, num_blocks: int = 1, dropout: float = 0.1,
                  **kwargs):
