@@ -402,14 +402,19 @@ def _drifting_users(num_users=300, seed=0):
     return Dataset("drift", Interactions.from_rows(users, items, times, np.full(len(users), np.nan)), catalogue)
 
 
-def test_interest_profile_predicts_where_a_user_drifts_better_than_their_history_counts(tmp_path):
+def test_interest_profile_predicts_where_a_user_drifts_and_is_served_as_trained(tmp_path, capsys):
+    """``model.user_tower.profile``: the run fits the head after training and keeps it in
+    RUN/interest_profile/; it beats the history's own genre counts on the users' held-out
+    next 10 items, and the export's ``profile`` signature, reloaded in a fresh TF-only
+    process, gives the in-memory head's distributions on raw ids."""
     from tfrec_attn.data import leave_one_out
-    from tfrec_attn.models.interest_profile import InterestProfileHead
+    from tfrec_attn.models.interest_profile import InterestProfileHead, load_profile
     from tfrec_attn.training import train
     from tfrec_attn.training.interest_profile import (
+        InterestProfile,
         distribution,
-        fit_profile,
         future_split,
+        genre_table,
         profile_metrics,
     )
 
@@ -417,19 +422,74 @@ def test_interest_profile_predicts_where_a_user_drifts_better_than_their_history
     reduced, held, futures = future_split(leave_one_out(data.interactions), horizon=10)
     # The held-out users' last 10 events are gone from what trains.
     assert all(len(reduced.sequences[u]) + 10 == len(leave_one_out(data.interactions).sequences[u]) for u in held)
-    config = load_config(CONFIG, FAST + ["model.user_tower.interests=2", "train.epochs=8"])
+    config = load_config(CONFIG, FAST + ["model.user_tower.interests=2", "train.epochs=8",
+                                         "model.user_tower.profile=true"])
     run = train(config, data, str(tmp_path / "run"), split=reduced, verbose=0)
-    profile = fit_profile(run.model, run.recipe.vocabulary, reduced, data, seed=0)
+    served = run.recipe.profile
+    genres, table = genre_table(data, reduced)
+    assert served.genres == genres and len(genres) == 4
+    profile = InterestProfile(served.head, run.model, run.recipe.vocabulary, reduced, genres, table, served.prior,
+                              served.smoothing)
     histories = [reduced.sequences[u] for u in held]
-    targets = np.stack([distribution(profile.table, f) for f in futures])
+    targets = np.stack([distribution(table, f) for f in futures])
     head = profile_metrics(profile.predict(histories), targets)
     counts = profile_metrics(profile.history_baseline(histories), targets)
     assert head["cross_entropy"] < counts["cross_entropy"] - 0.1
     assert head["top_genre_accuracy"] > counts["top_genre_accuracy"]
-    # Each baseline row is a distribution; the head rebuilds from its config.
+    # Each baseline row is a distribution; the head rebuilds from its config, and the run's
+    # files give the same head.
     np.testing.assert_allclose(profile.history_baseline(histories).sum(axis=1), 1.0, rtol=1e-5)
-    clone = InterestProfileHead.from_config(profile.head.get_config())
-    assert clone.num_genres == len(profile.genres) == 4
+    assert InterestProfileHead.from_config(served.head.get_config()).num_genres == 4
+    saved = load_profile(os.path.join(run.output_dir, "interest_profile"))
+    for a, b in zip(saved.head.get_weights(), served.head.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Served: the `profile` signature of the run's export, in a fresh process.
+    (path,) = run.export(str(tmp_path / "export"))
+    raw = [list(reduced.item_vocab[h]) for h in histories[:5]]
+    width = max(map(len, raw))
+    raw = [h + [""] * (width - len(h)) for h in raw]
+    script = (
+        "import json, sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({path!r})\n"
+        "out = m.signatures['profile'](history=tf.constant(json.loads(sys.argv[1])))\n"
+        "print(json.dumps({k: (np.char.decode(v.numpy().astype(bytes)) if v.dtype == tf.string else v.numpy())"
+        ".tolist() for k, v in out.items()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(raw)], capture_output=True, text=True,
+                          env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(there["genres"], profile.predict(histories[:5]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(there["history_genres"], profile.history_baseline(histories[:5]), rtol=1e-5,
+                               atol=1e-6)
+    assert there["genre_names"][0] == genres
+    want = np.argsort(-profile.predict(histories[:5]), axis=1, kind="stable")[:, :3]
+    assert there["top_genres"] == [[genres[g] for g in row] for row in want]
+    # The command prints the profile above the interests.
+    from tfrec_attn.app.cli import main
+
+    assert main(["interests", path, "--history", *[i for i in raw[0] if i]]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"next 10 items, predicted: {genres[want[0][0]]} ") and "(the history: " in printed[0]
+    assert printed[1].startswith("interest 1: ")
+
+
+def test_an_interest_profile_needs_one_query_space_and_genres(tmp_path):
+    from tfrec_attn.data import Dataset, Interactions, Item
+    from tfrec_attn.training import train
+
+    with pytest.raises(ConfigError, match="model.user_tower.profile.*needs one query space"):
+        load_config(CONFIG, ["model.user_tower.profile=true", "model.item_tower.type=ensemble"])
+    rng = np.random.default_rng(0)
+    users = [f"u{u}" for u in range(40) for _ in range(15)]
+    items = [f"i{int(rng.integers(20))}" for _ in users]
+    data = Dataset("plain", Interactions.from_rows(users, items, np.arange(len(users)) + 1_000_000,
+                                                   np.full(len(users), np.nan)),
+                   {f"i{j}": Item(f"i{j}", f"item {j}", ()) for j in range(20)})
+    config = load_config(CONFIG, FAST + ["train.epochs=1", "model.user_tower.profile=true"])
+    with pytest.raises(ConfigError, match="model.user_tower.profile.*carry none"):
+        train(config, data, str(tmp_path / "run"), verbose=0)
 
 
 def test_history_items_are_masked_on_every_interest():

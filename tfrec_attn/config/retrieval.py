@@ -126,6 +126,10 @@ class UserTowerConfig(Section):
     selection_temperature: float = 1.0  # sampled: softmax(affinity / temperature)
     diversity_weight: float = 1.0  # x the mean pairwise cosine of a user's interests (against collapse) ...
     diversity_margin: float = 0.5  # ... above this margin (-1: all of it)
+    # the interest profile: after training, fit a head that predicts the genre (category)
+    # distribution of the user's next 10 items from the interests (tfrec_attn/training/
+    # interest_profile.py), kept in RUN/interest_profile/ and served as the `profile` signature
+    profile: bool = False
 
     def checks(self, at):
         from tfrec_attn.layers.interests import EXTRACTION_TYPES
@@ -168,6 +172,8 @@ class ModelConfig(Section):
         return [
             ("user_tower.interests", interests <= self.max_len,
              f"must be <= {at('max_len')}={self.max_len} (each interest attends to the history's positions)"),
+            ("user_tower.profile", not self.user_tower.profile or self.item_tower.type != "ensemble",
+             f"needs one query space: not {at('item_tower.type')}=ensemble (its parts score apart)"),
             ("user_tower.interests", interests == 1 or self.item_tower.type != "ensemble",
              f"> 1 needs one query space: not {at('item_tower.type')}=ensemble (its parts score apart)"),
             ("embedding_dim", self.embedding_dim > 0, "must be > 0"),

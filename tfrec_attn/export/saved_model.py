@@ -77,21 +77,25 @@ def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, mod
 
 
 def export_retrieval(model, vocabulary, base_path: str, *, model_name: str = "retrieval", k: int = 100,
-                     index: str = "brute_force", version: int | None = None, item_terms=None,
+                     index: str = "brute_force", version: int | None = None, item_terms=None, profile=None,
                      **index_options) -> str:
     """Exports a trained retrieval model with its serving signatures; returns the version dir.
 
     ``item_terms``: (genres, words) ItemTerms that a multi-interest model's labels are
-    written in (:func:`tfrec_attn.features.item_terms.item_terms`)."""
+    written in (:func:`tfrec_attn.features.item_terms.item_terms`). ``profile``: the interest
+    profile (a :class:`~tfrec_attn.models.interest_profile.ServedProfile`) served as ``profile``."""
     from tfrec_attn.export.signatures import RetrievalServingModule
 
-    module = RetrievalServingModule(model, vocabulary, k=k, index=index, item_terms=item_terms, **index_options)
+    module = RetrievalServingModule(model, vocabulary, k=k, index=index, item_terms=item_terms, profile=profile,
+                                    **index_options)
     options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if index == "scann" else None
     return publish_saved_model(module, module.signatures(), base_path, model_name, version, options,
-                               warmup=retrieval_warmup(vocabulary, interests=module.num_interests > 1))
+                               warmup=retrieval_warmup(vocabulary, interests=module.num_interests > 1,
+                                                       profile=profile is not None))
 
 
-def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8), interests: bool = False) -> list:
+def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8), interests: bool = False,
+                     profile: bool = False) -> list:
     """Representative requests: real ids, several history lengths and batch sizes."""
     import numpy as np
 
@@ -108,4 +112,6 @@ def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8), i
                               "candidates": candidates}))
     if interests:
         requests.append(("interests", {"history": np.resize(ids, 50).reshape(1, 50).astype(object)}))
+    if profile:
+        requests.append(("profile", {"history": np.resize(ids, 50).reshape(1, 50).astype(object)}))
     return requests

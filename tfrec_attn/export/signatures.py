@@ -47,6 +47,13 @@ class RetrievalServingModule(tf.Module):
     from ``item_terms`` ((genres, words) :class:`~tfrec_attn.features.item_terms.ItemTerms`;
     empty labels without them).
 
+    With an interest profile (``profile``, :class:`~tfrec_attn.models.interest_profile.ServedProfile`;
+    ``model.user_tower.profile``), the signature ``profile``: ``history`` -> ``genres`` float32
+    [batch, G], the predicted genre (category) distribution of the user's next 10 items;
+    ``history_genres`` [batch, G], the history's own (smoothed) distribution it starts from;
+    ``genre_names`` tf.string [batch, G] (the order of both); ``top_genres`` tf.string
+    [batch, 3] and ``top_shares`` [batch, 3], the predicted top three.
+
     Signature ``embed_items``: ``item_ids`` tf.string [n] + ``item_texts`` tf.string [n] ->
     ``embeddings`` float32 [n, d] (d + 1 with ``model.item_bias``): candidate vectors in
     the space ``user_embedding`` scores against. With a text or hybrid item tower the
@@ -64,7 +71,7 @@ class RetrievalServingModule(tf.Module):
     """
 
     def __init__(self, model, vocabulary: ItemVocabulary, k: int = 100, index: str = "brute_force",
-                 text_encoder=None, item_terms=None, **index_options):
+                 text_encoder=None, item_terms=None, profile=None, **index_options):
         super().__init__(name="retrieval")
         from tfrec_attn.export.index import build_index
 
@@ -95,6 +102,14 @@ class RetrievalServingModule(tf.Module):
             genres, words = item_terms or (empty, empty)
             self.interest_labels = InterestLabels(genres, words, list(vocabulary.item_ids))
             self.interests = tf.function(self._interests, input_signature=[HISTORY_SPEC])
+        self.profile_head = None
+        if profile is not None:
+            self.profile_head = profile.head
+            self.profile_table = tf.constant(profile.table, tf.float32)
+            self.profile_prior = tf.constant(profile.prior, tf.float32)
+            self.profile_smoothing = float(profile.smoothing)
+            self.genre_names = tf.constant(list(profile.genres))
+            self.profile = tf.function(self._profile, input_signature=[HISTORY_SPEC])
         candidates = tf.cast(model.item_embeddings(), tf.float32)
         self.index = build_index(index, candidates, tf.constant(list(vocabulary.item_ids)), self.k,
                                  **index_options)
@@ -126,6 +141,21 @@ class RetrievalServingModule(tf.Module):
         return {"vectors": queries, "weights": self.model.interest_weights(compact, queries),
                 "attention": self.model.to_input_positions(ids, attention),
                 **self.interest_labels(compact, attention)}
+
+    def _profile(self, history):  # the `profile` signature (with an interest profile only)
+        from tfrec_attn.models.interest_profile import smoothed_genres
+
+        ids, queries = self._user(history)
+        interests = queries[:, tf.newaxis] if queries.shape.rank == 2 else queries
+        baseline = smoothed_genres(tf.reduce_sum(tf.gather(self.profile_table, ids), axis=1), self.profile_prior,
+                                   self.profile_smoothing)
+        predicted = tf.cast(self.profile_head({"interests": interests, "history_genres": baseline}, training=False),
+                            tf.float32)
+        shares, top = tf.math.top_k(predicted, k=min(3, int(self.genre_names.shape[0])))
+        rows = tf.shape(history)[0]
+        return {"genres": predicted, "history_genres": baseline,
+                "genre_names": tf.broadcast_to(self.genre_names[tf.newaxis], [rows, tf.shape(self.genre_names)[0]]),
+                "top_genres": tf.gather(self.genre_names, top), "top_shares": shares}
 
     @tf.function(input_signature=[HISTORY_SPEC])
     def user_embedding(self, history):
@@ -176,4 +206,6 @@ class RetrievalServingModule(tf.Module):
         }
         if self.num_interests > 1:
             signatures["interests"] = self.interests.get_concrete_function()
+        if self.profile_head is not None:
+            signatures["profile"] = self.profile.get_concrete_function()
         return signatures

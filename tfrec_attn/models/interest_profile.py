@@ -3,6 +3,9 @@ from their interests — fine-grained labels for the whole user, not one interes
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
 from tfrec_attn.features.serializable import register
@@ -64,3 +67,49 @@ class InterestProfileHead(tf.keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+
+def smoothed_genres(counts, prior, smoothing: float):
+    """The history's own genre distribution, smoothed towards the catalogue's: ``(counts +
+    smoothing * prior) / (|counts| + smoothing)`` (what the head reads as ``history_genres``,
+    in training and in the serving graph).
+
+    Args:
+        counts: float [b, G]. The genre mass of each history's items (each item's genres
+            share a mass of 1).
+        prior: float [G]. The catalogue's genre distribution.
+        smoothing: float. The prior's weight, in items.
+    """
+    counts = tf.convert_to_tensor(counts, tf.float32)
+    prior = tf.convert_to_tensor(prior, tf.float32)
+    return (counts + smoothing * prior) / (tf.reduce_sum(counts, axis=1, keepdims=True) + smoothing)
+
+
+@dataclasses.dataclass
+class ServedProfile:
+    """What the ``profile`` signature reads: the fitted head, the genre names, the genre table
+    in the model's index space, the catalogue's prior and the smoothing weight
+    (:meth:`tfrec_attn.training.interest_profile.InterestProfile.save` writes it,
+    :func:`load_profile` reads it)."""
+
+    head: object
+    genres: list
+    table: np.ndarray  # [num_indices, G], model index space
+    prior: np.ndarray
+    smoothing: float
+
+
+def load_profile(directory: str) -> ServedProfile:
+    """The profile a run saved (RUN/interest_profile/)."""
+    import json
+    import os
+
+    with open(os.path.join(directory, "profile.json"), encoding="utf-8") as handle:
+        saved = json.load(handle)
+    head = InterestProfileHead.from_config(saved["head"])
+    genres = len(saved["genres"])
+    head({"interests": tf.zeros([1, 1, head.embedding_dim]), "history_genres": tf.fill([1, genres], 1.0 / genres)})
+    head.load_weights(os.path.join(directory, "head")).expect_partial()
+    return ServedProfile(head, saved["genres"], np.load(os.path.join(directory, "genre_table.npy")),
+                         np.asarray(saved["prior"], np.float32), float(saved["smoothing"]))

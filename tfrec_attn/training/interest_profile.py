@@ -116,8 +116,40 @@ class InterestProfile:
 
     def history_baseline(self, histories) -> np.ndarray:
         """Each history's own genre distribution, smoothed towards the catalogue's prior."""
+        from tfrec_attn.models.interest_profile import smoothed_genres
+
         counts = np.stack([self.table[np.asarray(h, np.int64)].sum(axis=0) for h in histories])
-        return (counts + self.smoothing * self.prior) / (counts.sum(axis=1, keepdims=True) + self.smoothing)
+        return smoothed_genres(counts, self.prior, self.smoothing).numpy()
+
+    def model_table(self) -> np.ndarray:
+        """The genre table in the model's index space ([num_indices, G]; padding, OOV and
+        items the model does not know: zero rows)."""
+        to_model = self.vocabulary.model_indices(self.split.item_vocab)
+        known = self.vocabulary.is_item(to_model)
+        table = np.zeros((self.vocabulary.num_indices, self.table.shape[1]), np.float32)
+        table[to_model[known]] = self.table[known]
+        return table
+
+    def save(self, directory: str) -> str:
+        """Writes what serving needs (RUN/interest_profile/): the head's config and weights, the
+        genre names, the model-index genre table, the prior and the smoothing weight."""
+        import json
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        self.head.save_weights(os.path.join(directory, "head"))
+        np.save(os.path.join(directory, "genre_table.npy"), self.model_table())
+        with open(os.path.join(directory, "profile.json"), "w", encoding="utf-8") as handle:
+            json.dump({"head": self.head.get_config(), "genres": list(self.genres),
+                       "prior": [float(p) for p in self.prior], "smoothing": float(self.smoothing)}, handle, indent=2)
+        return directory
+
+    def served(self):
+        """What the ``profile`` signature reads of this fitted profile (a ServedProfile)."""
+        from tfrec_attn.models.interest_profile import ServedProfile
+
+        return ServedProfile(self.head, list(self.genres), self.model_table(), np.asarray(self.prior, np.float32),
+                             float(self.smoothing))
 
     def predict(self, histories) -> np.ndarray:
         interests = user_interests(self.model, self.vocabulary, self.split, histories)
@@ -143,6 +175,9 @@ def fit_profile(model, vocabulary, split, dataset, *, users=None, horizon: int =
     keep = targets.sum(axis=1) > 0
     histories = [h for h, k in zip(histories, keep) if k]
     targets = targets[keep]
+    if not len(targets):
+        raise ValueError(f"no training window of {horizon} next items has a genre (category): the catalogue's "
+                         "items carry none")
     prior = np.concatenate(sequences)
     prior = distribution(table, prior)
     profile = InterestProfile(None, model, vocabulary, split, genres, table, prior, SMOOTHING[0])

@@ -19,6 +19,7 @@ from tfrec_attn.training.recipe import Recipe, register_recipe
 
 # Metric names as they appear in Keras logs (CSVLogger, TensorBoard, EarlyStopping).
 LOG_NAMES = {"HR@10": "hr10", "NDCG@10": "ndcg10", "HR@50": "hr50", "MRR": "mrr"}
+PROFILE_DIR = "interest_profile"  # RUN/interest_profile/: the fitted interest profile (model.user_tower.profile)
 INTEREST_LOG_NAMES = ("interest_cosine", "interest_min_share", "interests_in_top10")  # model.user_tower.interests > 1
 
 
@@ -44,6 +45,7 @@ class RetrievalRecipe(Recipe):
         self.item_features = None  # text features of the split's catalogue (text towers)
         self.item_texts = None  # ... and its texts
         self.text_table = None  # the features in model index order
+        self.profile = None  # the interest profile (model.user_tower.profile), a ServedProfile
 
     @property
     def metric_names(self) -> tuple:
@@ -60,6 +62,10 @@ class RetrievalRecipe(Recipe):
         catalogue's texts and text features that a text tower scores unknown items from."""
         recipe = cls(config, dataset, split)
         recipe.vocabulary = ItemVocabulary.load(run.vocab_file("items.txt"))
+        if config.model.user_tower.profile and os.path.isdir(run.file(PROFILE_DIR)):
+            from tfrec_attn.models.interest_profile import load_profile
+
+            recipe.profile = load_profile(run.file(PROFILE_DIR))
         if recipe.split is not None and config.model.item_tower.reads_text:
             recipe.item_texts = catalogue_texts(config, dataset, recipe.split)
             recipe.item_features = catalogue_text_features(config, dataset, recipe.split)
@@ -176,9 +182,28 @@ class RetrievalRecipe(Recipe):
                 f"{metrics['validation'].get('val_ndcg10', float('nan')):.4f} at epoch {metrics['best_epoch']}\n"
                 "test split, full ranking:\n" + format_table({"retrieval": metrics["test"]}))
 
+    def finish(self, model, run):
+        """With ``model.user_tower.profile``: the interest profile fitted on the final model's
+        interests over the training windows, saved in RUN/interest_profile/."""
+        if not self.config.model.user_tower.profile:
+            return
+        from tfrec_attn.config import ConfigError
+        from tfrec_attn.training.interest_profile import fit_profile
+
+        where = self.config.origin("model.user_tower.profile")
+        if self.data is None:
+            raise ConfigError(f"{where}: the interest profile needs the dataset's item genres (categories)")
+        try:
+            profile = fit_profile(model, self.vocabulary, self.split, self.data, seed=self.config.seed)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        profile.save(run.file(PROFILE_DIR))
+        self.profile = profile.served()
+
     def export(self, model, base_path, **options):
-        """The retrieval SavedModel (history -> top-k ids and scores, ``rank``, ``embed_items``)
-        with ``export.model_name``, ``export.k`` and ``export.index`` unless ``options`` set them."""
+        """The retrieval SavedModel (history -> top-k ids and scores, ``rank``, ``embed_items``;
+        ``interests`` with several interests, ``profile`` with the interest profile) with
+        ``export.model_name``, ``export.k`` and ``export.index`` unless ``options`` set them."""
         from tfrec_attn.export import export_retrieval
 
         export = self.config.export
@@ -188,6 +213,8 @@ class RetrievalRecipe(Recipe):
             from tfrec_attn.features.item_terms import item_terms
 
             settings["item_terms"] = item_terms(self.data, self.vocabulary)
+        if self.profile is not None and "profile" not in settings:
+            settings["profile"] = self.profile
         return [export_retrieval(model, self.vocabulary, base_path, **settings)]
 
 

@@ -1,6 +1,8 @@
 """``tfrec-attn interests``: a multi-interest retrieval export's interests after a history —
 each one's label, share of the history and most attended items — and the recommendations
-each interest brings (the export's ``interests`` and ``serving_default`` signatures)."""
+each interest brings (the export's ``interests`` and ``serving_default`` signatures); with
+an interest profile (``model.user_tower.profile``), the genres predicted for the next 10
+items (its ``profile`` signature)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ def add_parser(subparsers) -> None:
 
 def interests(model_path: str, history: list, k: int = 10) -> dict:
     """The export's answer: ``{"interests": [{label, weight, genres, words, top_items,
-    recommendations: [(id, score)]}], "unassigned": n}`` (interests by weight, largest first)."""
+    recommendations: [(id, score)]}]}`` (interests by weight, largest first; empty for a
+    one-vector model) and, with an interest profile, ``"profile": {"next_items": [(genre,
+    share)] (the predicted top 3 of the next 10 items), "history": [(genre, share)] (the
+    history's own top 3)}``."""
     import tensorflow as tf
 
     from tfrec_attn.evaluation.saved_model import resolve_saved_model
@@ -38,10 +43,20 @@ def interests(model_path: str, history: list, k: int = 10) -> dict:
     except FileNotFoundError as error:
         raise CLIError(f"{error}; give a retrieval export (BASE/retrieval or one of its version directories)") from None
     loaded = tf.saved_model.load(path)
-    if "interests" not in loaded.signatures:
-        raise CLIError(f"{path}: this export has no `interests` signature (one vector per user); train with "
-                       "--set model.user_tower.interests=4 and export again")
+    if "interests" not in loaded.signatures and "profile" not in loaded.signatures:
+        raise CLIError(f"{path}: this export has no `interests` signature (one vector per user) and no interest "
+                       "profile; train with --set model.user_tower.interests=4 (and/or "
+                       "model.user_tower.profile=true) and export again")
     request = tf.constant([history or [""]])
+    answer = {"interests": []}
+    if "profile" in loaded.signatures:
+        out = {name: value.numpy()[0] for name, value in loaded.signatures["profile"](history=request).items()}
+        names = [g.decode() for g in out["genre_names"]]
+        answer["profile"] = {
+            "next_items": [(g.decode(), float(share)) for g, share in zip(out["top_genres"], out["top_shares"])],
+            "history": sorted(zip(names, map(float, out["history_genres"])), key=lambda p: -p[1])[:3]}
+    if "interests" not in loaded.signatures:
+        return answer
     described = {name: value.numpy()[0] for name, value in loaded.signatures["interests"](history=request).items()}
     served = loaded.signatures["serving_default"](history=request)
     ids = [x.decode() for x in served["item_ids"].numpy()[0]]
@@ -54,7 +69,8 @@ def interests(model_path: str, history: list, k: int = 10) -> dict:
     for item, score, i in list(zip(ids, scores, owner))[:k]:
         if item and score > float("-inf"):
             found[i]["recommendations"].append((item, float(score)))
-    return {"interests": sorted(found, key=lambda f: -f["weight"])}
+    answer["interests"] = sorted(found, key=lambda f: -f["weight"])
+    return answer
 
 
 def run(args) -> int:
@@ -70,6 +86,12 @@ def run(args) -> int:
     def name(item):
         return names.get(item, item)
 
+    if "profile" in answer:
+        def shares(pairs):
+            return ", ".join(f"{genre} {share:.0%}" for genre, share in pairs if share > 0)
+
+        print(f"next 10 items, predicted: {shares(answer['profile']['next_items'])}  "
+              f"(the history: {shares(answer['profile']['history'])})")
     for number, interest in enumerate(answer["interests"], start=1):
         label = interest["label"] or "(no genres or words to describe it)"
         print(f"interest {number}: {label}  ({interest['weight']:.0%} of the history)")
