@@ -466,6 +466,16 @@ def test_interest_profile_predicts_where_a_user_drifts_and_is_served_as_trained(
     assert there["genre_names"][0] == genres
     want = np.argsort(-profile.predict(histories[:5]), axis=1, kind="stable")[:, :3]
     assert there["top_genres"] == [[genres[g] for g in row] for row in want]
+    # Exported again from the run's files alone (no dataset): the same labels and profile.
+    from tfrec_attn.training import RunDirectory
+
+    (again,) = RunDirectory(run.output_dir).export(str(tmp_path / "from_files"))
+    request = tf.constant([raw[0]])
+    first, second = (tf.saved_model.load(p) for p in (path, again))
+    labels = first.signatures["interests"](history=request)["labels"].numpy()[0]
+    assert all(labels) and labels.tolist() == second.signatures["interests"](history=request)["labels"].numpy()[0].tolist()
+    np.testing.assert_allclose(second.signatures["profile"](history=request)["genres"].numpy()[0], there["genres"][0],
+                               rtol=1e-5, atol=1e-7)
     # The command prints the profile above the interests.
     from tfrec_attn.app.cli import main
 

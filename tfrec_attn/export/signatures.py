@@ -146,7 +146,8 @@ class RetrievalServingModule(tf.Module):
         from tfrec_attn.models.interest_profile import smoothed_genres
 
         ids, queries = self._user(history)
-        interests = queries[:, tf.newaxis] if queries.shape.rank == 2 else queries
+        interests = queries[:, tf.newaxis] if self.num_interests == 1 else queries  # [b, K, d]
+        interests = tf.ensure_shape(interests, [None, None, self.profile_head.embedding_dim])
         baseline = smoothed_genres(tf.reduce_sum(tf.gather(self.profile_table, ids), axis=1), self.profile_prior,
                                    self.profile_smoothing)
         predicted = tf.cast(self.profile_head({"interests": interests, "history_genres": baseline}, training=False),

@@ -41,6 +41,21 @@ class ItemTerms:
     def empty(cls, num_indices: int) -> ItemTerms:
         return cls([""], np.zeros((num_indices, 1), np.int32), np.zeros((num_indices, 1), np.float32))
 
+    @staticmethod
+    def save_pair(path: str, genres: ItemTerms, words: ItemTerms) -> str:
+        """Writes (genres, words) to one ``.npz`` (a run keeps the tables its labels use)."""
+        np.savez(path, **{f"{name}_{field}": np.asarray(getattr(terms, field))
+                          for name, terms in (("genres", genres), ("words", words))
+                          for field in ("vocabulary", "term_ids", "weights")})
+        return path
+
+    @classmethod
+    def load_pair(cls, path: str) -> tuple[ItemTerms, ItemTerms]:
+        """(genres, words) from :meth:`save_pair`."""
+        with np.load(path) as saved:
+            return tuple(cls([str(t) for t in saved[f"{name}_vocabulary"]], saved[f"{name}_term_ids"],
+                             saved[f"{name}_weights"]) for name in ("genres", "words"))
+
     def top(self, index: int, n: int = 3) -> list:
         """The ``n`` heaviest terms of one model index."""
         order = np.argsort(-self.weights[index], kind="stable")[:n]

@@ -11,6 +11,15 @@ import tensorflow as tf
 from tfrec_attn.features.serializable import register
 
 
+def _normalized_exp(logits, axis: int):
+    """The softmax over ``axis`` written out (exp of the logits less their max, over the sum):
+    TF's grappler cannot size a ``Softmax`` op inside this head once it is saved and prints a
+    warning at the first call of the serving signature; the written-out form is the same
+    function without it."""
+    shifted = tf.exp(logits - tf.reduce_max(logits, axis=axis, keepdims=True))
+    return shifted / tf.reduce_sum(shifted, axis=axis, keepdims=True)
+
+
 @register
 class InterestProfileHead(tf.keras.Model):
     """``softmax(W relu(V [pooled interests; log history genres]) + log history genres)``.
@@ -47,12 +56,12 @@ class InterestProfileHead(tf.keras.Model):
         # === Functional model ===
         interests = tf.keras.Input(shape=(None, embedding_dim), name="interests")
         history_genres = tf.keras.Input(shape=(num_genres,), name="history_genres")
-        weights = tf.nn.softmax(score(interests), axis=1)  # [b, K, 1]
+        weights = _normalized_exp(score(interests), axis=1)  # [b, K, 1], over the K
         pooled = tf.reduce_sum(weights * interests, axis=1)
         log_history = tf.math.log(tf.maximum(history_genres, 1e-8))
         logits = out(drop(hidden(tf.concat([pooled, log_history], axis=-1)))) + log_history
         super().__init__(inputs={"interests": interests, "history_genres": history_genres},
-                         outputs=tf.nn.softmax(logits), **kwargs)
+                         outputs=_normalized_exp(logits, axis=-1), **kwargs)
 
         # === Config ===
         self.embedding_dim = embedding_dim

@@ -19,6 +19,7 @@ from tfrec_attn.training.recipe import Recipe, register_recipe
 
 # Metric names as they appear in Keras logs (CSVLogger, TensorBoard, EarlyStopping).
 LOG_NAMES = {"HR@10": "hr10", "NDCG@10": "ndcg10", "HR@50": "hr50", "MRR": "mrr"}
+TERMS_FILE = "interest_terms.npz"  # RUN/interest_terms.npz: the tables the interests' labels are written in
 PROFILE_DIR = "interest_profile"  # RUN/interest_profile/: the fitted interest profile (model.user_tower.profile)
 INTEREST_LOG_NAMES = ("interest_cosine", "interest_min_share", "interests_in_top10")  # model.user_tower.interests > 1
 
@@ -46,6 +47,7 @@ class RetrievalRecipe(Recipe):
         self.item_texts = None  # ... and its texts
         self.text_table = None  # the features in model index order
         self.profile = None  # the interest profile (model.user_tower.profile), a ServedProfile
+        self.item_terms = None  # (genres, words) ItemTerms the interests' labels are written in
 
     @property
     def metric_names(self) -> tuple:
@@ -62,6 +64,10 @@ class RetrievalRecipe(Recipe):
         catalogue's texts and text features that a text tower scores unknown items from."""
         recipe = cls(config, dataset, split)
         recipe.vocabulary = ItemVocabulary.load(run.vocab_file("items.txt"))
+        if config.model.user_tower.interests > 1 and os.path.isfile(run.file(TERMS_FILE)):
+            from tfrec_attn.features.item_terms import ItemTerms
+
+            recipe.item_terms = ItemTerms.load_pair(run.file(TERMS_FILE))
         if config.model.user_tower.profile and os.path.isdir(run.file(PROFILE_DIR)):
             from tfrec_attn.models.interest_profile import load_profile
 
@@ -183,8 +189,15 @@ class RetrievalRecipe(Recipe):
                 "test split, full ranking:\n" + format_table({"retrieval": metrics["test"]}))
 
     def finish(self, model, run):
-        """With ``model.user_tower.profile``: the interest profile fitted on the final model's
+        """With several interests: the genre and word tables their labels are written in, kept
+        in RUN/interest_terms.npz (so an export from the run alone labels them too). With
+        ``model.user_tower.profile``: the interest profile fitted on the final model's
         interests over the training windows, saved in RUN/interest_profile/."""
+        if self.config.model.user_tower.interests > 1 and self.data is not None:
+            from tfrec_attn.features.item_terms import ItemTerms, item_terms
+
+            self.item_terms = item_terms(self.data, self.vocabulary)
+            ItemTerms.save_pair(run.file(TERMS_FILE), *self.item_terms)
         if not self.config.model.user_tower.profile:
             return
         from tfrec_attn.config import ConfigError
@@ -210,9 +223,11 @@ class RetrievalRecipe(Recipe):
         settings = {"model_name": export.model_name, "k": export.k, "index": export.index,
                     **{name: value for name, value in options.items() if value is not None}}
         if self.config.model.user_tower.interests > 1 and "item_terms" not in settings:
-            from tfrec_attn.features.item_terms import item_terms
+            if self.data is not None or self.item_terms is None:
+                from tfrec_attn.features.item_terms import item_terms
 
-            settings["item_terms"] = item_terms(self.data, self.vocabulary)
+                self.item_terms = item_terms(self.data, self.vocabulary)
+            settings["item_terms"] = self.item_terms
         if self.profile is not None and "profile" not in settings:
             settings["profile"] = self.profile
         return [export_retrieval(model, self.vocabulary, base_path, **settings)]
