@@ -78,7 +78,6 @@ class InterestProfileHead(tf.keras.Model):
         return cls(**config)
 
 
-
 def smoothed_genres(counts, prior, smoothing: float):
     """The history's own genre distribution, smoothed towards the catalogue's: ``(counts +
     smoothing * prior) / (|counts| + smoothing)`` (what the head reads as ``history_genres``,

@@ -449,6 +449,6 @@ class Trainer:
             metrics["refit_seconds"] = time.perf_counter() - began
             metrics["note"] = "model refit on train + validation targets; validation metrics are the selection run's"
         if self.chief:
-            self.recipe.finish(model, self.run_dir)
+            self.recipe.finish(model, self.run_dir, verbose=self.verbose)
         self.report(model, metrics, evaluate_test)
         return TrainResult(model, self.config, metrics, self.output_dir, self.recipe)

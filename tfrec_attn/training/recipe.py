@@ -16,7 +16,7 @@ of model. A new model is a new recipe, never a copy of the loop::
         def validation_metrics(self, model): ...      # {"val_auc": 0.81}, on the chief
         def test_metrics(self, model): ...
         def export(self, model, base_path, **options): ...   # [the SavedModel directories]
-        def finish(self, model, run): ...             # optional: what is fitted after training
+        def finish(self, model, run, verbose): ...    # optional: what is fitted after training
 
         @classmethod
         def restore(cls, config, run, dataset=None, split=None): ...  # from a finished run's files
@@ -120,9 +120,10 @@ class Recipe:
         """Optional per-epoch test metrics (``test_*``) for reporting curves only."""
         return {}
 
-    def finish(self, model, run) -> None:
+    def finish(self, model, run, verbose: int = 0) -> None:
         """After selection and refit, before the report (chief only): fits what is fitted on
-        the final model (the retrieval recipe's interest profile) and writes it into ``run``."""
+        the final model (the retrieval recipe's interest profile) and writes it into ``run``;
+        says so when ``verbose``."""
 
     def export(self, model, base_path: str, **options) -> list[str]:
         """Writes the serving exports under ``base_path`` (TF Serving's

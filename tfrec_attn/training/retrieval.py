@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 
@@ -188,7 +189,7 @@ class RetrievalRecipe(Recipe):
                 f"{metrics['validation'].get('val_ndcg10', float('nan')):.4f} at epoch {metrics['best_epoch']}\n"
                 "test split, full ranking:\n" + format_table({"retrieval": metrics["test"]}))
 
-    def finish(self, model, run):
+    def finish(self, model, run, verbose=0):
         """With several interests: the genre and word tables their labels are written in, kept
         in RUN/interest_terms.npz (so an export from the run alone labels them too). With
         ``model.user_tower.profile``: the interest profile fitted on the final model's
@@ -206,12 +207,18 @@ class RetrievalRecipe(Recipe):
         where = self.config.origin("model.user_tower.profile")
         if self.data is None:
             raise ConfigError(f"{where}: the interest profile needs the dataset's item genres (categories)")
+        if verbose:
+            print("fitting the interest profile on the final model's interests over the training windows "
+                  "(model.user_tower.profile)", flush=True)
+        began = time.perf_counter()
         try:
             profile = fit_profile(model, self.vocabulary, self.split, self.data, seed=self.config.seed)
         except ValueError as error:
             raise ConfigError(f"{where}: {error}") from None
         profile.save(run.file(PROFILE_DIR))
         self.profile = profile.served()
+        if verbose:
+            print(f"interest profile fitted in {time.perf_counter() - began:.0f}s: {run.file(PROFILE_DIR)}", flush=True)
 
     def export(self, model, base_path, **options):
         """The retrieval SavedModel (history -> top-k ids and scores, ``rank``, ``embed_items``;
