@@ -2,12 +2,13 @@
 """Text-tower speed benchmarks on MovieLens 100K (results go to docs/benchmarks.md by hand).
 
     python tools/bench_text_tower.py embed               # encode all item texts with MiniLM
-    python tools/bench_text_tower.py add-items --n 100   # `tfrec-attn index add-items` of N new items
+    python tools/bench_text_tower.py add-items --n 100   # `tfrec-attn index add-items` of N new items (--tower)
     python tools/bench_text_tower.py finetune --steps 6  # seconds per fine-tuning step (last layer)
 
 ``embed`` times the encoder over the 1,682 ML-100K item texts (the frozen tower's one-off
-cost; the encoder's build is reported apart). ``add-items`` trains a small hybrid model for
-one epoch, exports it, and times the CLI adding N new items (titles of real movies with new
+cost; the encoder's build is reported apart). ``add-items`` trains the main job's item tower
+(``--tower``: the id + text ensemble, or the hybrid) for one epoch, exports it, and times the
+CLI adding N new items (titles of real movies with new
 ids) as a whole process, load and save included. ``finetune`` times training steps with the
 encoder's last transformer layer trainable (epoch = steps per epoch x that). Epoch times of
 the frozen towers vs the id tower: ``tools/bench_retrieval.py speed --only ...``.
@@ -27,6 +28,9 @@ import tfrec_attn  # noqa: F401  (before TensorFlow)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")
+# add-items: the item tower of the export (ensemble: the main job's, training/configs/ml100k_pipeline.yaml)
+TOWERS = {"ensemble": ["model.item_tower.type=ensemble", "model.item_tower.projection=mlp"],
+          "hybrid": ["model.item_tower.type=hybrid", "model.item_tower.id_dropout=0.3"]}
 
 
 def embed(args, data):
@@ -49,16 +53,14 @@ def embed(args, data):
 
 def add_items_bench(args, data):
     from tfrec_attn.config import load_config
-    from tfrec_attn.export import export_retrieval
     from tfrec_attn.export.saved_model import versions
     from tfrec_attn.training import train
 
     work = tempfile.mkdtemp(prefix="bench_add_items_")
-    config = load_config(CONFIG, ["model.item_tower.type=hybrid", "model.item_tower.id_dropout=0.3", "train.epochs=1",
-                                  "train.refit_with_validation=false"])
+    config = load_config(CONFIG, [*TOWERS[args.tower], "train.epochs=1", "train.refit_with_validation=false"])
     result = train(config, data, os.path.join(work, "run"), verbose=0, evaluate_test=False)
     base = os.path.join(work, "export")
-    export_retrieval(result.model, result.vocabulary, base)
+    result.export(base)  # the recipe's own export (the ensemble: its one `retrieval`)
     items = list(data.items.values())[: args.n]
     path = os.path.join(work, "new_items.csv")
     with open(path, "w", encoding="utf-8") as handle:
@@ -78,7 +80,7 @@ def add_items_bench(args, data):
             import shutil
 
             shutil.rmtree(os.path.join(base, "retrieval", str(newest)))
-    print(f"tfrec-attn index add-items, {args.n} items, whole process (python start, load, embed, save): "
+    print(f"tfrec-attn index add-items ({args.tower} export), {args.n} items, whole process (python start, load, embed, save): "
           f"{min(runs):.1f} / {statistics.median(runs):.1f} / {max(runs):.1f} s (min / median / max of {args.repeats})")
 
 
@@ -115,6 +117,8 @@ def main(argv=None) -> int:
                                                          os.path.join(ROOT, "..", "shared", "data", "ml-100k")))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n", type=int, default=100, help="add-items: new items")
+    parser.add_argument("--tower", choices=sorted(TOWERS), default="ensemble",
+                        help="add-items: the export's item tower (default: the main job's, ensemble)")
     parser.add_argument("--steps", type=int, default=4, help="finetune: timed steps")
     parser.add_argument("--set", action="append", default=[], help="finetune: extra overrides")
     args = parser.parse_args(argv)
