@@ -15,13 +15,6 @@ from tfrec_attn.layers.rating_head import BiasedRatingHead
 from tfrec_attn.layers.target_attention import TARGET_ATTENTION_TYPES, BstAttention, DinAttention
 
 
-class _NotTracked:
-    """Holds an object on a Keras model without making it a checkpoint dependency."""
-
-    def __init__(self, value):
-        self.value = value
-
-
 class _Blocks:
     """The ranking network's layers and the two halves of its forward pass, shared by the
     functional graph and the inference methods (one source for both)."""
@@ -231,7 +224,7 @@ class RankingNetwork(tf.keras.Model):
             rating = rating_min + (rating_max - rating_min) * tf.sigmoid(tf.squeeze(rating_head(x), -1))
         outputs.update(scores=scores, rating=rating, attention=weights)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._blocks = _NotTracked(blocks)
+        self._blocks = blocks  # a plain object: its layers are tracked through the graph only
 
         # === Config ===
         self.num_indices = num_indices
@@ -261,12 +254,12 @@ class RankingNetwork(tf.keras.Model):
     @property
     def target_attention(self):
         """The target attention layer (DIN or BST)."""
-        return self._blocks.value.target
+        return self._blocks.target
 
     def event_embeddings(self, inputs):
         """(events float [b, H, d], mask bool [b, H]) of the inputs' history, as the network
         computes them at inference (item + rating + time-gap embeddings, 0 at padding)."""
-        return self._blocks.value.events(inputs, training=False)
+        return self._blocks.events(inputs, training=False)
 
     def interaction_scores(self, pooled, events, mask, inputs):
         """The interaction logits [b, C] from a pooled interest per candidate (float
@@ -274,7 +267,7 @@ class RankingNetwork(tf.keras.Model):
         rest of the network's inputs, at inference: the part of the network after the target
         attention, so a caller that pools the events itself scores exactly as the network."""
         candidates = self.items(inputs["candidates"])
-        return self._blocks.value.head(pooled, candidates, events, mask, inputs, training=False)[1]
+        return self._blocks.head(pooled, candidates, events, mask, inputs, training=False)[1]
 
     def dummy_inputs(self) -> dict:
         """A one-row, one-candidate batch of every input (builds the weights)."""

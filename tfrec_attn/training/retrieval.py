@@ -230,7 +230,7 @@ class RetrievalRecipe(Recipe):
         settings = {"model_name": export.model_name, "k": export.k, "index": export.index,
                     **{name: value for name, value in options.items() if value is not None}}
         if self.config.model.user_tower.interests > 1 and "item_terms" not in settings:
-            if self.data is not None or self.item_terms is None:
+            if self.item_terms is None:  # not computed by finish() nor kept by the run: from the data (if any)
                 from tfrec_attn.features.item_terms import item_terms
 
                 self.item_terms = item_terms(self.data, self.vocabulary)
