@@ -162,6 +162,7 @@ def test_every_recipe_config_loads_by_name_through_the_registry(tmp_path):
     import os
 
     from tfrec_attn.config import (
+        KernelAutoencoderConfig,
         PipelineConfig,
         RankingConfig,
         RatingConfig,
@@ -169,21 +170,22 @@ def test_every_recipe_config_loads_by_name_through_the_registry(tmp_path):
         recipe_names,
     )
 
-    assert set(recipe_names()) >= {"retrieval", "ranking", "rating", "pipeline"}
+    assert set(recipe_names()) >= {"retrieval", "ranking", "rating", "kernel_autoencoder", "pipeline"}
     expected = {"retrieval": RetrievalConfig, "ranking": RankingConfig, "rating": RatingConfig,
-                "pipeline": PipelineConfig}
+                "kernel_autoencoder": KernelAutoencoderConfig, "pipeline": PipelineConfig}
     for name, cls in expected.items():
         config = load_config(write(tmp_path, f"recipe: {name}\n"))
         assert type(config) is cls and config.recipe == name
     configs = os.path.join(os.path.dirname(__file__), "..", "training", "configs")
     shipped = {f: type(load_config(os.path.join(configs, f))) for f in sorted(os.listdir(configs))}
-    assert shipped == {"ml100k_pipeline.yaml": PipelineConfig, "ml100k_ranking.yaml": RankingConfig,
+    assert shipped == {"ml100k_glocal_k.yaml": KernelAutoencoderConfig,
+                       "ml100k_pipeline.yaml": PipelineConfig, "ml100k_ranking.yaml": RankingConfig,
                        "ml100k_rating.yaml": RatingConfig, "ml100k_retrieval.yaml": RetrievalConfig}
     # A file without `recipe:` is a retrieval config; a wrong recipe is refused at its line.
     assert type(load_config(write(tmp_path, "seed: 3\n"))) is RetrievalConfig
     path = write(tmp_path, "seed: 3\nrecipe: rankng\n")
     with pytest.raises(ConfigError, match=rf"^{path}:2: recipe='rankng' is not a known recipe; known: "
-                                          r"pipeline, ranking, rating, retrieval$"):
+                                          r"kernel_autoencoder, pipeline, ranking, rating, retrieval$"):
         load_config(path)
     with pytest.raises(ConfigError, match=r"recipe='ranking' must be rating"):  # a class asked for by name
         load_config(write(tmp_path, "recipe: ranking\n"), cls=RatingConfig)

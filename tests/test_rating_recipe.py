@@ -132,23 +132,46 @@ def test_interaction_loss_and_text_features_are_refused():
         load_config(None, TINY + ["model.text_features=true"])
 
 
-def test_bench_rating_reports_ours_beside_the_baseline_and_the_literature(tmp_path):
+def test_bench_rating_reports_ours_beside_the_baseline_and_the_literature_and_blends_on_validation(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import bench_rating
+    from test_rating_autoencoder import TINY as AUTOENCODER
 
     dataset, split = planted_dataset()
-    result = bench_rating.benchmark(dataset, split, None, seeds=(3, 4), overrides=TINY + ["train.epochs=2"],
-                                    work_dir=str(tmp_path))
+    configs = [(None, TINY + ["train.epochs=2"]), (None, AUTOENCODER + ["train.epochs=3", "model.pretrain_epochs=1"])]
+    result = bench_rating.benchmark(dataset, split, configs, seeds=(3, 4), work_dir=str(tmp_path))
     result = json.loads(json.dumps(result))  # what --json writes
     baseline = BiasedBaseline().fit(split.train)
     assert result["baseline"] == rating_metrics(baseline.predict(split.test.user_ids, split.test.item_ids),
                                                 split.test.ratings)
-    assert [r["seed"] for r in result["runs"]] == [3, 4]
-    for run in result["runs"]:
-        saved = json.loads((tmp_path / f"seed{run['seed']}" / "metrics.json").read_text())
-        assert run["RMSE"] == saved["test"]["RMSE"] and run["count"] == len(split.test)
-    assert result["ours"]["RMSE"] == pytest.approx(np.mean([r["RMSE"] for r in result["runs"]]))
+    din, autoencoder = result["models"]
+    assert (din["name"], autoencoder["name"]) == ("DIN rating head", "GLocal-K kernel autoencoder")
+    for k, model in enumerate(result["models"]):
+        assert [r["seed"] for r in model["runs"]] == [3, 4]
+        for run in model["runs"]:
+            saved = json.loads((tmp_path / f"m{k}-seed{run['seed']}" / "metrics.json").read_text())
+            assert run["RMSE"] == saved["test"]["RMSE"] and run["count"] == len(split.test)
+        assert model["summary"]["RMSE"] == pytest.approx(np.mean([r["RMSE"] for r in model["runs"]]))
+    # The blend's weights sum to 1 and are the grid's best on the hold-out: never worse there than
+    # either model alone (each is a point of the grid).
+    for blend, *alone in zip(result["blend"]["runs"], din["runs"], autoencoder["runs"]):
+        assert sum(blend["weights"]) == pytest.approx(1.0) and min(blend["weights"]) >= 0
+        assert blend["val_rmse"] <= min(r["val_rmse"] for r in alone) + 1e-4
     lines = bench_rating.table(result).splitlines()
-    assert len(lines) == 2 + 2 + 1 + 1 + len(bench_rating.PUBLISHED)  # header, seeds, mean, baseline, papers
-    assert lines[4].startswith("| **ours, mean ± sd** | 2 |")
-    assert "| GLocal-K (CIKM 2021), published | - | 0.8889 | 0.6950 |" in lines[6]
+    assert len(lines) == 2 + 3 * (2 + 1) + 1 + len(bench_rating.PUBLISHED)  # header, 3 x (seeds, mean), baseline, papers
+    assert lines[4].startswith("| **ours: DIN rating head, mean ± sd** | 2 |")
+    assert lines[10].startswith("| **ours: blend (weights chosen on validation), mean ± sd** | 2 |")
+    assert "| GLocal-K (CIKM 2021), published | - | 0.8889 | 0.6950 | | |" in lines[12]
+
+
+def test_blend_weights_find_the_mixture_on_the_grid():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import bench_rating
+
+    rng = np.random.default_rng(0)
+    actual = rng.normal(3, 1, 500)
+    noise_a, noise_b = rng.normal(0, 0.5, 500), rng.normal(0, 0.5, 500)
+    a, b = actual + noise_a, actual + noise_b  # independent errors: the best blend is near half and half
+    weights = bench_rating.blend_weights([a, b], actual)
+    assert 0.35 <= weights[0] <= 0.65
+    np.testing.assert_allclose(bench_rating.blend_weights([a, actual], actual), [0.0, 1.0])

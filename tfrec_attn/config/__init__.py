@@ -13,11 +13,11 @@ from tfrec_attn.config.errors import ConfigError
 from tfrec_attn.config.loader import config_from_dict, load_config, save_config
 from tfrec_attn.config.pipeline import PipelineConfig
 from tfrec_attn.config.ranking import RankingConfig
-from tfrec_attn.config.rating import RatingConfig
+from tfrec_attn.config.rating import KernelAutoencoderConfig, RatingConfig
 from tfrec_attn.config.registry import config_class, recipe_names, register_config
 from tfrec_attn.config.retrieval import DEFAULT_ENCODER, ItemTowerConfig, RetrievalConfig
 from tfrec_attn.config.sections import DataConfig, RunConfig, Section, TrainConfig
 
-__all__ = ["ConfigError", "DEFAULT_ENCODER", "DataConfig", "ItemTowerConfig", "PipelineConfig", "RankingConfig",
+__all__ = ["ConfigError", "DEFAULT_ENCODER", "DataConfig", "ItemTowerConfig", "KernelAutoencoderConfig", "PipelineConfig", "RankingConfig",
            "RatingConfig", "RetrievalConfig", "RunConfig", "Section", "TrainConfig", "config_class",
            "config_from_dict", "load_config", "recipe_names", "register_config", "save_config"]

@@ -6,12 +6,13 @@ strategy, with the project's callbacks, checkpoints, curves and resume.
     >>> RunDirectory("runs/ranking").export(version=2)   # the same, later, from the files
 
 :func:`train` trains the recipe a config's ``recipe`` names (``retrieval``, ``ranking``,
-``rating``; each registered by its module with ``@register_recipe``).
+``rating``, ``kernel_autoencoder``; each registered by its module with ``@register_recipe``).
 """
 
 from tfrec_attn.training.engine import Trainer
 from tfrec_attn.training.ranking import RankingRecipe
 from tfrec_attn.training.rating import RatingRecipe
+from tfrec_attn.training.rating_autoencoder import KernelAutoencoderRecipe
 from tfrec_attn.training.recipe import Recipe, recipe_class, register_recipe
 from tfrec_attn.training.retrieval import RetrievalRecipe
 from tfrec_attn.training.run_dir import RunDirectory, RunError, TrainResult
@@ -51,5 +52,5 @@ def train(config, dataset=None, output_dir: str = "runs/run", *, split=None, ver
                    strategy=strategy).run(evaluate_test=evaluate_test)
 
 
-__all__ = ["RankingRecipe", "RatingRecipe", "Recipe", "RetrievalRecipe", "RunDirectory", "RunError", "TrainResult",
+__all__ = ["KernelAutoencoderRecipe", "RankingRecipe", "RatingRecipe", "Recipe", "RetrievalRecipe", "RunDirectory", "RunError", "TrainResult",
            "Trainer", "recipe_class", "register_recipe", "train"]

@@ -285,7 +285,7 @@ class Trainer:
         return self.train.backup_every_steps or max(1, math.ceil(self.steps_per_epoch(False) / 4))
 
     def steps_per_epoch(self, include_validation: bool) -> int:
-        return max(1, math.ceil(self.recipe.num_examples(include_validation) / self.train.batch_size))
+        return self.recipe.steps_per_epoch(self.train.batch_size, include_validation)
 
     def dataset(self, include_validation: bool = False):
         """What ``fit`` takes: a per-pipeline dataset function distributed by the strategy."""

@@ -39,13 +39,99 @@ import numpy as np
 
 from tfrec_attn.data.ranking_rows import EventRows, history_arrays, ranking_dataset
 from tfrec_attn.data.rating_splits import RatingSplit
-from tfrec_attn.features.vocab import ItemVocabulary
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, ItemVocabulary
 from tfrec_attn.training.ranking import TargetAttentionRecipe
-from tfrec_attn.training.recipe import register_recipe
+from tfrec_attn.training.recipe import Recipe, register_recipe
+
+
+class RatingSplitRecipe(Recipe):
+    """What the rating recipes share: a :class:`~tfrec_attn.data.RatingSplit` (default: the
+    dataset's GroupLens fold ``split.fold``), the seeded selection hold-out of its training
+    ratings (``split.validation_fraction``, seeded by ``split.validation_seed`` alone, so every
+    seed and every rating recipe is selected on the same ratings), ``val_rmse`` selection, and the
+    test report beside the biased baseline. A subclass predicts: :meth:`predict_stage`."""
+
+    metric_names = ("val_rmse", "val_mae")
+    selection_metric = "val_rmse"
+    selection_mode = "min"
+
+    def __init__(self, config, dataset, split: RatingSplit | None = None):
+        if split is None and dataset is not None:
+            from tfrec_attn.data.rating_splits import grouplens_fold
+
+            split = grouplens_fold(dataset.interactions, config.split.fold)
+        self.config = config
+        self.data = dataset
+        self.split = split
+        self.vocabulary = None
+        if split is None:  # restored for export: no data
+            return
+        train = split.train
+        rated = np.flatnonzero(np.isfinite(train.ratings))
+        if not len(rated):
+            raise ValueError(f"split {split.name!r}: none of the {len(train)} training interactions is rated")
+        held = np.random.default_rng(config.split.validation_seed).choice(
+            rated, size=max(1, int(round(config.split.validation_fraction * len(rated)))), replace=False)
+        self.is_validation = np.zeros(len(train), bool)
+        self.is_validation[held] = True
+
+    @classmethod
+    def restore(cls, config, run, dataset=None, split=None):
+        recipe = cls(config, dataset, split)
+        recipe._restore_files(run)
+        return recipe
+
+    def _restore_files(self, run) -> None:
+        raise NotImplementedError
+
+    def _item_vocabulary(self) -> ItemVocabulary:
+        """The training part's rated items, most rated first."""
+        items, counts = np.unique(self.split.train.item_ids, return_counts=True)
+        return ItemVocabulary(items[np.argsort(-counts, kind="stable")])
+
+    def stage_ratings(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user ids, item ids, ratings) of the ``validation`` hold-out or the rated ``test`` part."""
+        if stage == "validation":
+            part, rows = self.split.train, np.flatnonzero(self.is_validation)
+        elif stage == "test":
+            part = self.split.test
+            rows = np.flatnonzero(np.isfinite(part.ratings))
+        else:
+            raise ValueError(f"stage must be validation or test, got {stage!r}")
+        return part.user_ids[rows], part.item_ids[rows], part.ratings[rows]
+
+    def predict_stage(self, model, stage: str) -> np.ndarray:
+        """float [n]: the model's rating of each of :meth:`stage_ratings` ``(stage)``."""
+        raise NotImplementedError
+
+    def validation_metrics(self, model):
+        from tfrec_attn.evaluation.rating import rating_metrics
+
+        metrics = rating_metrics(self.predict_stage(model, "validation"), self.stage_ratings("validation")[2])
+        return {"val_rmse": metrics["RMSE"], "val_mae": metrics["MAE"]}
+
+    def test_metrics(self, model):
+        """RMSE / MAE / count on the test part, beside the biased baseline's on the same split."""
+        from tfrec_attn.baselines.biased import biased_baseline_metrics
+        from tfrec_attn.evaluation.rating import rating_metrics
+
+        users, items, ratings = self.stage_ratings("test")
+        metrics = rating_metrics(self.predict_stage(model, "test"), ratings)
+        reference = biased_baseline_metrics(self.split.train, users, items, ratings)
+        metrics.update(baseline_RMSE=reference["RMSE"], baseline_MAE=reference["MAE"],
+                       oov_items=int(np.sum(self.vocabulary.model_indices(items) < FIRST_ITEM_INDEX)),
+                       split=self.split.name)
+        return metrics
+
+    def summary(self, metrics):
+        test = metrics["test"]
+        return (f"{super().summary(metrics)}\n{self.split.name} test ratings ({test['count']:,}): RMSE "
+                f"{test['RMSE']:.4f}, MAE {test['MAE']:.4f}; biased baseline (mean + user + item bias) RMSE "
+                f"{test['baseline_RMSE']:.4f}, MAE {test['baseline_MAE']:.4f}")
 
 
 @register_recipe("rating")
-class RatingRecipe(TargetAttentionRecipe):
+class RatingRecipe(RatingSplitRecipe, TargetAttentionRecipe):
     """The ranking network's rating head on a :class:`~tfrec_attn.data.RatingSplit`
     (see the module docstring).
 
@@ -60,38 +146,17 @@ class RatingRecipe(TargetAttentionRecipe):
         >>> Trainer(recipe, config, "runs/rating").run().metrics["test"]["RMSE"]
     """
 
-    metric_names = ("val_rmse", "val_mae")
-    selection_metric = "val_rmse"
-    selection_mode = "min"
-
     def __init__(self, config, dataset, split: RatingSplit | None = None):
-        if split is None and dataset is not None:
-            from tfrec_attn.data.rating_splits import grouplens_fold
-
-            split = grouplens_fold(dataset.interactions, config.split.fold)
-        self.config = config
-        self.data = dataset
-        self.split = split
-        self.vocabulary = self.user_encoder = self.user_ids = self.item_features = None
+        super().__init__(config, dataset, split)
+        self.user_encoder = self.user_ids = self.item_features = None
         self._rows: dict = {}
-        if split is None:  # restored for export: no data
+        if self.split is None:
             return
-        train, test = split.train, split.test
-        rated = np.flatnonzero(np.isfinite(train.ratings))
-        if not len(rated):
-            raise ValueError(f"split {split.name!r}: none of the {len(train)} training interactions is rated")
-        held = np.random.default_rng(config.split.validation_seed).choice(
-            rated, size=max(1, int(round(config.split.validation_fraction * len(rated)))), replace=False)
-        self.is_validation = np.zeros(len(train), bool)
-        self.is_validation[held] = True
+        train, test = self.split.train, self.split.test
         self.user_vocab, users = np.unique(np.concatenate([train.user_ids, test.user_ids]), return_inverse=True)
         self.train_users, self.test_users = users[:len(train)], users[len(train):]
 
-    @classmethod
-    def restore(cls, config, run, dataset=None, split=None):
-        recipe = cls(config, dataset, split)
-        recipe._restore_files(run)
-        return recipe
+    _restore_files = TargetAttentionRecipe._restore_files
 
     @property
     def export_name(self) -> str:
@@ -106,8 +171,7 @@ class RatingRecipe(TargetAttentionRecipe):
     # -- preparation ---------------------------------------------------------------------
     def prepare(self, run):
         train = self.split.train
-        items, counts = np.unique(train.item_ids, return_counts=True)
-        self.vocabulary = ItemVocabulary(items[np.argsort(-counts, kind="stable")])  # most rated first
+        self.vocabulary = self._item_vocabulary()
         self.train_items = self.vocabulary.model_indices(train.item_ids)
         self._prepare_users(self.user_vocab)
         self._prepare_items()
@@ -183,31 +247,8 @@ class RatingRecipe(TargetAttentionRecipe):
                   "user_features": self.user_ids[rows.users]}
         return ranker_outputs(model, inputs, rows.positive[:, None])["rating"][:, 0]
 
-    def validation_metrics(self, model):
-        from tfrec_attn.evaluation.rating import rating_metrics
-
-        rows = self.stage_rows("validation")
-        metrics = rating_metrics(self.predict_ratings(model, rows), rows.rating)
-        return {"val_rmse": metrics["RMSE"], "val_mae": metrics["MAE"]}
-
-    def test_metrics(self, model):
-        """RMSE / MAE / count on the test part, beside the biased baseline's on the same split."""
-        from tfrec_attn.baselines.biased import biased_baseline_metrics
-        from tfrec_attn.evaluation.rating import rating_metrics
-
-        rows = self.stage_rows("test")
-        metrics = rating_metrics(self.predict_ratings(model, rows), rows.rating)
-        test = self.split.test
-        reference = biased_baseline_metrics(self.split.train, test.user_ids, test.item_ids, test.ratings)
-        metrics.update(baseline_RMSE=reference["RMSE"], baseline_MAE=reference["MAE"],
-                       oov_items=int(np.sum(rows.positive < 2)), split=self.split.name)
-        return metrics
-
-    def summary(self, metrics):
-        test = metrics["test"]
-        return (f"{super().summary(metrics)}\n{self.split.name} test ratings ({test['count']:,}): RMSE "
-                f"{test['RMSE']:.4f}, MAE {test['MAE']:.4f}; biased baseline (mean + user + item bias) RMSE "
-                f"{test['baseline_RMSE']:.4f}, MAE {test['baseline_MAE']:.4f}")
+    def predict_stage(self, model, stage):
+        return self.predict_ratings(model, self.stage_rows(stage))
 
     def num_examples(self, include_validation=False):
         return len(self.rows(include_validation))

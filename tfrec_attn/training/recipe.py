@@ -27,6 +27,8 @@ Each recipe registers itself under its config's ``recipe:`` name (``@register_re
 
 from __future__ import annotations
 
+import math
+
 from tfrec_attn.config import ConfigError, recipe_names
 
 _RECIPES: dict[str, type] = {}
@@ -100,6 +102,11 @@ class Recipe:
     def num_examples(self, include_validation: bool = False) -> int:
         """Training examples per epoch (throughput figures; steps of repeated datasets)."""
         raise NotImplementedError
+
+    def steps_per_epoch(self, global_batch_size: int, include_validation: bool = False) -> int:
+        """Training steps an epoch has (the engine cuts the endless dataset into epochs with it):
+        one pass over :meth:`num_examples` by default."""
+        return max(1, math.ceil(self.num_examples(include_validation) / global_batch_size))
 
     def validation_metrics(self, model) -> dict[str, float]:
         """``{name: value}`` for every name in :attr:`metric_names` (run on the chief)."""
