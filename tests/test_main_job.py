@@ -7,6 +7,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from readme_commands import command  # noqa: E402
@@ -37,9 +39,9 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
                                  *(arg for value in CHEAPER for arg in ("--set", value))],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare data", "baselines", "train retrieval", "train ranking", "evaluate", "cold start", "export",
-                  "serve", "report"):
-        assert re.search(rf"=== \[\d/9\] {stage}", proc.stdout), stage
+    for stage in ("prepare data", "baselines", "train retrieval", "train ranking", "train rating", "evaluate",
+                  "cold start", "export", "serve", "report"):
+        assert re.search(rf"=== \[\d+/10\] {stage}", proc.stdout), stage
     assert "ensemble item tower" in proc.stdout  # one model for known and new items
     assert "the ensemble item tower retrained without them, cold-start protocol" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -77,7 +79,14 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
     # ranker's target attention (history items only); the report compares both stages.
     two = summary["two_stage"]
     assert {"NDCG@10", "retrieval_NDCG@10", "AUC", "RMSE", "recall@100"} <= set(two["metrics"])
-    assert set(two["ratings"]) >= {"biased baseline (mean + user + item bias)", "attention ranker (rating head)"}
+    assert set(two["ratings"]) >= {"biased baseline (mean + user + item bias)", "attention ranker (rating head)",
+                                   "kernel autoencoder (GLocal-K)"}
+    # The rating model: on the same test events as the ranker's head and the baseline.
+    rating = summary["rating"]
+    assert rating["metrics"]["count"] == two["ratings"]["biased baseline (mean + user + item bias)"]["count"]
+    assert rating["metrics"]["baseline_RMSE"] == pytest.approx(two["metrics"]["baseline_RMSE"], rel=1e-6)
+    assert two["ratings"]["kernel autoencoder (GLocal-K)"]["RMSE"] == rating["metrics"]["RMSE"]
+    assert "| kernel autoencoder (GLocal-K) |" in report
     for sample in summary["samples"]:
         assert sample["model"] == "recommend"
         for rec in sample["recommendations"]:

@@ -46,6 +46,9 @@ def test_the_global_kernel_convolves_each_window_as_the_whole_matrix_would_be():
     reconstruction = rng.normal(3, 1, (7, 9)).astype(np.float32)
     residual = GlobalKernel(num_items=7, size=3)  # starts as the identity: the convolved matrix is the matrix
     np.testing.assert_allclose(residual(reconstruction, row_windows(matrix, 3)).numpy(), matrix)
+    residual.c.assign(rng.normal(0, 1, (7, 9)))  # then: the identity + the items' mean vote
+    np.testing.assert_allclose(residual.filter(reconstruction).numpy(), np.eye(1, 9, 4).reshape(3, 3) + (
+        reconstruction.mean(axis=1) @ residual.c.numpy() / 7).reshape(3, 3), rtol=1e-5)
     layer = GlobalKernel(num_items=7, size=3, dot_scale=0.5, residual=False)  # GLocal-K's
     out = layer(reconstruction, row_windows(matrix, 3)).numpy()
     votes = layer.c.numpy()

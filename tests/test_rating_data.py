@@ -12,6 +12,8 @@ from tfrec_attn.data import (
     Interactions,
     User,
     grouplens_fold,
+    leave_one_out,
+    leave_one_out_rating_split,
     random_rating_split,
     read_movielens,
 )
@@ -183,6 +185,21 @@ def test_random_rating_split_is_a_seeded_partition():
 
 
 # --- biased baseline and metrics -----------------------------------------------------------
+
+
+def test_leave_one_out_rating_split_is_the_main_jobs_rating_table():
+    # u1: 4 events (evaluated); u2: 2 events (too few: trains only); u3: 3 events, one unrated
+    rows = [("u1", "a", 1, 5), ("u1", "b", 2, 4), ("u1", "c", 3, 3), ("u1", "d", 4, 2),
+            ("u2", "a", 5, 1), ("u2", "c", 6, 2), ("u3", "b", 7, 3), ("u3", "d", 8, np.nan), ("u3", "a", 9, 4)]
+    split = leave_one_out(Interactions.from_rows(*zip(*rows)), min_interactions=3)
+    ratings = leave_one_out_rating_split(split)
+    assert ratings.name == "leave-one-out"
+    test = list(zip(ratings.test.user_ids, ratings.test.item_ids, ratings.test.ratings.tolist()))
+    assert test == [("u1", "d", 2.0), ("u3", "a", 4.0)]  # the newest event of each evaluated user
+    train = sorted(zip(ratings.train.user_ids, ratings.train.item_ids, ratings.train.timestamps.tolist()))
+    assert train == [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "a", 5), ("u2", "c", 6),
+                     ("u3", "b", 7), ("u3", "d", 8)]  # everything before, the validation targets included
+    assert np.isnan(ratings.train.ratings[list(ratings.train.item_ids).index("d")])  # kept, unrated
 
 
 def planted_ratings(seed=0, num_users=300, num_items=200, num_ratings=30_000, noise=0.3):

@@ -75,7 +75,7 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     retrieval_config = config.retrieval
     cold_stage = config.cold_start.enabled
     two_stage = config.two_stage
-    stages = Stages(7 + cold_stage + two_stage)
+    stages = Stages(7 + cold_stage + two_stage + config.rating_model)
     save_config(retrieval_config, os.path.join(output_dir, "retrieval_config.yaml"))
     if two_stage:
         save_config(config.ranking, os.path.join(output_dir, "ranking_config.yaml"))
@@ -134,6 +134,16 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         timings[name] = trained.metrics["train_seconds"] + ranked.metrics["train_seconds"]
         ratings, two_stage_rows = rating_rows(test), comparison_rows(test)
 
+    # 3c. rating ----------------------------------------------------------------------
+    rating = None
+    if config.rating_model:
+        stages("train rating (GLocal-K kernel autoencoder) on the rating table")
+        rating = train_rating_model(config.rating, dataset, split, os.path.join(output_dir, "rating"), verbose)
+        if rating is not None:
+            test = rating.metrics["test"]
+            ratings["kernel autoencoder (GLocal-K)"] = {"RMSE": test["RMSE"], "MAE": test["MAE"],
+                                                        "count": test["count"]}
+
     # 4. evaluation table -------------------------------------------------------------
     stages("evaluate (test split, full ranking)")
     table = format_table(results)
@@ -143,8 +153,8 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         print(f"two-stage: retrieval weight {test['retrieval_weight']:g} (chosen on validation); candidate recall "
               f"{test.get('recall@' + str(config.ranking.retrieval.candidates), float('nan')):.3f}; ranker AUC "
               f"{test.get('AUC', float('nan')):.4f}")
-        for row, value in ratings.items():
-            print(f"rating, test events: {row:<44} RMSE {value['RMSE']:.4f}  MAE {value['MAE']:.4f}")
+    for row, value in ratings.items():
+        print(f"rating, test events: {row:<44} RMSE {value['RMSE']:.4f}  MAE {value['MAE']:.4f}")
 
     # 4b. cold start: the one model's config trained without the cold items --------------
     cold_start = None
@@ -261,6 +271,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         "export": exported, "samples": samples, "stage_seconds": stages.times,
         "total_seconds": stages.elapsed, "server_exit_code": code, "server_pid": proc.pid,
         "item_tower": retrieval_config.model.item_tower.type, "cold_start": cold_start,
+        "rating": None if rating is None else {
+            "metrics": rating.metrics["test"], "validation": rating.metrics["validation"],
+            "best_epoch": rating.metrics["best_epoch"], "epochs": rating.metrics["epochs"],
+            "train_seconds": rating.metrics["train_seconds"], "run_dir": rating.output_dir},
         "two_stage": None if ranked is None else {
             "metrics": ranked.metrics["test"], "validation": ranked.metrics["validation"],
             "best_epoch": ranked.metrics["best_epoch"], "epochs": ranked.metrics["epochs"],
@@ -273,6 +287,22 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                           target_attention=heatmap, lengths=os.path.join(output_dir, "sequence_lengths.png"))
     print(f"report: {report} (and report.md); total {stages.elapsed:.0f}s")
     return summary
+
+
+def train_rating_model(config, dataset, split, output_dir: str, verbose: int = 1):
+    """The rating model (``config``: a kernel autoencoder config) trained on ``split``'s rating
+    table (:func:`tfrec_attn.data.leave_one_out_rating_split`): its TrainResult, or None (and a
+    line saying so) when the data has no ratings."""
+    import numpy as np
+
+    from tfrec_attn.data import leave_one_out_rating_split
+    from tfrec_attn.training import train
+
+    table = leave_one_out_rating_split(split)
+    if not np.isfinite(table.train.ratings).any() or not np.isfinite(table.test.ratings).any():
+        print(f"{dataset.name} has no ratings: no rating model", flush=True)
+        return None
+    return train(config, dataset, output_dir, split=table, verbose=verbose)
 
 
 def print_samples(samples, dataset) -> None:
@@ -299,6 +329,7 @@ def load_pipeline_config(path: str | None, overrides=(), quick: bool = False) ->
     config = load_config(path, overrides, cls=PipelineConfig)
     if quick:
         config = load_config(path, [f"retrieval.{o}" for o in config.quick.overrides]
-                             + [f"ranking.{o}" for o in config.quick.ranking_overrides] + list(overrides),
+                             + [f"ranking.{o}" for o in config.quick.ranking_overrides]
+                             + [f"rating.{o}" for o in config.quick.rating_overrides] + list(overrides),
                              cls=PipelineConfig)
     return config

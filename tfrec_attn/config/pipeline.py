@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from tfrec_attn.config.errors import ConfigError
 from tfrec_attn.config.ranking import RankingConfig
+from tfrec_attn.config.rating import KernelAutoencoderConfig
 from tfrec_attn.config.registry import register_config
 from tfrec_attn.config.retrieval import RetrievalConfig
 from tfrec_attn.config.sections import RunConfig, Section, get_path, one_of
@@ -53,6 +54,7 @@ class QuickConfig(Section):
     max_users: int = 300
     overrides: list[str] = dataclasses.field(default_factory=list)
     ranking_overrides: list[str] = dataclasses.field(default_factory=list)
+    rating_overrides: list[str] = dataclasses.field(default_factory=list)
     cold_start_budget_seconds: float = 40.0  # the cold-split training (an ensemble splits it)
 
     def checks(self, at):
@@ -128,6 +130,10 @@ class PipelineConfig(RunConfig):
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     two_stage: bool = True  # train the ranking model on the retrieval candidates, serve `recommend`
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    # Train the rating model (GLocal-K, `rating`) on the rating table: each evaluated user's
+    # newest event is the test, every earlier one trains (skipped when the data has no ratings).
+    rating_model: bool = True
+    rating: KernelAutoencoderConfig = dataclasses.field(default_factory=KernelAutoencoderConfig)
     baselines: list[str] = dataclasses.field(default_factory=lambda: list(BASELINES))
     sample_users: int = 3  # users whose recommendations are queried and shown
     k: int = 10  # recommendations shown per user

@@ -7,12 +7,18 @@ from tfrec_attn.data.dataset import Dataset, Interactions, Item, User
 from tfrec_attn.data.download import download_movielens, locate_movielens
 from tfrec_attn.data.errors import ChecksumError, DataFormatError, DataNotFoundError
 from tfrec_attn.data.movielens import read_movielens
-from tfrec_attn.data.rating_splits import RatingSplit, grouplens_fold, random_rating_split
+from tfrec_attn.data.rating_splits import (
+    RatingSplit,
+    grouplens_fold,
+    leave_one_out_rating_split,
+    random_rating_split,
+)
 from tfrec_attn.data.splits import LeaveOneOutSplit, leave_one_out
 
 __all__ = [
     "ChecksumError", "DataFormatError", "DataNotFoundError", "Dataset", "Interactions", "Item",
     "LeaveOneOutSplit", "RatingSplit", "User", "download_movielens", "grouplens_fold", "leave_one_out",
+    "leave_one_out_rating_split",
     "load_dataset", "locate_movielens", "random_rating_split", "read_csv_dataset", "read_movielens",
 ]
 

@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from tfrec_attn.data.dataset import Interactions
+from tfrec_attn.data.splits import LeaveOneOutSplit
 
 ML100K_SIZE = 100_000
 GROUPLENS_FOLDS = 5
@@ -93,3 +94,20 @@ def random_rating_split(interactions: Interactions, test_fraction: float = 0.2, 
     is_test[np.random.default_rng(seed).choice(n, size=num_test, replace=False)] = True
     return RatingSplit(f"random-{test_fraction:g}-seed{seed}", interactions.take(np.flatnonzero(~is_test)),
                        interactions.take(np.flatnonzero(is_test)))
+
+
+def leave_one_out_rating_split(split: LeaveOneOutSplit) -> RatingSplit:
+    """The main job's rating table as a :class:`RatingSplit` (named ``leave-one-out``): test =
+    each evaluated user's test target (their newest event), train = every event before it
+    (validation targets included: what the main job's biased baseline is fitted on); raw ids,
+    each part oldest first per user. Unrated events stay (NaN) — rating models skip them."""
+    def part(users, positions):
+        rows = [(split.user_ids[u], split.item_vocab[split.sequences[u][p]], split.timestamps[u][p],
+                 split.ratings[u][p]) for u, p in zip(users, positions)]
+        return Interactions.from_rows(*zip(*rows)) if rows else Interactions.from_rows([], [], [], [])
+
+    train = split.train_sequences(True)
+    users = np.repeat(np.arange(split.num_users), [len(s) for s in train])
+    positions = np.concatenate([np.arange(len(s)) for s in train]) if train else np.zeros(0, int)
+    last = np.array([len(split.sequences[u]) - 1 for u in split.evaluated], dtype=int)
+    return RatingSplit("leave-one-out", part(users, positions), part(split.evaluated, last))

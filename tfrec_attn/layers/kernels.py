@@ -78,10 +78,12 @@ class GlobalKernel(tf.keras.layers.Layer):
     filter, so the filter summarises the catalogue. Convolving the rating matrix with it mixes
     each rating with its neighbours in the (item, user) grid before the autoencoder reads it.
 
-    ``residual``: the filter is the identity (a 1 at its centre) plus that, with ``C`` starting
-    at 0, so that fine-tuning starts from the pre-trained model exactly (the convolved matrix is
-    the matrix) instead of GLocal-K's random filter (``C`` ~ N(0, 0.1)), whose first steps
-    undo much of the pre-training under Adam.
+    ``residual``: the filter is the identity (a 1 at its centre) plus the items' *mean* vote, with
+    ``C`` starting at 0, so that fine-tuning starts from the pre-trained model exactly (the
+    convolved matrix is the matrix) and moves it by about one learning rate a step. GLocal-K's
+    filter (``residual`` False) is the votes' sum from a random ``C`` ~ N(0, 0.1): under Adam,
+    whose step moves every ``C`` entry by about the learning rate, a sum over thousands of items
+    changes the filter by several units in one step and undoes much of the pre-training.
 
     Args:
         num_items: int. Rows of the rating matrix.
@@ -116,10 +118,11 @@ class GlobalKernel(tf.keras.layers.Layer):
         """float [size, size]: the filter of a reconstruction of every item (``items`` None), or
         its estimate from the rows of ``items`` (int [b]) alone, scaled to the catalogue."""
         pooled = tf.reduce_mean(reconstruction, axis=1, keepdims=True)  # [rows, 1]
-        votes, scale = self.c, 1.0
+        votes, rows = self.c, tf.cast(self.num_items, pooled.dtype)
         if items is not None:
-            votes = tf.gather(self.c, items)
-            scale = tf.cast(self.num_items, pooled.dtype) / tf.cast(tf.shape(items)[0], pooled.dtype)
+            votes, rows = tf.gather(self.c, items), tf.cast(tf.shape(items)[0], pooled.dtype)
+        # The catalogue's sum of votes (GLocal-K), or their mean (residual), from these rows.
+        scale = (1.0 if self.residual else tf.cast(self.num_items, pooled.dtype)) / rows
         learned = tf.reshape(tf.matmul(pooled, votes, transpose_a=True) * (scale * self.dot_scale),
                              [self.size, self.size])
         if self.residual:
