@@ -153,3 +153,15 @@ def test_bad_configs_and_unratable_splits_are_refused():
     recipe = KernelAutoencoderRecipe(load_config(None, TINY), None, RatingSplit("zero", zero, zero.take([0])))
     with pytest.raises(ValueError, match=r"split 'zero': ratings must be > 0"):
         recipe.prepare(None)
+
+
+def test_the_main_job_skips_the_rating_model_on_data_without_ratings(tmp_path, capsys):
+    from tfrec_attn.app.stages import train_rating_model
+    from tfrec_attn.data import Dataset, leave_one_out
+
+    rows = [(f"u{u}", f"i{(u + k) % 7}", 10 * u + k, np.nan) for u in range(6) for k in range(4)]
+    interactions = Interactions.from_rows(*zip(*rows))
+    dataset = Dataset("unrated", interactions, {})
+    assert train_rating_model(load_config(None, TINY), dataset, leave_one_out(interactions), str(tmp_path)) is None
+    assert "unrated has no ratings: no rating model" in capsys.readouterr().out
+    assert not os.listdir(tmp_path)
