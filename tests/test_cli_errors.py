@@ -61,8 +61,8 @@ CASES = [
      "--set train.strategy=horovod: train.strategy='horovod' must be one of auto, one_device"),
     ("the main job's config handed to train", ["train", PIPELINE, "--output-dir", "{d}/run", "--interactions",
                                                "{d}/good.csv"],
-     "ml100k_pipeline.yaml:2: recipe='pipeline' is not trained by `tfrec-attn train` (trainable: ranking, rating, "
-     "retrieval); the main job's config runs with `tfrec-attn run --config FILE`"),
+     "ml100k_pipeline.yaml:2: recipe='pipeline' is not trained by `tfrec-attn train` (trainable: kernel_autoencoder, "
+     "ranking, rating, retrieval); the main job's config runs with `tfrec-attn run --config FILE`"),
     ("an evaluated run of another recipe", ["evaluate", "{d}/ranking_run", "--interactions", "{d}/good.csv"],
      "{d}/ranking_run: a ranking run; this command evaluates retrieval runs and exports"),
     ("bad TF_CONFIG", ["train", CONFIG, "--output-dir", "{d}/run", "--interactions", "{d}/good.csv",
