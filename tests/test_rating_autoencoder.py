@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_rating_recipe import planted_dataset
 
 from tfrec_attn.baselines import BiasedBaseline
@@ -66,13 +67,14 @@ def test_the_global_kernel_convolves_each_window_as_the_whole_matrix_would_be():
 
 
 def test_the_global_kernel_joins_after_the_pretraining_steps():
+    tf.keras.utils.set_random_seed(0)
     model = KernelRatingAutoencoder(6, 5, hidden_units=8, pretrain_steps=3, rating_min=-9, rating_max=9).build_weights()
     matrix = np.random.default_rng(2).integers(0, 6, (6, 5)).astype(np.float32)
     rows = row_windows(matrix, 3)
     pretrained = np.clip(model.autoencode(matrix).numpy(), -9, 9)
     np.testing.assert_allclose(model.complete(matrix).numpy(), pretrained, rtol=1e-6)
     np.testing.assert_allclose(model.reconstruct(np.arange(6), rows).numpy(), model.autoencode(matrix).numpy())
-    model.kernel.c.assign(np.random.default_rng(3).normal(0, 0.1, model.kernel.c.shape))
+    model.kernel.c.assign(np.random.default_rng(3).normal(0, 5.0, model.kernel.c.shape))
     np.testing.assert_allclose(model.complete(matrix).numpy(), pretrained, rtol=1e-6)  # still pre-training
     model.steps.assign(3)
     fine = model.complete(matrix).numpy()
@@ -100,7 +102,7 @@ def test_it_beats_the_biased_baseline_selected_on_the_rating_recipes_hold_out(tr
     # the same hold-out as the rating recipe's (their validation predictions can be blended)
     rating = RatingRecipe(load_config(None, ["recipe=rating"]), None, split)
     np.testing.assert_array_equal(result.recipe.is_validation, rating.is_validation)
-    assert 40 > result.metrics["best_epoch"] > 15  # selected in the fine-tuning stage
+    assert result.metrics["best_epoch"] > 15  # selected in the fine-tuning stage
     assert int(result.model.steps.numpy()) == result.metrics["best_epoch"] * 5  # the refit: the selected epochs
     # The validation stage completes the matrix without the hold-out: none of its ratings is an input.
     recipe = result.recipe

@@ -43,8 +43,10 @@ class RatingTableServingModule(tf.Module):
 
     @tf.function(input_signature=[_IDS, _IDS])
     def serving_default(self, user_id, item_id):
-        tf.debugging.assert_equal(tf.size(user_id), tf.size(item_id),
-                                  message="user_id and item_id must have the same length")
+        same = tf.debugging.assert_equal(tf.size(user_id), tf.size(item_id),
+                                         message="user_id and item_id must have the same length")
+        with tf.control_dependencies([same]):  # checked before anything reads both
+            user_id, item_id = tf.identity(user_id), tf.identity(item_id)
         column = self.users.lookup(user_id)
         known = column >= 0
         column = tf.where(known, column, self.num_users)
