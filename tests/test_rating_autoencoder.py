@@ -11,12 +11,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_rating_recipe import planted_dataset
+from test_rating_recipe import biased_reference, planted_dataset
 
-from tfrec_attn.baselines import BiasedBaseline
 from tfrec_attn.config import ConfigError, load_config
 from tfrec_attn.data import Interactions, RatingSplit
-from tfrec_attn.evaluation.rating import rating_metrics
 from tfrec_attn.layers.kernels import GlobalKernel, LocalKernelDense, row_windows
 from tfrec_attn.models.rating_autoencoder import KernelRatingAutoencoder
 from tfrec_attn.training import KernelAutoencoderRecipe, RatingRecipe, RunDirectory, train
@@ -93,8 +91,7 @@ def trained(tmp_path_factory):
 def test_it_beats_the_biased_baseline_selected_on_the_rating_recipes_hold_out(trained):
     result, split = trained
     test = result.metrics["test"]
-    baseline = BiasedBaseline().fit(split.train)
-    reference = rating_metrics(baseline.predict(split.test.user_ids, split.test.item_ids), split.test.ratings)
+    reference = biased_reference(split)
     assert test["baseline_RMSE"] == pytest.approx(reference["RMSE"])
     assert test["count"] == len(split.test) and test["oov_items"] == 3
     assert test["RMSE"] < 0.85 * reference["RMSE"], (test, reference)

@@ -19,6 +19,13 @@ from tfrec_attn.features.vocab import ItemVocabulary
 _IDS = tf.TensorSpec([None], tf.string)
 
 
+def with_unknown_user(completed) -> np.ndarray:
+    """float32 [items, users + 1]: the completed matrix and, last, the column of a user without a
+    training rating: each item's mean over every user."""
+    completed = np.asarray(completed, np.float32)
+    return np.concatenate([completed, completed.mean(axis=1, keepdims=True)], axis=1)
+
+
 class RatingTableServingModule(tf.Module):
     """Args:
         completed: float [items, users]. The completed matrix (rows: model item indices).
@@ -32,9 +39,7 @@ class RatingTableServingModule(tf.Module):
         if completed.shape != (vocabulary.num_indices, len(users)):
             raise ValueError(f"completed matrix is {completed.shape}, expected ({vocabulary.num_indices}, "
                              f"{len(users)}) (items x users)")
-        # The unknown user's column: each item's mean over every user.
-        self.table = tf.Variable(np.concatenate([completed, completed.mean(axis=1, keepdims=True)], axis=1),
-                                 trainable=False, name="completed_ratings")
+        self.table = tf.Variable(with_unknown_user(completed), trainable=False, name="completed_ratings")
         self.items = vocabulary.lookup_layer()
         self.users = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant([str(u) for u in users]),

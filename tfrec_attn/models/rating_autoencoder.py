@@ -29,11 +29,6 @@ from tfrec_attn.models.base import RecommenderModel
 from tfrec_attn.tasks.next_item import global_weighted_mean
 
 
-def _replicas() -> int:
-    context = tf.distribute.get_replica_context()
-    return context.num_replicas_in_sync if context is not None else 1
-
-
 @register
 class KernelRatingAutoencoder(RecommenderModel):
     """Args:
@@ -132,7 +127,7 @@ class KernelRatingAutoencoder(RecommenderModel):
         errors = 0.5 * tf.reduce_sum(observed * tf.square(target - prediction), axis=1)
         # GLocal-K's objective (squared errors summed over every observed rating + the penalties)
         # divided by the catalogue's size: this batch's mean item error + the penalty's share.
-        return global_weighted_mean(errors) + self.penalty() / (self.num_items * _replicas())
+        return global_weighted_mean(errors) + tf.nn.scale_regularization_loss(self.penalty() / self.num_items)
 
     def train_step(self, inputs):
         logs = super().train_step(inputs)

@@ -151,12 +151,11 @@ class KernelAutoencoderRecipe(RatingSplitRecipe):
     def ratings_from(self, completed: np.ndarray, user_ids, item_ids) -> np.ndarray:
         """float [n]: the completed matrix's rating of each (user, item); a user without a column
         gets the item's mean over every user."""
-        rows = self.vocabulary.model_indices(np.asarray(item_ids))
+        from tfrec_attn.export.rating import with_unknown_user
+
         columns = self._user_columns(user_ids)
-        known = columns >= 0
-        out = completed.mean(axis=1)[rows]
-        out[known] = completed[rows[known], columns[known]]
-        return out.astype(np.float32)
+        columns[columns < 0] = len(self.users)  # the served table's unknown-user column
+        return with_unknown_user(completed)[self.vocabulary.model_indices(np.asarray(item_ids)), columns]
 
     def predict_stage(self, model, stage):
         users, items, _ = self.stage_ratings(stage)
