@@ -22,9 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING = os.path.join(ROOT, "serving")
 EXPORTED_MODEL = load_config(os.path.join(ROOT, "training", "configs", "ml100k_retrieval.yaml")).export.model_name
 _RANKING_EXPORT = load_config(os.path.join(ROOT, "training", "configs", "ml100k_ranking.yaml")).export
+_RATING_EXPORT = load_config(os.path.join(ROOT, "training", "configs", "ml100k_glocal_k.yaml")).export
 # What `tfrec-attn run` exports under OUTPUT/export: retrieval (one model for known and new
-# items: it reads text), ranking, recommend.
-EXPORTED_MODELS = [EXPORTED_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name]
+# items: it reads text), ranking, recommend, rating.
+EXPORTED_MODELS = [EXPORTED_MODEL, _RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name,
+                   _RATING_EXPORT.model_name]
 assert [m.name for m in load_config(os.path.join(ROOT, "training", "configs", "ml100k_pipeline.yaml"),
                                     cls=PipelineConfig).served_models()] == EXPORTED_MODELS
 MANIFEST = os.path.join("k8s", "tfserving.yaml")
@@ -38,7 +40,7 @@ def read(name):
 def test_model_config_points_at_the_export_layout():
     config = read_model_server_config(os.path.join(SERVING, "models.config"))
     models = config.model_config_list.config
-    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "ranking", "recommend"]
+    assert [m.name for m in models] == EXPORTED_MODELS == ["retrieval", "ranking", "recommend", "rating"]
     for model in models:
         assert model.base_path == f"/models/{model.name}"  # /models <- OUTPUT/export
         assert model.model_platform == "tensorflow"
@@ -133,11 +135,13 @@ def test_config_files_reject_typos(name):
 @pytest.fixture(scope="module")
 def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
     """OUTPUT/export as `tfrec-attn run` writes it: retrieval (a tower that reads text, on a
-    tiny BERT), ranking and recommend (tiny, seeded, untrained) over the tiny catalogue."""
+    tiny BERT), ranking and recommend (tiny, seeded, untrained) and rating (a completed matrix
+    of ratings in 1-5 for three users) over the tiny catalogue."""
     import tensorflow as tf
 
     from tfrec_attn.export import export_retrieval
     from tfrec_attn.export.ranking import export_ranking, export_recommend
+    from tfrec_attn.export.rating import export_rating_table
     from tfrec_attn.features.ranking import UserFeatureEncoder
     from tfrec_attn.models import build_retrieval_model
     from tfrec_attn.models.ranking import build_ranking_model
@@ -159,11 +163,13 @@ def main_job_exports(tiny_model, tiny_bert_dir, tmp_path_factory):
     export_ranking(ranker, vocabulary, encoder, str(base), model_name=_RANKING_EXPORT.model_name, max_len=6)
     export_recommend(retrieval, vocabulary, ranker, vocabulary, encoder, str(base),
                      model_name=_RANKING_EXPORT.recommend_name, k=5, candidates=12, max_len=6)
+    completed = np.random.default_rng(0).uniform(1, 5, (vocabulary.num_indices, 3))
+    export_rating_table(completed, vocabulary, ["u1", "u2", "u3"], str(base), model_name=_RATING_EXPORT.model_name)
     return str(base)
 
 
-def test_models_config_serves_the_main_job_exports_and_the_readme_examples_run(main_job_exports, capsys):
-    """models.config (/models -> the export base) serves all three; the README's gRPC block
+def test_models_config_serves_the_main_job_exports_and_the_readme_examples_run(main_job_exports, tiny_model, capsys):
+    """models.config (/models -> the export base) serves all four; the README's gRPC block
     and REST line work against it (its MovieLens ids swapped for the tiny catalogue's)."""
     import json
     import urllib.request
@@ -178,6 +184,12 @@ def test_models_config_serves_the_main_job_exports_and_the_readme_examples_run(m
         for name in EXPORTED_MODELS:
             with RecommenderClient(f"127.0.0.1:{server.port}", model_name=name) as client:
                 assert client.status() == {1: "AVAILABLE"}
+        with RecommenderClient(f"127.0.0.1:{server.port}", model_name=_RATING_EXPORT.model_name) as client:
+            vocabulary = tiny_model[1]  # the fixture's completed matrix, column u2
+            completed = np.random.default_rng(0).uniform(1, 5, (vocabulary.num_indices, 3))
+            answer = client.ratings("u2", ["i1", "i4"])
+            assert answer.known_user
+            np.testing.assert_allclose(answer.ratings, completed[vocabulary.model_indices(["i1", "i4"]), 1], rtol=1e-6)
         readme = read("README.md")
         block = readme.split("<!-- recommend-client-example -->\n```python\n", 1)[1].split("```", 1)[0]
         for movielens, tiny in ids.items():
@@ -203,7 +215,7 @@ def test_ranking_and_recommend_graphs_use_stock_tensorflow_ops_only(main_job_exp
     """Every op of their graphs is registered by plain `import tensorflow` (what the stock
     tensorflow_model_server links), in a process that imports nothing else."""
     paths = [os.path.join(main_job_exports, name, "1", "saved_model.pb")
-             for name in (_RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name)]
+             for name in (_RANKING_EXPORT.model_name, _RANKING_EXPORT.recommend_name, _RATING_EXPORT.model_name)]
     code = (
         "import sys\n"
         "import tensorflow\n"
@@ -221,4 +233,4 @@ def test_ranking_and_recommend_graphs_use_stock_tensorflow_ops_only(main_job_exp
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
                           cwd="/")
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])
-    assert len(proc.stdout.splitlines()) == 2, proc.stdout
+    assert len(proc.stdout.splitlines()) == 3, proc.stdout

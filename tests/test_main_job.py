@@ -57,7 +57,7 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
     new = cold["new_item"]
     assert new["version"] == 2 and len(new["nearest"]) == 5 and new["users_asked"] > 0
     assert new["model"] == "retrieval" and os.path.isdir(out / "export" / "retrieval" / "2")
-    assert sorted(os.listdir(out / "export")) == ["models.config", "ranking", "recommend", "retrieval"]
+    assert sorted(os.listdir(out / "export")) == ["models.config", "ranking", "rating", "recommend", "retrieval"]
     assert "Star Wars" in new["text"] and "Cold start: items known only by their text" in (out / "report.md").read_text()
     # The report has a number for every model and every metric.
     report = (out / "report.md").read_text()
@@ -86,11 +86,23 @@ def test_quick_run_end_to_end(ml100k_dir, tmp_path):
     assert rating["metrics"]["count"] == two["ratings"]["biased baseline (mean + user + item bias)"]["count"]
     assert rating["metrics"]["baseline_RMSE"] == pytest.approx(two["metrics"]["baseline_RMSE"], rel=1e-6)
     assert two["ratings"]["kernel autoencoder (GLocal-K)"]["RMSE"] == rating["metrics"]["RMSE"]
-    assert "| kernel autoencoder (GLocal-K) |" in report
+    assert "| kernel autoencoder (GLocal-K) |" in report and "model `recommend`; ratings by `rating`)" in report
+    # The ratings shown are the served rating model's (GLocal-K, over gRPC): its completed matrix's
+    # entries for the user, not the ranker head's.
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(out / "export" / "rating" / "1"))
     for sample in summary["samples"]:
-        assert sample["model"] == "recommend"
+        assert sample["model"] == "recommend" and sample["rating_model"] == "rating"
+        items = [rec["item_id"] for rec in sample["recommendations"]]
+        expected = served.signatures["serving_default"](user_id=tf.constant([sample["user_id"]] * len(items)),
+                                                        item_id=tf.constant(items))
+        assert bool(tf.reduce_all(expected["known_user"]))
+        assert [rec["rating"] for rec in sample["recommendations"]] == pytest.approx(
+            expected["rating"].numpy().tolist(), abs=1e-5)
+        assert any(rec["rating"] != pytest.approx(rec["ranker_rating"], abs=1e-3) for rec in sample["recommendations"])
         for rec in sample["recommendations"]:
-            assert 1.0 <= rec["rating"] <= 5.0
+            assert 1.0 <= rec["rating"] <= 5.0 and 1.0 <= rec["ranker_rating"] <= 5.0
             # because: history items only, each with the score drop its removal causes (an item
             # whose score no removal lowers has none)
             assert {b["item_id"] for b in rec["because"]} <= set(sample["history"])

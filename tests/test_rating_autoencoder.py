@@ -142,6 +142,50 @@ def test_the_rating_export_gives_the_in_memory_ratings_in_a_fresh_process_and_fr
         assert known == [True] * 20 + [False, True] and refused
 
 
+def test_the_served_rating_model_answers_the_client_and_the_cli_over_grpc(trained, tmp_path, capsys):
+    import grpc
+
+    from tfrec_attn.app.cli import main
+    from tfrec_attn.serving.client import RecommenderClient, ServingError
+    from tfrec_attn.serving.config import single_model_config
+    from tfrec_attn.serving.server import ModelServer
+
+    result, split = trained
+    recipe = result.recipe
+    result.export(str(tmp_path), model_name="stars")
+    server = ModelServer(single_model_config("stars", str(tmp_path / "stars")), port=0, host="127.0.0.1",
+                         poll_wait_seconds=0).start()
+    try:
+        user = str(split.test.user_ids[0])
+        items = [str(i) for i in split.test.item_ids[:6]] + ["no such item"]
+        expected = recipe.ratings_from(recipe.completed(result.model, True), [user] * len(items), items)
+        target = f"127.0.0.1:{server.port}"
+        with RecommenderClient(target, model_name="stars") as client:
+            answer = client.ratings(user, items)
+            np.testing.assert_allclose(answer.ratings, expected, rtol=1e-5)
+            assert answer.known_user
+            nobody = client.ratings("nobody", items[:2])
+            np.testing.assert_allclose(nobody.ratings, recipe.ratings_from(
+                recipe.completed(result.model, True), ["nobody"] * 2, items[:2]), rtol=1e-5)
+            assert not nobody.known_user
+            with pytest.raises(ServingError) as caught:  # user_id and item_id of different lengths
+                client.predict({"user_id": np.array(["u1", "u2"], object), "item_id": np.array(["i1"], object)})
+            assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            np.testing.assert_allclose(client.ratings(user, items).ratings, expected, rtol=1e-5)  # still serving
+        # The CLI: `tfrec-attn query --model_name stars --user U --items ...`
+        query = ["query", "--server", target, "--model_name", "stars", "--items", ",".join(items[:3])]
+        assert main([*query, "--user", user]) == 0
+        out, err = capsys.readouterr()
+        assert [line.split() for line in out.splitlines()] == [[i, f"{r:.3f}"] for i, r in zip(items, expected[:3])]
+        assert not err
+        assert main([*query, "--user", "nobody"]) == 0
+        assert "user 'nobody' has no training rating in the model" in capsys.readouterr().err
+        assert main(["query", "--server", target, "--model_name", "stars", "--user", user]) == 2
+        assert capsys.readouterr().err.strip() == "error: --user needs --items: the comma-separated item ids to rate"
+    finally:
+        server.stop()
+
+
 def test_bad_configs_and_unratable_splits_are_refused():
     with pytest.raises(ConfigError, match=r"model.pretrain_epochs.*must be < train.epochs"):
         load_config(None, TINY + ["model.pretrain_epochs=40"])

@@ -51,14 +51,16 @@ def read(name):
 def test_default_serve_list_takes_each_name_from_its_stage_config():
     config = pipeline()
     assert [(m.name, m.stage) for m in config.served_models()] == [
-        ("retrieval", "retrieval"), ("ranking", "ranking"), ("recommend", "recommend")]
-    names = pipeline("retrieval.export.model_name=two_tower", "ranking.export.recommend_name=both")
-    assert [m.name for m in names.served_models()] == ["two_tower", "ranking", "both"]
+        ("retrieval", "retrieval"), ("ranking", "ranking"), ("recommend", "recommend"), ("rating", "rating")]
+    names = pipeline("retrieval.export.model_name=two_tower", "ranking.export.recommend_name=both",
+                     "rating.export.model_name=stars")
+    assert [m.name for m in names.served_models()] == ["two_tower", "ranking", "both", "stars"]
     # A stage this run skips is left out: the list says what may be served.
-    assert [m.name for m in pipeline("two_stage=false").served_models()] == ["retrieval"]
+    assert [m.name for m in pipeline("two_stage=false").served_models()] == ["retrieval", "rating"]
+    assert [m.name for m in pipeline("two_stage=false", "rating_model=false").served_models()] == ["retrieval"]
     # One retrieval model for known and new items: no second model for the cold-start stage.
     assert [m.name for m in pipeline("cold_start.enabled=false").served_models()] == [
-        "retrieval", "ranking", "recommend"]
+        "retrieval", "ranking", "recommend", "rating"]
     assert [m.name for m in pipeline("cold_start.enabled=false", "serve=[{stage: ranking}, {stage: recommend}]")
             .served_models()] == ["ranking", "recommend"]
 
@@ -72,7 +74,7 @@ def test_serve_list_round_trips_through_yaml_and_dict():
 
 @pytest.mark.parametrize("lines, message", [
     (["  - stage: retrieval", "  - stage: rankin"],
-     "{f}:4: serve[1].stage='rankin' must be one of retrieval, ranking, recommend"),
+     "{f}:4: serve[1].stage='rankin' must be one of retrieval, ranking, recommend, rating"),
     (["  - stage: retrieval", "  - stge: ranking"], "{f}:4: unknown key 'serve[1].stge'; did you mean 'stage'?"),
     (["  - retrieval"], "{f}:3: serve[0]='retrieval' must be a mapping (keys: stage)"),
     (["  - stage: ranking", "  - stage: recommend", "  - stage: retrieval", "  - stage: ranking"],
@@ -105,7 +107,11 @@ def test_serve_errors_from_set_and_colliding_export_names():
                                  "(OUTPUT/export/<name>)")
     # ... unless the stage does not run.
     assert [m.name for m in pipeline("ranking.export.model_name=retrieval", "two_stage=false",
-                                     ).served_models()] == ["retrieval"]
+                                     ).served_models()] == ["retrieval", "rating"]
+    with pytest.raises(ConfigError, match=r"rating.export.model_name='ranking' is also ranking.export.model_name"):
+        pipeline("rating.export.model_name=ranking")
+    assert [m.name for m in pipeline("rating.export.model_name=ranking", "rating_model=false").served_models()] \
+        == ["retrieval", "ranking", "recommend"]
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -150,8 +156,8 @@ def test_generator_checks_and_rewrites_the_files(tmp_path, capsys):
     serving = tmp_path / "serving"
     shutil.copytree(SERVING, serving)
     assert write_serving_files.main(["--check", "--serving-dir", str(serving)]) == 0
-    args = ["--serving-dir", str(serving), "--set", "two_stage=false"]
-    assert write_serving_files.main([*args, "--check"]) == 1  # the committed files serve three
+    args = ["--serving-dir", str(serving), "--set", "two_stage=false", "--set", "rating_model=false"]
+    assert write_serving_files.main([*args, "--check"]) == 1  # the committed files serve four
     assert "out of date" in capsys.readouterr().err
     assert write_serving_files.main(args) == 0
     assert write_serving_files.main([*args, "--check"]) == 0
@@ -162,7 +168,7 @@ def test_generator_checks_and_rewrites_the_files(tmp_path, capsys):
     assert pairs(parse(docs["ConfigMap"]["data"]["models.config"])) == expected
     assert "/v1/models/retrieval" in manifest and "batching_parameters.txt: |" in manifest  # the rest is kept
     assert manifest.split("---", 1)[1] == read(os.path.join("k8s", "tfserving.yaml")).split("---", 1)[1].replace(
-        "/v1/models/recommend", "/v1/models/retrieval")
+        "/v1/models/rating", "/v1/models/retrieval")
     compose = yaml.safe_load((serving / "docker-compose.yml").read_text())
     assert compose["x-served-models"] == ["retrieval"]
     assert compose["services"] == yaml.safe_load(read("docker-compose.yml"))["services"]

@@ -143,6 +143,12 @@ def _two_stage_text(two) -> str:
             f"({two['train_seconds']:.0f} s).")
 
 
+def _rated_by(sample) -> str:
+    """``; ratings by `rating``` when another served model than the sample's gave its ratings."""
+    source = sample.get("rating_model")
+    return f"; ratings by `{source}`" if source and source != sample.get("model") else ""
+
+
 def _rating_rows(two):
     return [[name, f"{r['RMSE']:.4f}", f"{r['MAE']:.4f}", str(r.get("count", ""))]
             for name, r in (two.get("ratings") or {}).items()]
@@ -193,7 +199,7 @@ def _markdown(summary, images) -> str:
               f"{HIT} marks the user's held-out next item (the test target) where it is recommended.", ""]
     for sample in summary["samples"]:
         lines += [f"**User {sample['user_id']}** ({len(sample['history'])} items; {held_out(sample)}; "
-                  f"model `{sample.get('model', 'retrieval')}`)", "",
+                  f"model `{sample.get('model', 'retrieval')}`{_rated_by(sample)})", "",
                   "| # | item | score | predicted rating | because (history item, score drop without it) |",
                   "|---|---|---|---|---|"]
         hit = hit_rank(sample)
@@ -272,7 +278,8 @@ def _html(summary, images) -> str:
                  "target) where it is recommended.</p>")
     for sample in summary["samples"]:
         parts.append(f"<h3>User {e(sample['user_id'])}</h3><p>{len(sample['history'])} items watched; "
-                     f"{e(held_out(sample))}</p>"
+                     f"{e(held_out(sample))}; model {e(sample.get('model', 'retrieval'))}"
+                     f"{e(_rated_by(sample).replace('`', ''))}</p>"
                      "<table><tr><th>#</th><th>item</th><th>score</th><th>predicted rating</th><th>because</th></tr>")
         hit = hit_rank(sample)
         for rank, rec in enumerate(sample["recommendations"], start=1):

@@ -1,14 +1,15 @@
 """``tfrec-attn run``: the whole product on real data, one stage after another.
 
-prepare data -> baselines (MostPop, ALS) -> train retrieval -> train the attention ranker on
-the retrieval candidates -> evaluate everything with the full-ranking protocol (retrieval
-only and two-stage) and the rating table -> the cold-start protocol's table (a text item
-tower trained without the cold items, against the id-only tower) -> export versioned
-SavedModels (retrieval, ranking, recommend, and the text tower's ``retrieval_text``) -> start
-the local gRPC server -> query the ``recommend`` model through the client for a few users ->
-print their recommendations with titles, scores, predicted ratings and the history items
-that explain them (target attention) -> add a new item to the running ``retrieval_text`` by
-its text -> stop the server -> write the report.
+prepare data -> baselines (MostPop, ALS) -> train retrieval (one model for known and new
+items) -> train the attention ranker on the retrieval candidates -> train the rating model
+(GLocal-K) on the rating table -> evaluate everything with the full-ranking protocol
+(retrieval only and two-stage) and the rating table -> the cold-start protocol's table (the
+retrieval config trained again without the cold items) -> export versioned SavedModels
+(retrieval, ranking, recommend, rating) -> start the local gRPC server -> query the
+``recommend`` model through the client for a few users, and the ``rating`` model for their
+recommendations' ratings -> print them with titles, scores, predicted ratings and the history
+items that explain them (leave-one-out score drops) -> add a new item to the running
+``retrieval`` by its text -> stop the server -> write the report.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     exports = {"retrieval": trained.export(export_base)}
     if ranked is not None:
         exports["ranking"] = ranked.export(export_base)  # ranking + recommend
+    if rating is not None:
+        exports["rating"] = rating.export(export_base)
     for paths in exports.values():
         for path in paths:
             print(f"exported {path}")
@@ -182,7 +185,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
     model_name = retrieval_config.export.model_name
     from tfrec_attn.serving.config import write_model_server_config
 
-    served = [model.name for model in config.served_models()]  # `serve:`, less the stages skipped
+    # `serve:`, less the stages skipped (and the rating model of data without ratings)
+    served_models = [m for m in config.served_models() if m.stage != "rating" or rating is not None]
+    served = [model.name for model in served_models]
+    rating_name = next((m.name for m in served_models if m.stage == "rating"), None)
     models_config = write_model_server_config(
         os.path.join(export_base, "models.config"),
         [(name, os.path.abspath(os.path.join(export_base, name))) for name in served])
@@ -211,6 +217,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                                   "occupation": profile.occupation, "zip": profile.zip_code})
                 else:
                     recs = client.recommend(history, k=config.k)
+                rated = None  # the rating model's ratings of the recommendations (it knows users by id)
+                if rating_name is not None and recs:
+                    with RecommenderClient(target, model_name=rating_name) as rater:
+                        rated = rater.ratings(str(split.user_ids[user]), [rec[0] for rec in recs]).ratings
                 why = {rec.item_id: rec.because for rec in recs} if ranked is not None \
                     else client.explain(history, [item for item, _ in recs])
                 samples.append({
@@ -219,12 +229,14 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                     "test_target": str(split.item_vocab[split.sequences[user][-1]]),
                     "test_target_title": dataset.item_title(str(split.item_vocab[split.sequences[user][-1]])),
                     "model": asked,
+                    "rating_model": rating_name if rated is not None else (asked if ranked is not None else None),
                     "recommendations": [{"item_id": rec[0], "title": dataset.item_title(rec[0]), "score": rec[1],
-                                         "rating": getattr(rec, "rating", None),
+                                         "rating": rated[n] if rated is not None else getattr(rec, "rating", None),
+                                         "ranker_rating": getattr(rec, "rating", None),
                                          "because": [{"item_id": h, "title": dataset.item_title(h),
                                                       ("drop" if ranked is not None else "weight"): w}
                                                      for h, w in why[rec[0]]]}
-                                        for rec in recs],
+                                        for n, rec in enumerate(recs)],
                 })
         if ranked is not None and samples:  # the served ranker's target attention (its `explain`, over gRPC)
             recent = samples[0]["history"][-config.ranking.model.max_len:]  # what the ranker reads

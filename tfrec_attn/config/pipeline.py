@@ -35,6 +35,9 @@ SERVED_STAGES = {
                            "the attention ranker (history + candidates -> scores, rating, attention)"),
     "recommend": ServedStage("ranking.export.recommend_name", "two_stage",
                              "retrieval + ranking in one graph (history -> items, rating, because)"),
+    "rating": ServedStage("rating.export.model_name", "rating_model",
+                          "the rating model, GLocal-K's kernel autoencoder (user id + item ids -> ratings; "
+                          "a user without training ratings gets each item's mean)"),
 }
 
 
@@ -96,8 +99,8 @@ class ColdStartConfig(Section):
 class ServedModelConfig(Section):
     """One entry of ``serve``: a model, named by the stage that trains it on the full data
     (``SERVED_STAGES``): ``retrieval`` (``retrieval.export.model_name``), ``ranking``
-    (``ranking.export.model_name``) or
-    ``recommend`` (retrieval + ranking in one graph, ``ranking.export.recommend_name``).
+    (``ranking.export.model_name``), ``recommend`` (retrieval + ranking in one graph,
+    ``ranking.export.recommend_name``) or ``rating`` (``rating.export.model_name``).
 
     The entry has no name of its own: each model's name is declared once, in its stage's
     export config, which the standalone recipes (``tfrec-attn train``) read too; the list
@@ -118,7 +121,7 @@ class ServedModelConfig(Section):
 
 
 def _default_serve() -> list[ServedModelConfig]:
-    return [ServedModelConfig(stage) for stage in ("retrieval", "ranking", "recommend")]
+    return [ServedModelConfig(stage) for stage in ("retrieval", "ranking", "recommend", "rating")]
 
 
 @register_config("pipeline")

@@ -103,6 +103,13 @@ class KernelAutoencoderTrainConfig(TrainConfig):
         return super().checks(at) + [("passes_per_epoch", self.passes_per_epoch > 0, "must be > 0")]
 
 
+@dataclasses.dataclass
+class RatingExportConfig(Section):
+    """The ``rating`` export (:mod:`tfrec_attn.export.rating`): user id + item ids -> ratings."""
+
+    model_name: str = "rating"
+
+
 @register_config("kernel_autoencoder")
 @dataclasses.dataclass
 class KernelAutoencoderConfig(RunConfig):
@@ -115,6 +122,7 @@ class KernelAutoencoderConfig(RunConfig):
     split: RatingSplitConfig = dataclasses.field(default_factory=RatingSplitConfig)
     model: KernelAutoencoderModelConfig = dataclasses.field(default_factory=KernelAutoencoderModelConfig)
     train: KernelAutoencoderTrainConfig = dataclasses.field(default_factory=KernelAutoencoderTrainConfig)
+    export: RatingExportConfig = dataclasses.field(default_factory=RatingExportConfig)
 
     def checks(self, at):
         return super().checks(at) + [

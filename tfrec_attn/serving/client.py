@@ -15,6 +15,7 @@ jitter, within the call's deadline). What still fails, and every other error, is
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -61,6 +62,14 @@ class Recommendation(tuple):
     @property
     def score(self) -> float:
         return self[1]
+
+
+class Ratings(NamedTuple):
+    """A ``rating`` model's answer for one user: a rating per item, and whether the model had
+    training ratings of the user."""
+
+    ratings: list
+    known_user: bool
 
 
 def _text(value) -> str:
@@ -224,6 +233,14 @@ class RecommenderClient:
             results.append(pairs[:k] if k else pairs)
         single = not (history and isinstance(history[0], (list, tuple, np.ndarray)))
         return results[0] if single else results
+
+    def ratings(self, user_id: str, item_ids) -> Ratings:
+        """A ``rating`` model's predicted ratings of ``item_ids`` for the user ``user_id``, in
+        their order, and whether the model knows the user (one without training ratings gets
+        each item's mean over every user)."""
+        items = np.asarray([str(i) for i in item_ids], object)
+        out = self.predict({"user_id": np.full(len(items), str(user_id), object), "item_id": items})
+        return Ratings([float(r) for r in out["rating"]], bool(out["known_user"].all()))
 
     def rank(self, history, candidates) -> list[tuple[str, float]]:
         """Scores ``candidates`` (ids) for one history, best first (unknown ids last, -inf)."""

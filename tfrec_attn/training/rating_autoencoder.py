@@ -169,4 +169,5 @@ class KernelAutoencoderRecipe(RatingSplitRecipe):
 
         completed = self.completed(model, True)
         return [export_rating_table(completed, self.vocabulary, self.users, base_path,
-                                    model_name=options.get("model_name") or "rating", version=options.get("version"))]
+                                    model_name=options.get("model_name") or self.config.export.model_name,
+                                    version=options.get("version"))]

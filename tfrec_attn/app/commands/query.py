@@ -1,5 +1,6 @@
 """``tfrec-attn query``: ask a running server for recommendations (or its signatures), with
-notes on what the answer means (a capped K, history ids the model does not know)."""
+notes on what the answer means (a capped K, history ids the model does not know); or, with
+``--user`` and ``--items``, a ``rating`` model for one user's ratings of some items."""
 
 from __future__ import annotations
 
@@ -17,7 +18,24 @@ def add_parser(subparsers) -> None:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--metadata", action="store_true", help="print the model's signatures instead")
+    p.add_argument("--user", help="a user id: ask a rating model (--model_name rating) for --items' ratings")
+    p.add_argument("--items", help="with --user: comma-separated item ids to rate")
     p.set_defaults(func=run)
+
+
+def rate(client, user: str, items: str | None) -> int:
+    """Prints a rating model's rating of each item for ``user``, and a note when the model has no
+    training rating of the user (each item's mean over every user is then its answer)."""
+    ids = [i.strip() for i in (items or "").split(",") if i.strip()]
+    if not ids:
+        raise CLIError("--user needs --items: the comma-separated item ids to rate")
+    answer = client.ratings(user, ids)
+    for item, rating in zip(ids, answer.ratings):
+        print(f"{item:<12} {rating:6.3f}")
+    if not answer.known_user:
+        print(f"note: user {user!r} has no training rating in the model: each item's rating is its mean over "
+              "every user", file=sys.stderr)
+    return 0
 
 
 def run(args) -> int:
@@ -30,6 +48,8 @@ def run(args) -> int:
         if args.metadata:
             print(json.dumps(client.metadata(), indent=2))
             return 0
+        if args.user is not None:
+            return rate(client, args.user, args.items)
         ranked = client.recommend(history, k=args.k)
         for rank, (item, score) in enumerate(ranked, start=1):
             print(f"{rank:>3}  {item:<12} {score:9.4f}")
