@@ -144,3 +144,24 @@ def test_the_example_training_script_trains_and_exports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test NDCG@10 " in proc.stdout and (tmp_path / "run" / "export" / "retrieval" / "1" / "saved_model.pb").exists()
     assert "Traceback" not in proc.stderr and "cuInit" not in proc.stderr  # no stray TensorFlow noise
+
+
+def test_keras_progress_is_one_line_per_epoch_unless_stdout_is_a_terminal(monkeypatch):
+    import argparse
+    import io
+
+    from tfrec_attn.app.commands.common import add_keras_verbose_arg, keras_verbose
+
+    parser = argparse.ArgumentParser()
+    add_keras_verbose_arg(parser)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # a log file or a pipe
+    assert keras_verbose(parser.parse_args([])) == 2
+    assert keras_verbose(parser.parse_args(["--keras-verbose", "1"])) == 1
+    monkeypatch.setattr("sys.stdout", Terminal())
+    assert keras_verbose(parser.parse_args([])) == 1
+    assert keras_verbose(parser.parse_args(["--keras-verbose", "0"])) == 0

@@ -21,6 +21,21 @@ def releases() -> list[str]:
     return sorted(RELEASES)
 
 
+def add_keras_verbose_arg(parser: argparse.ArgumentParser) -> None:
+    """``--keras-verbose``: Keras' progress output while training; by default a progress bar
+    on a terminal and one line per epoch otherwise (a log file, a pipe: what Keras' own
+    ``verbose="auto"`` does for non-interactive output)."""
+    parser.add_argument("--keras-verbose", type=int, default=None, choices=(0, 1, 2),
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)")
+
+
+def keras_verbose(args) -> int:
+    """The ``--keras-verbose`` level, its default resolved for where stdout goes."""
+    if args.keras_verbose is not None:
+        return args.keras_verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """The ``data`` argument group: MovieLens (``--data``/``--dataset``) or a generic CSV."""
     group = parser.add_argument_group("data")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
-from tfrec_attn.app.commands.common import add_data_args, load_data
+from tfrec_attn.app.commands.common import (
+    add_data_args,
+    add_keras_verbose_arg,
+    keras_verbose,
+    load_data,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -15,7 +20,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set retrieval.train.time_budget_seconds=120")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
+    add_keras_verbose_arg(p)
     add_data_args(p)
     p.set_defaults(func=run, dataset=None)
 
@@ -31,5 +36,5 @@ def run(args) -> int:
         args.dataset = config.retrieval.data.dataset
     print(f"tfrec-attn run: output in {os.path.abspath(args.output_dir)}", flush=True)
     dataset = load_data(args)
-    run_pipeline(dataset, args.output_dir, config, quick=args.quick, verbose=args.keras_verbose)
+    run_pipeline(dataset, args.output_dir, config, quick=args.quick, verbose=keras_verbose(args))
     return 0

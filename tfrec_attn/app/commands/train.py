@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from tfrec_attn.app.commands.common import CLIError, add_data_args, load_data
+from tfrec_attn.app.commands.common import (
+    CLIError,
+    add_data_args,
+    add_keras_verbose_arg,
+    keras_verbose,
+    load_data,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +28,7 @@ def add_parser(subparsers) -> None:
                         "parameter-server workers with --ps) on 127.0.0.1")
     p.add_argument("--ps", type=int, default=0,
                    help="with --workers: M local parameter servers and a chief (ParameterServerStrategy)")
-    p.add_argument("--keras-verbose", type=int, default=1, choices=(0, 1, 2))
+    add_keras_verbose_arg(p)
     add_data_args(p)
     p.set_defaults(func=run, dataset=None)
 
@@ -50,7 +56,7 @@ def run(args) -> int:
         args.dataset = config.data.dataset
     from tfrec_attn.training import train
 
-    result = train(config, load_data(args), args.output_dir, verbose=args.keras_verbose)
+    result = train(config, load_data(args), args.output_dir, verbose=keras_verbose(args))
     if not is_chief(tf_config):
         return 0
     print(result.recipe.summary(result.metrics))
