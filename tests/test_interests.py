@@ -197,6 +197,7 @@ def test_training_picks_the_interest_closest_to_each_target_and_penalises_collap
     ("model.user_tower.selection=soft", "model.user_tower.selection='soft' must be one of hard, sampled"),
     ("model.user_tower.extraction=lstm", "model.user_tower.extraction='lstm' must be one of self_attentive, capsule"),
     ("model.user_tower.routing_iterations=0", "model.user_tower.routing_iterations=0 must be >= 1"),
+    ("model.user_tower.aggregation=sum", "model.user_tower.aggregation='sum' must be one of max, proportional"),
 ])
 def test_bad_interest_configs_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -511,3 +512,69 @@ def test_history_items_are_masked_on_every_interest():
     np.testing.assert_array_equal(masked[1], scores[1])
     flat = without_history(scores[:, 0], [[1, 4], []])  # [users, items], as before
     assert np.isneginf(flat[0, [1, 4]]).all() and flat[0, 0] == 0 and np.isfinite(flat[1]).all()
+
+
+def _dhondt(scores, weights):
+    """numpy reference: each interest's ranks among the items not excluded; w_k / rank, max over k."""
+    b, k, n = scores.shape
+    weights = np.where(weights.sum(axis=1, keepdims=True) > 0, weights, 1.0 / k)
+    merged = np.full((b, n), -np.inf)
+    for r in range(b):
+        for i in range(k):
+            order = [j for j in np.argsort(-scores[r, i], kind="stable") if np.isfinite(scores[r, i, j])]
+            for rank, j in enumerate(order, start=1):
+                merged[r, j] = max(merged[r, j], weights[r, i] / rank)
+    return merged
+
+
+def test_proportional_aggregation_deals_the_list_to_the_interests_by_their_weight():
+    from tfrec_attn.layers.interests import aggregate_interests
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, 2, 12)).astype(np.float32)
+    scores[0, 0, :6] += 10  # interest 0 loves items 0-5, interest 1 items 6-11
+    scores[0, 1, 6:] += 10
+    scores[:, :, 3] = -np.inf  # a history item: excluded on every interest
+    weights = np.array([[0.7, 0.3], [0.0, 0.0], [0.5, 0.5]], np.float32)  # row 1: an empty history
+    merged, source = (x.numpy() for x in aggregate_interests(tf.constant(scores), tf.constant(weights),
+                                                              "proportional"))
+    np.testing.assert_allclose(merged, _dhondt(scores, weights), rtol=1e-6)
+    assert np.isneginf(merged[:, 3]).all()
+    # 0.7 / 0.3: of the top 4, three are interest 0's best and one is interest 1's best.
+    top = np.argsort(-merged[0], kind="stable")[:4]
+    assert sorted(top[:2]) == sorted(np.argsort(-scores[0, 0])[:2]) and top[2] == np.argmax(scores[0, 1])
+    assert source[0, top].tolist() == [0, 0, 1, 0]
+    # `max` is the best interest's score, as before.
+    best, owner = (x.numpy() for x in aggregate_interests(tf.constant(scores), tf.constant(weights), "max"))
+    np.testing.assert_array_equal(best, scores.max(axis=1))
+    np.testing.assert_array_equal(owner[:, :3], scores[:, :, :3].argmax(axis=1))
+    with pytest.raises(ValueError, match="aggregation must be one of max, proportional"):
+        aggregate_interests(tf.constant(scores), tf.constant(weights), "sum")
+
+
+def test_a_proportional_model_lists_both_tastes_and_its_export_serves_what_it_evaluates(mixed_runs, tmp_path):
+    from tfrec_attn.evaluation.protocol import without_history
+    from tfrec_attn.models import MultiInterestRetrievalModel
+
+    _, runs, _ = mixed_runs
+    run = runs[2]
+    vocabulary = run.recipe.vocabulary
+    model = MultiInterestRetrievalModel.from_config({**run.model.get_config(), "aggregation": "proportional"})
+    model.build_weights().set_weights(run.model.get_weights())
+    history = vocabulary.model_indices(HISTORY)
+    scores = without_history(model.score_items(tf.constant([history])).numpy(), [list(history - 2)])[0]
+    top = np.argsort(-scores, kind="stable")[:10] + 2
+    clusters = _clusters(vocabulary, top)
+    assert (clusters == 0).sum() >= 4 and (clusters == 2).sum() >= 4  # the weights are 0.5 / 0.5: half each
+    module = tf.saved_model.load(run.recipe.export(model, str(tmp_path))[0])
+    served = module.signatures["serving_default"](history=tf.constant([HISTORY]))
+    assert [x.decode() for x in served["item_ids"].numpy()[0, :10]] == [vocabulary.item_ids[i - 2] for i in top]
+    np.testing.assert_allclose(served["scores"].numpy()[0, :10], scores[top - 2], rtol=1e-5)
+    queries, _, compact = model.interests(tf.constant([history]))
+    _, source = model.merge_scores(tf.constant([history]), queries,
+                                   tf.einsum("bkd,nd->bkn", queries, model.item_embeddings()), compact)
+    np.testing.assert_array_equal(served["interest"].numpy()[0, :10], source.numpy()[0, top - 2])
+    candidates = [vocabulary.item_ids[i - 2] for i in top[[0, 5, 9]]] + ["c0i1", "nope"]  # c0i1: in the history
+    ranked = module.signatures["rank"](history=tf.constant([HISTORY]), candidates=tf.constant([candidates]))
+    np.testing.assert_allclose(ranked["scores"].numpy()[0, :3], scores[top[[0, 5, 9]] - 2], rtol=1e-5)
+    assert np.isneginf(ranked["scores"].numpy()[0, 3:]).all()

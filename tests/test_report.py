@@ -69,3 +69,20 @@ def test_print_samples_resolves_the_title_and_marks_the_hit(capsys):
     assert [line for line in listed if line.startswith(f" {HIT}")] == [listed[1]]
     assert listed[1].startswith(f" {HIT} 2. Return of the Jedi (1983)")
     assert listed[0].startswith("   1. Star Wars (1977)")
+
+
+def test_explanations_read_as_score_drops_and_an_empty_one_says_so(tmp_path):
+    from tfrec_attn.app.report import because_text
+
+    drops = [{"title": "Fargo (1996)", "drop": 0.125}, {"title": "Jumanji (1995)", "drop": 0.01}]
+    assert because_text(drops) == "Fargo (1996) (−0.12 without it); Jumanji (1995) (−0.01 without it)"
+    assert because_text([{"title": "Fargo (1996)", "weight": 0.5}]) == "Fargo (1996) (+0.50)"
+    assert because_text([]) == "— (no single history item accounts for it)"
+    # A sample whose ratings come from the served rating model says so; one without, not.
+    data = summary()
+    data["samples"][0]["rating_model"] = "rating"
+    data["samples"][1]["rating_model"] = "recommend"
+    write_report(str(tmp_path), data)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert md.count("; ratings by `rating`") == 1 and "model `recommend`; ratings by `rating`)" in md
+    assert "ratings by rating" in (tmp_path / "report.html").read_text(encoding="utf-8")

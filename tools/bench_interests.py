@@ -6,6 +6,7 @@ go to docs/benchmarks.md by hand).
     python tools/bench_interests.py --interactions ../shared/data/amazon-scientific/interactions.csv \
         --items ../shared/data/amazon-scientific/items.csv --interests 1 4
     python tools/bench_interests.py --profile --interests 1 4   # the interest profile
+    python tools/bench_interests.py --interests 1 4 --aggregations max proportional   # both merges of K = 4
 
 Each K trains ``training/configs/ml100k_retrieval.yaml`` + ``model.user_tower.interests=K``
 + the overrides (default: 40 epochs each, early stopping on validation NDCG@10, no refit, so test is scored by the
@@ -107,9 +108,25 @@ def latency(export_path, split, calls: int = 300):
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def run_one(dataset, k: int, seed: int, overrides, out_dir: str) -> dict:
+def with_aggregation(model, aggregation: str):
+    """The trained multi-interest ``model`` (same weights) merging its interests by ``aggregation``."""
+    from tfrec_attn.models import MultiInterestRetrievalModel
+
+    if aggregation == model.aggregation:
+        return model
+    clone = MultiInterestRetrievalModel.from_config({**model.get_config(), "aggregation": aggregation})
+    clone.build_weights().set_weights(model.get_weights())
+    return clone
+
+
+def run_one(dataset, k: int, seed: int, overrides, out_dir: str, aggregations=()) -> list[dict]:
+    """One training run of K interests; a row per aggregation (K > 1: the trained model's own,
+    then each of ``aggregations``, the same weights merged otherwise; test and validation
+    metrics of each from the same full-ranking protocol)."""
     from tfrec_attn.config import load_config
+    from tfrec_attn.evaluation import Evaluator
     from tfrec_attn.evaluation.interests import interest_diagnostics, list_breadth
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
     from tfrec_attn.training import train
 
     config = load_config(CONFIG, [f"seed={seed}", f"model.user_tower.interests={k}", *DEFAULTS, *overrides])
@@ -118,22 +135,34 @@ def run_one(dataset, k: int, seed: int, overrides, out_dir: str) -> dict:
     start = time.time()
     result = train(config, dataset, run_dir, verbose=0)
     seconds = time.time() - start
-    model, vocabulary, split = result.model, result.recipe.vocabulary, result.recipe.split
-    lists = top10(model, vocabulary, split)
+    vocabulary, split = result.recipe.vocabulary, result.recipe.split
     genres = [dataset.items[i].genres if i in dataset.items else () for i in split.item_vocab]
-    row = {"K": k, "seed": seed, "seconds": seconds, "epochs": result.metrics["epochs"],
-           **{m: result.metrics["test"][m] for m in ("HR@10", "NDCG@10", "HR@50")},
-           **list_breadth(lists, genres, split.num_items)}
-    if k > 1:
-        diagnostics = interest_diagnostics(model, vocabulary, split, "train", max_users=None)
-        row.update({name: diagnostics[name] for name in ("interest_cosine", "interest_min_share",
-                                                         "interests_in_top10", "interest_shares")})
-        best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
-        row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
-    path = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}"))[0]
-    row["p50_ms"], row["p99_ms"] = latency(path, split)
-    print(json.dumps(row), flush=True)
-    return row
+    own = config.model.user_tower.aggregation
+    rows = []
+    for aggregation in ([own] + [a for a in aggregations if a != own] if k > 1 else [own]):
+        model = with_aggregation(result.model, aggregation) if k > 1 else result.model
+        if aggregation == own:
+            test, validation = result.metrics["test"], result.metrics["validation"]
+        else:
+            scorer = catalogue_scorer(model, vocabulary, split)
+            test, validation = (Evaluator(split, stage).evaluate(scorer, sampled=False)
+                                for stage in ("test", "validation"))
+            validation = {f"val_{m.replace('@', '').lower()}": v for m, v in validation.items()}
+        row = {"K": k, "seed": seed, "aggregation": aggregation if k > 1 else "-", "seconds": seconds,
+               "epochs": result.metrics["epochs"], **{m: test[m] for m in ("HR@10", "NDCG@10", "HR@50")},
+               "val_NDCG@10": validation.get("val_ndcg10", float("nan")),
+               **list_breadth(top10(model, vocabulary, split), genres, split.num_items)}
+        if k > 1:
+            diagnostics = interest_diagnostics(model, vocabulary, split, "train", max_users=None)
+            row.update({name: diagnostics[name] for name in ("interest_cosine", "interest_min_share",
+                                                             "interests_in_top10", "interest_shares")})
+            best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
+            row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
+        path = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}_{aggregation}"))[0]
+        row["p50_ms"], row["p99_ms"] = latency(path, split)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def run_profile(dataset, k: int, seed: int, overrides, out_dir: str) -> dict:
@@ -180,24 +209,25 @@ def profile_table(rows) -> str:
 
 
 def table(rows) -> str:
-    lines = ["| K | seed | epochs | HR@10 | NDCG@10 | HR@50 | genres / top-10 | coverage | cosine | min share | "
-             "interests / top-10 | label hit (best / random) | p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| K | aggregation | seed | epochs | val NDCG@10 | HR@10 | NDCG@10 | HR@50 | genres / top-10 | coverage | "
+             "cosine | min share | interests / top-10 | label hit (best / random) | p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = (f"{r['interest_cosine']:.3f} | {r['interest_min_share']:.3f} | {r['interests_in_top10']:.2f} | "
                  f"{r['label_hit_best']:.3f} / {r['label_hit_random']:.3f}") if r["K"] > 1 else "– | – | – | –"
-        lines.append(f"| {r['K']} | {r['seed']} | {r['epochs']} | {r['HR@10']:.4f} | {r['NDCG@10']:.4f} | "
+        lines.append(f"| {r['K']} | {r['aggregation']} | {r['seed']} | {r['epochs']} | {r['val_NDCG@10']:.4f} | "
+                     f"{r['HR@10']:.4f} | {r['NDCG@10']:.4f} | "
                      f"{r['HR@50']:.4f} | {r['genres_per_list']:.2f} | {r['coverage']:.3f} | {extra} | "
                      f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} |")
-    ks = sorted({r["K"] for r in rows})
-    if len(ks) > 1:
-        def mean(k, m):
-            return statistics.mean(r[m] for r in rows if r["K"] == k)
+    variants = sorted({(r["K"], r["aggregation"]) for r in rows})
+    if len(variants) > 1:
+        def mean(variant, m):
+            return statistics.mean(r[m] for r in rows if (r["K"], r["aggregation"]) == variant)
         lines.append("")
-        for k in ks[1:]:
-            lines.append(f"K={k} / K={ks[0]}: " + ", ".join(
-                f"{m} x{mean(k, m) / mean(ks[0], m):.3f}" for m in ("NDCG@10", "HR@50", "genres_per_list", "coverage",
-                                                                   "p99_ms")))
+        for variant in variants[1:]:
+            lines.append(f"K={variant[0]} ({variant[1]}) / K={variants[0][0]}: " + ", ".join(
+                f"{m} x{mean(variant, m) / mean(variants[0], m):.3f}"
+                for m in ("NDCG@10", "HR@50", "genres_per_list", "coverage", "p99_ms")))
     return "\n".join(lines)
 
 
@@ -210,6 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("--items")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--out", default="/tmp/bench_interests")
+    parser.add_argument("--aggregations", nargs="+", default=[],
+                        help="K > 1: also score each trained model with these aggregations (the same weights)")
     parser.add_argument("--profile", action="store_true",
                         help="measure the interest profile on the future protocol instead")
     args = parser.parse_args(argv)
@@ -225,7 +257,8 @@ def main(argv=None) -> int:
         rows = [run_profile(dataset, k, seed, args.overrides, args.out) for seed in args.seeds for k in args.interests]
         print(profile_table(rows))
         return 0
-    rows = [run_one(dataset, k, seed, args.overrides, args.out) for seed in args.seeds for k in args.interests]
+    rows = [row for seed in args.seeds for k in args.interests
+            for row in run_one(dataset, k, seed, args.overrides, args.out, args.aggregations)]
     print(table(rows))
     return 0
 

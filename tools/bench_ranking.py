@@ -151,7 +151,10 @@ def cmd_latency(args, dataset):
                                                  str(versions(os.path.join(base, "recommend"))[-1])))
     from tfrec_attn.features.vocab import ItemVocabulary
 
-    split_items = list(ItemVocabulary.load(os.path.join(args.out, f"retrieval-{seed}", "vocab", "items.txt")).item_ids)
+    # The catalogue: the retrieval run's vocabulary (a main job's OUTPUT/retrieval beside its OUTPUT/export).
+    vocab = os.path.join(args.out, f"retrieval-{seed}", "vocab", "items.txt")
+    beside = os.path.join(os.path.dirname(os.path.abspath(base)), "retrieval", "vocab", "items.txt")
+    split_items = list(ItemVocabulary.load(beside if args.export_base and os.path.isfile(beside) else vocab).item_ids)
     rng = np.random.default_rng(0)
     histories = [rng.choice(split_items, 50, replace=False) for _ in range(args.calls)]
     candidates = [rng.choice(split_items, 100, replace=False) for _ in range(args.calls)]

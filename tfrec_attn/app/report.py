@@ -31,7 +31,10 @@ def hit_rank(sample) -> int | None:
 def because_text(because) -> str:
     """A recommendation's explanations as text: a ``recommend`` model's are the history items
     whose removal lowers the item's score the most (``drop``); a retrieval model's, attention
-    x similarity shares (``weight``)."""
+    x similarity shares (``weight``). With none (no single item's removal lowers the score, or
+    no item contributes positively): says so."""
+    if not because:
+        return "— (no single history item accounts for it)"
     return "; ".join(f"{b['title']} (−{b['drop']:.2f} without it)" if "drop" in b else
                      f"{b['title']} ({b['weight']:+.2f})" for b in because)
 

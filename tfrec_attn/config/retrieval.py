@@ -126,13 +126,16 @@ class UserTowerConfig(Section):
     selection_temperature: float = 1.0  # sampled: softmax(affinity / temperature)
     diversity_weight: float = 1.0  # x the mean pairwise cosine of a user's interests (against collapse) ...
     diversity_margin: float = 0.5  # ... above this margin (-1: all of it)
+    # how retrieval merges the interests' rankings: max (an item's best interest score) |
+    # proportional (the list's slots dealt to the interests by their share of the history, D'Hondt)
+    aggregation: str = "max"
     # the interest profile: after training, fit a head that predicts the genre (category)
     # distribution of the user's next 10 items from the interests (tfrec_attn/training/
     # interest_profile.py), kept in RUN/interest_profile/ and served as the `profile` signature
     profile: bool = False
 
     def checks(self, at):
-        from tfrec_attn.layers.interests import EXTRACTION_TYPES
+        from tfrec_attn.layers.interests import AGGREGATION_TYPES, EXTRACTION_TYPES
         from tfrec_attn.models.multi_interest import SELECTION_TYPES
 
         return [
@@ -144,6 +147,7 @@ class UserTowerConfig(Section):
             ("selection_temperature", self.selection_temperature > 0, "must be > 0"),
             ("diversity_weight", self.diversity_weight >= 0, "must be >= 0"),
             ("diversity_margin", -1.0 <= self.diversity_margin < 1.0, "must be in [-1, 1)"),
+            ("aggregation", self.aggregation in AGGREGATION_TYPES, one_of(AGGREGATION_TYPES)),
         ]
 
 

@@ -61,18 +61,21 @@ def interest_diagnostics(model, vocabulary, split: LeaveOneOutSplit, stage: str 
         ``interests_in_top10``: mean number of distinct interests that win an item of the
         top-``k`` (history excluded).
     """
+    from tfrec_attn.layers.interests import aggregate_interests
     from tfrec_attn.models.multi_interest import mean_pairwise_cosine
 
     histories, targets = _histories_and_targets(split, stage, max_users)
     wins, cosines, in_top = np.zeros(model.num_interests), [], []
-    for start, queries, scores, _, _ in interest_scores(model, vocabulary, split, histories):
+    for start, queries, scores, _, compact in interest_scores(model, vocabulary, split, histories):
         cosines.append(mean_pairwise_cosine(queries).numpy())
         target_scores = scores[np.arange(len(scores)), :, targets[start:start + len(scores)]]  # [b, K]
         seen = np.isfinite(target_scores).all(axis=1)
         np.add.at(wins, np.argmax(target_scores[seen], axis=1), 1)
-        top = np.argpartition(-scores.max(axis=1), k, axis=1)[:, :k]
-        winners = np.argmax(np.take_along_axis(scores, top[:, None, :], axis=2), axis=1)  # [b, k]
-        in_top.extend(len(np.unique(w)) for w in winners)
+        # the top-k as retrieval lists it (the model's aggregation), and the interest of each item
+        merged, source = (x.numpy() for x in aggregate_interests(
+            scores, model.interest_weights(compact, queries), model.aggregation))
+        top = np.argpartition(-merged, k, axis=1)[:, :k]
+        in_top.extend(len(np.unique(w)) for w in np.take_along_axis(source, top, axis=1))
     shares = wins / max(wins.sum(), 1)
     return {"interest_cosine": float(np.mean(np.concatenate(cosines))), "interest_min_share": float(shares.min()),
             "interests_in_top10": float(np.mean(in_top)), "interest_shares": shares.tolist()}

@@ -364,7 +364,13 @@ class RecommendServingModule(tf.Module):
         ids = self.retrieval_lookup(history)
         query = tf.cast(self.retrieval_model(ids, training=False), tf.float32)
         exclude = tf.where(is_item(ids), table_rows(ids), -1)
-        retrieval_scores, candidates = self.index.query(query, exclude, k=self.num_candidates)
+        if query.shape.rank == 3:  # several interests, merged as the retrieval model merges them
+            model = self.retrieval_model
+            retrieval_scores, candidates, _ = self.index.query_interests(
+                query, model.aggregation_weights(ids, query), exclude, k=self.num_candidates,
+                aggregation=model.aggregation)
+        else:
+            retrieval_scores, candidates = self.index.query(query, exclude, k=self.num_candidates)
         scores, rating, attention = self.ranking.rank(history, candidates, ratings, timestamps, user)
         # A batch row whose candidates ran out (tiny catalogues) scores -inf: keep it last.
         blended = tf.where(tf.math.is_finite(retrieval_scores),

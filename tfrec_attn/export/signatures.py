@@ -125,12 +125,13 @@ class RetrievalServingModule(tf.Module):
             exclude = tf.where(is_item(ids), table_rows(ids), -1)
         else:
             exclude = history
-        scores, item_ids = self.index.query(user, exclude, k=self.k)
         if self.num_interests == 1:
+            scores, item_ids = self.index.query(user, exclude, k=self.k)
             return {"item_ids": item_ids, "scores": scores}
-        # Which interest each recommendation comes from: the one that scores it highest.
-        items = tf.cast(self.model.candidate_vectors(self.lookup(item_ids)), tf.float32)
-        interest = tf.argmax(tf.einsum("bkd,bnd->bkn", user, items), axis=1, output_type=tf.int32)
+        # Several interests, merged as the model's evaluation merges them; with each item the
+        # interest its score comes from.
+        scores, item_ids, interest = self.index.query_interests(
+            user, self.model.aggregation_weights(ids, user), exclude, k=self.k, aggregation=self.model.aggregation)
         return {"item_ids": item_ids, "scores": scores, "interest": interest}
 
     def _interests(self, history):  # the `interests` signature (several interests only)
@@ -171,8 +172,16 @@ class RetrievalServingModule(tf.Module):
     def rank(self, history, candidates):
         _, user = self._user(history)
         known, items = self._candidates(candidates)
-        scores = tf.einsum("bd,bcd->bc", user, items) if user.shape.rank == 2 else \
-            tf.reduce_max(tf.einsum("bkd,bcd->bkc", user, items), axis=1)  # interests: the max over K
+        if user.shape.rank == 2:
+            scores = tf.einsum("bd,bcd->bc", user, items)
+        elif self.model.aggregation == "max":
+            scores = tf.reduce_max(tf.einsum("bkd,bcd->bkc", user, items), axis=1)  # interests: the max over K
+        else:  # the merged score depends on each interest's ranking of the whole catalogue
+            ids = self.lookup(history)
+            merged, _ = self.model.merge_scores(
+                ids, user, tf.einsum("bkd,nd->bkn", user, tf.cast(self.model.item_embeddings(), tf.float32)))
+            rows = table_rows(self.lookup(candidates))
+            scores = tf.gather(merged, tf.maximum(rows, 0), batch_dims=1)
         return {"scores": tf.where(known, scores, float("-inf"))}
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])

@@ -2,7 +2,8 @@
 (ComiRec-SA, KDD 2020) or dynamic routing of capsules (MIND, CIKM 2019; ComiRec-DR).
 
 Both extractors share one call: ``(sequence, padding_mask, causal)`` -> ``(interests,
-attention)``, the attention being each interest's distribution over the history positions."""
+attention)``, the attention being each interest's distribution over the history positions.
+:func:`aggregate_interests` merges the interests' scores of the same items into one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,43 @@ from tfrec_attn.layers.user_tower import last_position
 
 _NEG = -1e9
 EXTRACTION_TYPES = ("self_attentive", "capsule")  # InterestExtractor, CapsuleExtractor
+AGGREGATION_TYPES = ("max", "proportional")  # aggregate_interests
+
+
+def aggregate_interests(scores: tf.Tensor, weights: tf.Tensor, aggregation: str = "max"):
+    """Merges K interests' scores of the same items into one score per item.
+
+    Args:
+        scores: float [b, K, n]. Each interest's scores; -inf = excluded (the history), in
+            every interest alike.
+        weights: float [b, K]. The interests' weights (their share of the history); a row
+            whose weights are all 0 (an empty history) weighs them equally.
+        aggregation: ``max``: an item's best interest score. ``proportional``: ``w_k / j``
+            for the item at rank ``j`` (1-based, among the items not excluded) of interest
+            ``k``, the max over ``k``: ranking by it deals the list's slots to the interests in
+            proportion to ``w`` (D'Hondt), each taking its best items not yet listed.
+
+    Returns:
+        (float [b, n] merged scores, -inf where excluded; int32 [b, n] the interest that
+        gives each item its score).
+    """
+    scores = tf.cast(scores, tf.float32)
+    if aggregation == "max":
+        return tf.reduce_max(scores, axis=1), tf.argmax(scores, axis=1, output_type=tf.int32)
+    if aggregation != "proportional":
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATION_TYPES)}, got {aggregation!r}")
+    weights = tf.cast(weights, tf.float32)
+    k = tf.cast(tf.shape(weights)[1], tf.float32)
+    weights = tf.where(tf.reduce_sum(weights, axis=1, keepdims=True) > 0, weights, 1.0 / k)
+    ranks = tf.argsort(tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True), axis=-1, stable=True)
+    quotients = weights[..., tf.newaxis] / tf.cast(ranks + 1, tf.float32)  # [b, K, n]
+    excluded = tf.math.is_inf(scores) & (scores < 0)
+    quotients = tf.where(excluded, float("-inf"), quotients)
+    merged = tf.reduce_max(quotients, axis=1)
+    # ties (equal quotients of two interests): the interest that scores the item higher
+    source = tf.argmax(tf.where(quotients >= merged[:, tf.newaxis], scores, float("-inf")), axis=1,
+                       output_type=tf.int32)
+    return merged, source
 
 
 @register

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrec_attn.features.serializable import register
+from tfrec_attn.layers.interests import aggregate_interests
 
 
 def mask_positions(scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
@@ -21,6 +22,14 @@ def mask_positions(scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     coords = tf.stack([coords[:, 0], cols], axis=1)
     minus_inf = tf.fill(tf.shape(cols), tf.constant(float("-inf"), scores.dtype))
     return tf.tensor_scatter_nd_update(scores, coords, minus_inf)
+
+
+def mask_positions_per_query(scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """:func:`mask_positions` of every one of a row's K queries: ``scores`` float [b, K, N],
+    ``positions`` int [b, H] (the row's exclusions, the same for its K queries)."""
+    shape = tf.shape(scores)
+    flat = mask_positions(tf.reshape(scores, tf.stack([-1, shape[2]])), tf.repeat(positions, shape[1], axis=0))
+    return tf.reshape(flat, shape)
 
 
 @register
@@ -44,18 +53,33 @@ class ExcludingBruteForce(tfrs.layers.factorized_top_k.BruteForce):
         return result
 
     def query(self, queries, exclude_positions=None, k=None):
+        if queries.shape.rank == 3:  # [b, K, d]: several queries per row (interests), max over K
+            return self.query_interests(queries, None, exclude_positions, k)[:2]
         k = k if k is not None else self._k
         if self._candidates is None:
             raise ValueError("call `index(candidates, identifiers)` before querying")
-        if queries.shape.rank == 3:  # [b, K, d]: several queries per row (interests), max over K
-            scores = tf.reduce_max(tf.einsum("bkd,nd->bkn", queries, self._candidates), axis=1)
-        else:
-            scores = self._compute_score(queries, self._candidates)
+        scores = self._compute_score(queries, self._candidates)
         if exclude_positions is not None:
             scores = mask_positions(scores, exclude_positions)
         k = tf.minimum(k, tf.shape(scores)[1])
         values, indices = tf.math.top_k(scores, k=k)
         return values, tf.gather(self._identifiers, indices)
+
+    def query_interests(self, queries, weights, exclude_positions=None, k=None, aggregation: str = "max"):
+        """Several queries per row: ``queries`` [b, K, d] with ``weights`` [b, K], merged by
+        :func:`~tfrec_attn.layers.interests.aggregate_interests` after the exclusions (each
+        interest ranks the catalogue without them). Returns (scores [b, k'], ids [b, k'], int32
+        [b, k'] the interest each item's score comes from)."""
+        k = k if k is not None else self._k
+        if self._candidates is None:
+            raise ValueError("call `index(candidates, identifiers)` before querying")
+        scores = tf.einsum("bkd,nd->bkn", queries, self._candidates)
+        if exclude_positions is not None:
+            scores = mask_positions_per_query(scores, exclude_positions)
+        merged, source = aggregate_interests(scores, weights, aggregation)
+        k = tf.minimum(k, tf.shape(merged)[1])
+        values, indices = tf.math.top_k(merged, k=k)
+        return values, tf.gather(self._identifiers, indices), tf.gather(source, indices, batch_dims=1)
 
     def get_config(self):
         return {"k": self._k, "name": self.name}

@@ -46,7 +46,7 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
         model = MultiInterestRetrievalModel(
             item_tower, user_tower, task, extractor, selection=interests.selection,
             selection_temperature=interests.selection_temperature, diversity_weight=interests.diversity_weight,
-            diversity_margin=interests.diversity_margin,
+            diversity_margin=interests.diversity_margin, aggregation=interests.aggregation,
             seed=seed, **common)
     if text_features is not None and hasattr(model.item_tower, "set_text_features"):
         model.item_tower.set_text_features(text_features)

@@ -19,6 +19,12 @@ then the configured softmax task, unchanged; or
 
 ``diversity_weight`` adds the mean pairwise
 cosine of a user's interests above ``diversity_margin`` to the loss (against collapse).
+
+Retrieval merges the K interests' rankings by ``aggregation`` (:func:`aggregate_interests`):
+``max`` (an item scores its best interest's dot product) or ``proportional`` (the list's slots
+are shared among the interests in proportion to their weight, their share of the history,
+by D'Hondt's rule: the j-th best item of interest k scores ``w_k / j``, so a list of N holds
+about ``N w_k`` items of each interest, each its best ones — a calibrated list, Steck 2018).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import tensorflow as tf
 
 from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.layers.interests import AGGREGATION_TYPES, aggregate_interests
+from tfrec_attn.layers.topk import mask_positions_per_query
 from tfrec_attn.models.retrieval import SequentialRetrievalModel, _deserialize, compact_history
 from tfrec_attn.tasks.next_item import global_weighted_mean
 
@@ -54,7 +62,8 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         item_tower, user_tower, task, scale_embeddings, item_bias, future_weight,
             static_shapes: as :class:`SequentialRetrievalModel`.
         extractor: ``InterestExtractor`` (or its serialized config).
-        selection: str. ``hard`` or ``sampled`` (see the module docstring).
+        selection: str. ``hard``, ``sampled`` or ``max`` (see the module docstring).
+        aggregation: str. How retrieval merges the interests (:func:`aggregate_interests`).
         selection_temperature: float. ``sampled``: affinities / temperature.
         diversity_weight: float. Weight in the loss of the interests' mean pairwise cosine
             above ``diversity_margin``.
@@ -63,7 +72,8 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         seed: int. Seeds the sampled selection (with the training step).
 
     ``call(history)`` returns the queries [b, K, d (+1)]; every scoring path (the evaluation's
-    :meth:`score_items`, the export's index and ``rank``) takes the max over interests.
+    :meth:`score_items`, the export's index and ``rank``) merges them by ``aggregation``
+    (:meth:`merge_scores`).
 
     Example:
         >>> model = build_retrieval_model(config.model, config.loss, vocab.num_indices)  # interests: 4
@@ -73,10 +83,13 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     def __init__(self, item_tower, user_tower, task, extractor, selection: str = "hard",
                  selection_temperature: float = 1.0, diversity_weight: float = 0.0, diversity_margin: float = -1.0,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, aggregation: str = "max", **kwargs):
         super().__init__(item_tower, user_tower, task, **kwargs)
         if selection not in SELECTION_TYPES:
             raise ValueError(f"selection must be one of {', '.join(SELECTION_TYPES)}, got {selection!r}")
+        if aggregation not in AGGREGATION_TYPES:
+            raise ValueError(f"aggregation must be one of {', '.join(AGGREGATION_TYPES)}, got {aggregation!r}")
+        self.aggregation = aggregation
         self.extractor = _deserialize(extractor)
         self.num_interests = self.extractor.num_interests
         self.selection = selection
@@ -89,7 +102,7 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         return {**super().get_config(), "extractor": tf.keras.utils.serialize_keras_object(self.extractor),
                 "selection": self.selection, "selection_temperature": self.selection_temperature,
                 "diversity_weight": self.diversity_weight, "diversity_margin": self.diversity_margin,
-                "seed": self.seed}
+                "seed": self.seed, "aggregation": self.aggregation}
 
     # -- interests ------------------------------------------------------------------------
     def interests(self, history, training=False):
@@ -128,15 +141,37 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         _, attention, _ = self.interests(history)
         return self.to_input_positions(history, tf.reduce_mean(tf.cast(attention, tf.float32), axis=1))
 
+    def aggregation_weights(self, history, queries, compact=None):
+        """What :meth:`merge_scores` weighs the interests by for ``history`` [b, H] (model
+        indices): :meth:`interest_weights` ([b, K]), or None when ``aggregation`` reads none."""
+        if self.aggregation == "max":
+            return None
+        if compact is None:
+            compact = compact_history(history, self.max_len)
+        return self.interest_weights(compact, queries)
+
+    def merge_scores(self, history, queries, scores, compact=None):
+        """The interests' ``scores`` [b, K, n] of the catalogue's rows (then any extra items) for
+        ``history`` [b, H] (model indices) merged by ``aggregation``: (float [b, n], int32 [b, n]
+        the interest each item's score comes from). ``proportional`` ranks each interest's list
+        without the history's items (they score -inf) and weighs the interests by
+        :meth:`interest_weights` (``compact``: :func:`compact_history` of ``history``)."""
+        if self.aggregation == "max":
+            return aggregate_interests(scores, None, "max")
+        rows = tf.where(history >= FIRST_ITEM_INDEX, tf.cast(history, tf.int64) - FIRST_ITEM_INDEX, -1)
+        return aggregate_interests(mask_positions_per_query(scores, rows),
+                                   self.aggregation_weights(history, queries, compact), self.aggregation)
+
     @tf.function(reduce_retracing=True)
     def score_items(self, history, extra_vectors=None):
-        """Max over interests of the dot products: [b, num_indices - 2] (+ [b, n] over
-        ``extra_vectors``)."""
-        queries = tf.cast(self(history), tf.float32)
+        """The interests' dot products merged by ``aggregation``: [b, num_indices - 2] (+ [b, n]
+        over ``extra_vectors``)."""
+        queries, _, compact = self.interests(history)
+        queries = tf.cast(queries, tf.float32)
         table = tf.cast(self.item_embeddings(), tf.float32)
         if extra_vectors is not None:
             table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)
-        return tf.reduce_max(tf.einsum("bkd,nd->bkn", queries, table), axis=1)
+        return self.merge_scores(history, queries, tf.einsum("bkd,nd->bkn", queries, table), compact)[0]
 
     # -- training -------------------------------------------------------------------------
     def training_queries(self, history, labels, training=False):
