@@ -562,7 +562,9 @@ def test_a_proportional_model_lists_both_tastes_and_its_export_serves_what_it_ev
     model = MultiInterestRetrievalModel.from_config({**run.model.get_config(), "aggregation": "proportional"})
     model.build_weights().set_weights(run.model.get_weights())
     history = vocabulary.model_indices(HISTORY)
-    scores = without_history(model.score_items(tf.constant([history])).numpy(), [list(history - 2)])[0]
+    raw = model.score_items(tf.constant([history])).numpy()
+    assert np.isfinite(raw).all() and (raw[0, history - 2] == 0).all() and (np.delete(raw[0], history - 2) > 0).all()
+    scores = without_history(raw, [list(history - 2)])[0]
     top = np.argsort(-scores, kind="stable")[:10] + 2
     clusters = _clusters(vocabulary, top)
     assert (clusters == 0).sum() >= 4 and (clusters == 2).sum() >= 4  # the weights are 0.5 / 0.5: half each
@@ -578,3 +580,10 @@ def test_a_proportional_model_lists_both_tastes_and_its_export_serves_what_it_ev
     ranked = module.signatures["rank"](history=tf.constant([HISTORY]), candidates=tf.constant([candidates]))
     np.testing.assert_allclose(ranked["scores"].numpy()[0, :3], scores[top[[0, 5, 9]] - 2], rtol=1e-5)
     assert np.isneginf(ranked["scores"].numpy()[0, 3:]).all()
+    # The full-ranking protocol ranks it (finite scores), as the bench and the recipe's evaluation do.
+    from tfrec_attn.evaluation import Evaluator
+    from tfrec_attn.evaluation.retrieval import catalogue_scorer
+
+    split = run.recipe.split
+    metrics = Evaluator(split, "test").evaluate(catalogue_scorer(model, vocabulary, split), sampled=False)
+    assert 0 < metrics["NDCG@10"] <= metrics["HR@10"] <= metrics["HR@50"] <= 1

@@ -165,13 +165,15 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
     @tf.function(reduce_retracing=True)
     def score_items(self, history, extra_vectors=None):
         """The interests' dot products merged by ``aggregation``: [b, num_indices - 2] (+ [b, n]
-        over ``extra_vectors``)."""
+        over ``extra_vectors``). Finite everywhere: under ``proportional`` the history's own
+        items score 0, below every other item (whose scores are > 0)."""
         queries, _, compact = self.interests(history)
         queries = tf.cast(queries, tf.float32)
         table = tf.cast(self.item_embeddings(), tf.float32)
         if extra_vectors is not None:
             table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)
-        return self.merge_scores(history, queries, tf.einsum("bkd,nd->bkn", queries, table), compact)[0]
+        merged = self.merge_scores(history, queries, tf.einsum("bkd,nd->bkn", queries, table), compact)[0]
+        return tf.where(tf.math.is_finite(merged), merged, 0.0)
 
     # -- training -------------------------------------------------------------------------
     def training_queries(self, history, labels, training=False):
