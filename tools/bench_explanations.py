@@ -107,7 +107,10 @@ def main(argv=None) -> int:
             again = ranking.signatures["serving_default"](history=tf.constant(shortened),
                                                           candidates=tf.constant(candidates))["scores"].numpy()[:, 0]
             drops[way].extend(base[r, c] - a for (r, c, _), a in zip(entries, again))
-            top = recommend.signatures["serving_default"](history=tf.constant(shortened))["item_ids"].numpy().astype(str)
+            # in requests of --batch rows (the export's size limit counts rows x candidates x history)
+            top = np.concatenate([recommend.signatures["serving_default"](
+                history=tf.constant(shortened[s:s + args.batch]))["item_ids"].numpy().astype(str)
+                for s in range(0, len(shortened), args.batch)])
             left[way] += sum(items[r, c] not in set(t) for (r, c, _), t in zip(entries, top))
         pairs += sum(1 for row in items for item in row if item)
         print(f"\r{min(start + args.batch, len(users))}/{len(users)} users", end="", file=sys.stderr, flush=True)
