@@ -14,6 +14,7 @@ items that explain them (leave-one-out score drops) -> add a new item to the run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -206,7 +207,10 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
         rng = np.random.default_rng(retrieval_config.seed)
         chosen = rng.choice(split.evaluated, size=min(config.sample_users, len(split.evaluated)), replace=False)
         asked = config.ranking.export.recommend_name if ranked is not None else model_name
-        with RecommenderClient(target, model_name=asked) as client:
+        with contextlib.ExitStack() as clients:
+            client = clients.enter_context(RecommenderClient(target, model_name=asked))
+            # the rating model's ratings of the recommendations (it knows users by id)
+            rater = clients.enter_context(RecommenderClient(target, model_name=rating_name)) if rating_name else None
             for user in chosen:
                 history = [str(i) for i in split.item_vocab[split.sequences[user][:-1]]]
                 if ranked is not None:  # what else the data knows: ratings, times, the user's profile
@@ -217,10 +221,8 @@ def run_pipeline(dataset, output_dir: str, config: PipelineConfig, *, quick: boo
                                                   "occupation": profile.occupation, "zip": profile.zip_code})
                 else:
                     recs = client.recommend(history, k=config.k)
-                rated = None  # the rating model's ratings of the recommendations (it knows users by id)
-                if rating_name is not None and recs:
-                    with RecommenderClient(target, model_name=rating_name) as rater:
-                        rated = rater.ratings(str(split.user_ids[user]), [rec[0] for rec in recs]).ratings
+                rated = rater.ratings(str(split.user_ids[user]), [rec[0] for rec in recs]).ratings \
+                    if rater is not None and recs else None
                 why = {rec.item_id: rec.because for rec in recs} if ranked is not None \
                     else client.explain(history, [item for item, _ in recs])
                 samples.append({

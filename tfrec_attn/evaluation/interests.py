@@ -73,7 +73,7 @@ def interest_diagnostics(model, vocabulary, split: LeaveOneOutSplit, stage: str 
         np.add.at(wins, np.argmax(target_scores[seen], axis=1), 1)
         # the top-k as retrieval lists it (the model's aggregation), and the interest of each item
         merged, source = (x.numpy() for x in aggregate_interests(
-            scores, model.interest_weights(compact, queries), model.aggregation))
+            scores, model.aggregation_weights(None, queries, compact), model.aggregation))
         top = np.argpartition(-merged, k, axis=1)[:, :k]
         in_top.extend(len(np.unique(w)) for w in np.take_along_axis(source, top, axis=1))
     shares = wins / max(wins.sum(), 1)

@@ -170,14 +170,13 @@ class RetrievalServingModule(tf.Module):
 
     @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
     def rank(self, history, candidates):
-        _, user = self._user(history)
+        ids, user = self._user(history)
         known, items = self._candidates(candidates)
         if user.shape.rank == 2:
             scores = tf.einsum("bd,bcd->bc", user, items)
         elif self.model.aggregation == "max":
             scores = tf.reduce_max(tf.einsum("bkd,bcd->bkc", user, items), axis=1)  # interests: the max over K
         else:  # the merged score depends on each interest's ranking of the whole catalogue
-            ids = self.lookup(history)
             merged, _ = self.model.merge_scores(
                 ids, user, tf.einsum("bkd,nd->bkn", user, tf.cast(self.model.item_embeddings(), tf.float32)))
             rows = table_rows(self.lookup(candidates))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrec_attn.features.serializable import register
-from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, is_item, table_rows
 from tfrec_attn.layers.interests import AGGREGATION_TYPES, aggregate_interests
 from tfrec_attn.layers.topk import mask_positions_per_query
 from tfrec_attn.models.retrieval import SequentialRetrievalModel, _deserialize, compact_history
@@ -143,7 +143,8 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     def aggregation_weights(self, history, queries, compact=None):
         """What :meth:`merge_scores` weighs the interests by for ``history`` [b, H] (model
-        indices): :meth:`interest_weights` ([b, K]), or None when ``aggregation`` reads none."""
+        indices; not read when its ``compact`` history is given): :meth:`interest_weights`
+        ([b, K]), or None when ``aggregation`` reads none."""
         if self.aggregation == "max":
             return None
         if compact is None:
@@ -158,7 +159,7 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         :meth:`interest_weights` (``compact``: :func:`compact_history` of ``history``)."""
         if self.aggregation == "max":
             return aggregate_interests(scores, None, "max")
-        rows = tf.where(history >= FIRST_ITEM_INDEX, tf.cast(history, tf.int64) - FIRST_ITEM_INDEX, -1)
+        rows = tf.where(is_item(history), table_rows(history), -1)  # the history's rows, as the export excludes them
         return aggregate_interests(mask_positions_per_query(scores, rows),
                                    self.aggregation_weights(history, queries, compact), self.aggregation)
 
