@@ -133,6 +133,11 @@ class UserTowerConfig(Section):
     # distribution of the user's next 10 items from the interests (tfrec_attn/training/
     # interest_profile.py), kept in RUN/interest_profile/ and served as the `profile` signature
     profile: bool = False
+    # a rating-aware history: 0 = the tower reads items only (the default); N = the rating levels
+    # (5 for MovieLens' stars): each event's rating (rounded, 1..N) adds a learned embedding to its
+    # item's, and the exports' history signatures take `history_ratings` beside `history`
+    num_ratings: int = 0
+    rating_dropout: float = 0.2  # num_ratings > 0: training hides a sequence's ratings at this rate
 
     def checks(self, at):
         from tfrec_attn.layers.interests import AGGREGATION_TYPES, EXTRACTION_TYPES
@@ -148,6 +153,8 @@ class UserTowerConfig(Section):
             ("diversity_weight", self.diversity_weight >= 0, "must be >= 0"),
             ("diversity_margin", -1.0 <= self.diversity_margin < 1.0, "must be in [-1, 1)"),
             ("aggregation", self.aggregation in AGGREGATION_TYPES, one_of(AGGREGATION_TYPES)),
+            ("num_ratings", self.num_ratings >= 0, "must be >= 0 (0 = the history's items only)"),
+            ("rating_dropout", 0.0 <= self.rating_dropout < 1.0, "must be in [0, 1)"),
         ]
 
 
@@ -251,6 +258,8 @@ class RetrievalConfig(RunConfig):
         return super().checks(at) + [
             ("loss.type", self.loss.type != "in_batch" or interests.interests == 1 or interests.selection != "max",
              f"takes one query per position: {at('model.user_tower.selection')}=max needs full or sampled"),
+            ("model.user_tower.num_ratings", not interests.num_ratings or not self.data.sequence_files,
+             f"reads each event's rating, which {at('data.sequence_files')} do not hold: train from the split"),
             ("export.index", self.export.index == "brute_force" or self.model.user_tower.interests == 1,
              f"cannot take the max over {at('model.user_tower.interests')}={self.model.user_tower.interests} "
              "queries: use brute_force"),

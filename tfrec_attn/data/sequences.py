@@ -29,10 +29,12 @@ def length_buckets(max_len: int, num_buckets: int = 6) -> list[int]:
     return [b for b in bounds if 1 < b <= max_len]
 
 
-def sequence_source(sequences, timestamps=None):
-    """In-memory source of training sequences: a ``tf.data.Dataset`` of ``(ids,)`` or
-    ``(ids, timestamps)`` per user, ``ids`` tf.string [n] oldest first, ``timestamps``
-    tf.float64 [n]. Sequences shorter than 2 items (nothing to predict) are dropped.
+def sequence_source(sequences, timestamps=None, ratings=None):
+    """In-memory source of training sequences: a ``tf.data.Dataset`` of ``(ids,)``,
+    ``(ids, timestamps)`` or ``(ids, timestamps, ratings)`` per user, ``ids`` tf.string [n]
+    oldest first, ``timestamps`` tf.float64 [n], ``ratings`` tf.float32 [n] (NaN = none;
+    ``ratings`` needs ``timestamps``). Sequences shorter than 2 items (nothing to predict)
+    are dropped.
 
     The file-based source (:func:`tfrec_attn.data.tfrecord.read_sequence_files`) yields
     the same elements, so both feed :func:`training_examples`.
@@ -42,20 +44,26 @@ def sequence_source(sequences, timestamps=None):
     keep_rows = [i for i, s in enumerate(sequences) if len(s) >= 2]
     if not keep_rows:
         raise ValueError("no sequence has 2 or more items; nothing to train on")
+    if ratings is not None and timestamps is None:
+        raise ValueError("a source with ratings also carries the timestamps")
     columns = (_ragged([np.asarray(sequences[i], dtype=object) for i in keep_rows], tf.string),)
     if timestamps is not None:
         columns += (_ragged([np.asarray(timestamps[i], np.float64) for i in keep_rows], tf.float64),)
+    if ratings is not None:
+        columns += (_ragged([np.asarray(ratings[i], np.float32) for i in keep_rows], tf.float32),)
     return tf.data.Dataset.from_tensor_slices(columns)
 
 
-def sequence_dataset(sequences, vocabulary: ItemVocabulary, *, timestamps=None, input_context=None,
-                     **options):
+def sequence_dataset(sequences, vocabulary: ItemVocabulary, *, timestamps=None, ratings=None,
+                     input_context=None, **options):
     """Training examples from in-memory sequences (see :func:`training_examples`).
 
     Args:
         sequences: list of sequences of raw item ids (str), oldest first, one per user.
         vocabulary: ItemVocabulary.
         timestamps: list of int sequences aligned with ``sequences`` (for ``shuffle_ties``).
+        ratings: list of float sequences aligned with ``sequences``, or None: with them the
+            examples also carry ``history_ratings`` (a rating-aware user tower).
         input_context: tf.distribute.InputContext or None. This input pipeline keeps every
             ``num_input_pipelines``-th user (DATA sharding: each worker holds the whole
             list in memory and reads its share) and batches at the per-replica size.
@@ -63,9 +71,10 @@ def sequence_dataset(sequences, vocabulary: ItemVocabulary, *, timestamps=None, 
     """
     import tensorflow as tf
 
-    if options.get("shuffle_ties") and timestamps is None:
-        raise ValueError("shuffle_ties needs the timestamps of the sequences")
-    source = sequence_source(sequences, timestamps if options.get("shuffle_ties") else None)
+    if (options.get("shuffle_ties") or ratings is not None) and timestamps is None:
+        raise ValueError("shuffle_ties and ratings need the timestamps of the sequences")
+    source = sequence_source(sequences, timestamps if options.get("shuffle_ties") or ratings is not None else None,
+                             ratings)
     if input_context is not None and input_context.num_input_pipelines > 1:
         source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     data_options = tf.data.Options()
@@ -90,13 +99,17 @@ def training_examples(
     shuffle_ties: bool = False,
     older_windows: bool = False,
     shuffle_buffer: int | None = None,
+    rating_dropout: float = 0.0,
     input_context=None,
 ):
-    """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``.
+    """Builds the training ``tf.data.Dataset`` of ``({"history": int64 [b, L]}, labels [b, L])``
+    (with a ratings column in the source, features also hold ``history_ratings`` float32
+    [b, L], the history events' ratings, 0 at padding).
 
     Args:
-        source: tf.data.Dataset of ``(ids,)`` or ``(ids, timestamps)`` per user (already
-            sharded for this input pipeline), e.g. from :func:`sequence_source`.
+        source: tf.data.Dataset of ``(ids,)``, ``(ids, timestamps)`` or ``(ids, timestamps,
+            ratings)`` per user (already sharded for this input pipeline), e.g. from
+            :func:`sequence_source`.
         vocabulary: ItemVocabulary. Its ``StringLookup`` maps ids to model indices.
         max_len: int. Most recent positions kept per example.
         batch_size: int. Global batch size (divided by replicas under ``input_context``).
@@ -115,6 +128,8 @@ def training_examples(
             (without it only the newest ``max_len`` targets of a user are trained on).
         shuffle_buffer: int. Users in the shuffle buffer (default: the whole source when its
             size is known, else 10,000).
+        rating_dropout: float. With ratings, the share of examples whose ratings are all
+            hidden (0 = unknown), so that the model also serves requests that carry none.
         input_context: tf.distribute.InputContext or None. Per-replica batch size.
 
     Returns:
@@ -127,7 +142,7 @@ def training_examples(
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     lookup = vocabulary.lookup_layer()
-    with_times = len(source.element_spec) == 2
+    with_times = len(source.element_spec) >= 2
     if shuffle_ties and not with_times:
         raise ValueError("shuffle_ties needs a source with timestamps")
     ds = source
@@ -138,35 +153,48 @@ def training_examples(
     if repeat:
         ds = ds.repeat()
 
-    def ordered_ids(seq, times=None):
+    def ordered_events(seq, times=None, ratings=None):
+        """(model indices, ratings or None) of one user's events, oldest first."""
         if shuffle_ties and times is not None:  # a random order within each group of equal timestamps
             jitter = tf.random.uniform(tf.shape(times), 0.0, 0.5, dtype=tf.float64)
-            seq = tf.gather(seq, tf.argsort(times + jitter, stable=True))
-        return lookup(seq)
-    def window(ids, end):
+            order = tf.argsort(times + jitter, stable=True)
+            seq = tf.gather(seq, order)
+            ratings = None if ratings is None else tf.gather(ratings, order)
+        if ratings is not None:
+            ratings = tf.where(tf.math.is_finite(ratings), ratings, 0.0)  # NaN (no rating) -> 0 = unknown
+        return lookup(seq), ratings
+
+    def window(ids, ratings, end):
         """The example whose last label is ``ids[end - 1]`` (at most ``max_len`` positions)."""
         start = tf.maximum(end - 1 - max_len, 0)
         history = ids[start: end - 1]
+        features = {"history": history}
+        if ratings is not None:
+            features["history_ratings"] = ratings[start: end - 1]
+            if rating_dropout:
+                hide = tf.random.uniform([], seed=seed + 2) < rating_dropout
+                features["history_ratings"] = tf.where(hide, tf.zeros_like(features["history_ratings"]),
+                                                       features["history_ratings"])
         if future_window == 1:
-            return {"history": history}, ids[start + 1: end]
+            return features, ids[start + 1: end]
         padded = tf.concat([ids, tf.zeros([future_window], ids.dtype)], 0)
         width = tf.size(history, out_type=start.dtype)
         labels = tf.stack([padded[start + j: start + j + width] for j in range(1, future_window + 1)], axis=1)
-        return {"history": history}, labels
+        return features, labels
 
     if older_windows:
         def to_examples(*columns):
-            ids = ordered_ids(*columns)
+            ids, ratings = ordered_events(*columns)
             n = tf.size(ids, out_type=tf.int64)
             count = (n - 2) // max_len + 1  # windows covering targets 1 .. n-1
             ends = n - tf.range(count, dtype=tf.int64) * max_len
-            return tf.data.Dataset.from_tensor_slices(ends).map(lambda end: window(ids, end))
+            return tf.data.Dataset.from_tensor_slices(ends).map(lambda end: window(ids, ratings, end))
 
         ds = ds.flat_map(to_examples)
         if shuffle:  # windows of one user would otherwise arrive together
             ds = ds.shuffle(4 * batch_size, seed=seed + 1, reshuffle_each_iteration=True)
     else:
-        ds = ds.map(lambda *columns: window(ordered_ids(*columns), tf.size(columns[0], out_type=tf.int64)),
+        ds = ds.map(lambda *columns: window(*ordered_events(*columns), tf.size(columns[0], out_type=tf.int64)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     if bucket_by_length:
         bounds = length_buckets(max_len)

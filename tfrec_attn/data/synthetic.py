@@ -28,6 +28,29 @@ def planted_sequences(num_items: int = 60, num_users: int = 300, min_len: int = 
     return Dataset("planted", interactions, catalogue, source="synthetic")
 
 
+def rated_successor_sequences(num_items: int = 60, num_users: int = 300, min_len: int = 5, max_len: int = 20,
+                              jump: int = 3, seed: int = 0) -> Dataset:
+    """Where the next item depends on the rating of the last one: every event is rated 1 or 5
+    at random; after a 5 the user moves from item ``i`` to ``i + 1``, after a 1 to
+    ``i + jump`` (mod N). A model that reads the items alone can only split its bet
+    between the two; one that reads the ratings too ranks the next item first. With
+    ``(max_len - 1) * jump < num_items`` no user meets an item twice."""
+    rng = np.random.default_rng(seed)
+    users, items, times, ratings = [], [], [], []
+    for user in range(num_users):
+        item = int(rng.integers(num_items))
+        for step in range(int(rng.integers(min_len, max_len + 1))):
+            rating = 5.0 if rng.random() < 0.5 else 1.0
+            users.append(f"u{user}")
+            items.append(f"i{item}")
+            times.append(1_000_000 + step * 60)
+            ratings.append(rating)
+            item = (item + (1 if rating == 5.0 else jump)) % num_items
+    catalogue = {f"i{i}": Item(f"i{i}", f"Item {i}", ("Synthetic",)) for i in range(num_items)}
+    interactions = Interactions.from_rows(users, items, times, np.asarray(ratings))
+    return Dataset("rated_successor", interactions, catalogue, source="synthetic")
+
+
 def popularity_sequences(num_items: int, num_users: int, mean_len: int = 50, zipf: float = 1.0,
                          follow: float = 0.5, seed: int = 0) -> Dataset:
     """A large catalogue with a long tail, for timing at scale.

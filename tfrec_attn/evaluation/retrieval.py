@@ -25,6 +25,21 @@ def model_batch(histories, to_model, width: int, rows: int = 0) -> np.ndarray:
     return batch
 
 
+def rating_batch(split: LeaveOneOutSplit, users, histories, width: int, rows: int = 0) -> np.ndarray:
+    """The ratings of each history's events, aligned with :func:`model_batch` of the same
+    histories: float32 [max(len(histories), rows), width], 0 = unknown. A history is read as
+    its user's events when it is a prefix of the user's sequence in ``split`` (what the
+    protocol gives at every stage); any other history's ratings are unknown."""
+    batch = np.zeros((max(len(histories), rows), width), np.float32)
+    for row, (user, h) in enumerate(zip(users, histories)):
+        h = np.asarray(h, np.int64)
+        if not np.array_equal(split.sequences[user][: len(h)], h):
+            continue
+        values = np.nan_to_num(np.asarray(split.ratings[user][: len(h)], np.float32), nan=0.0)[-width:]
+        batch[row, : len(values)] = values
+    return batch
+
+
 def query_vectors(model, histories, to_model=None, rows: int = 256) -> np.ndarray:
     """float32 [n, K, d]: a retrieval model's query vectors (K = 1 for a one-vector user tower)
     for ``histories``: catalogue-index histories mapped by ``to_model``, or (``to_model``
@@ -90,10 +105,16 @@ def catalogue_scorer(model, vocabulary: ItemVocabulary, split: LeaveOneOutSplit,
     columns = tf.constant(table)
     width = pad_width or model.max_len
 
+    rated = getattr(model, "num_ratings", 0) > 0
+
     def score(users, histories):
         # One shape per model (rows padded to a full evaluation batch, columns to `width`), so
         # score_items traces once per model, not once per batch shape.
-        scores = model.score_items(tf.constant(model_batch(histories, to_model, width, rows=ROWS)), extra)
+        batch = tf.constant(model_batch(histories, to_model, width, rows=ROWS))
+        if rated:  # a rating-aware tower reads the events' ratings too
+            scores = model.score_items(batch, extra, tf.constant(rating_batch(split, users, histories, width, ROWS)))
+        else:
+            scores = model.score_items(batch, extra)
         return tf.gather(scores[: len(histories)], columns, axis=1).numpy()
 
     return score

@@ -23,6 +23,7 @@ import numpy as np
 from tfrec_attn.data.sequences import history_batch
 from tfrec_attn.errors import TfrecAttnError
 from tfrec_attn.evaluation.protocol import Evaluator
+from tfrec_attn.evaluation.retrieval import rating_batch
 
 # Below this fraction of known test targets the data is taken for other data than the model's.
 MIN_KNOWN_TARGETS = 0.5
@@ -128,8 +129,8 @@ def check_retrieval_export(loaded, path: str) -> None:
         raise ExportKindError(f"{path}: no serving_default signature (signatures: {found}): {_NEEDED}")
     inputs = sorted(signature.structured_input_signature[1])
     outputs = sorted(signature.structured_outputs)
-    if inputs == ["history"] and "item_ids" in outputs:
-        return
+    if inputs in (["history"], ["history", "history_ratings"]) and "item_ids" in outputs:
+        return  # (a rating-aware history's export also takes the events' ratings)
     found = f"its serving_default takes {', '.join(inputs) or 'nothing'} and returns {', '.join(outputs)}"
     if set(inputs) == {"candidates", "history"} and "scores" in outputs:
         raise ExportKindError(
@@ -153,9 +154,12 @@ def known_items(loaded, item_ids, chunk: int = 8192) -> np.ndarray | None:
     rank = loaded.signatures["rank"]
     ids = np.asarray([str(i) for i in item_ids], dtype=object)
     out = np.zeros(len(ids), bool)
+    history = {"history": tf.constant([[""]])}
+    if "history_ratings" in rank.structured_input_signature[1]:
+        history["history_ratings"] = tf.zeros([1, 1])
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
-        scores = rank(history=tf.constant([[""]]), candidates=tf.constant(part[np.newaxis, :]))["scores"]
+        scores = rank(**history, candidates=tf.constant(part[np.newaxis, :]))["scores"]
         out[start:start + len(part)] = ~np.isneginf(scores.numpy()[0])
     return out
 
@@ -169,11 +173,15 @@ def evaluate_saved_model(path: str, split, stage: str = "test", batch_size: int 
     else:
         check_retrieval_export(loaded, path)
     signature = loaded.signatures["serving_default"]
+    rated = "history_ratings" in signature.structured_input_signature[1]
     position = {item: i for i, item in enumerate(split.item_vocab)}
     evaluator = Evaluator(split, stage)
 
     def topk(users, histories):
-        out = signature(history=tf.constant(history_batch(histories, split.item_vocab), tf.string))
+        inputs = {"history": tf.constant(history_batch(histories, split.item_vocab), tf.string)}
+        if rated:  # the events' ratings, aligned with the history (as the in-memory protocol reads them)
+            inputs["history_ratings"] = tf.constant(rating_batch(split, users, histories, inputs["history"].shape[1]))
+        out = signature(**inputs)
         ids = out["item_ids"].numpy()
         return np.vectorize(lambda b: position.get(b.decode(), -1), otypes=[np.int64])(ids)
 

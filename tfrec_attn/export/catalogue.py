@@ -20,6 +20,7 @@ from tfrec_attn.errors import TfrecAttnError
 from tfrec_attn.export.saved_model import publish_saved_model, versions
 from tfrec_attn.export.signatures import (
     CANDIDATES_SPEC,
+    HISTORY_RATINGS_SPEC,
     HISTORY_SPEC,
     ITEM_IDS_SPEC,
     ITEM_TEXTS_SPEC,
@@ -39,7 +40,8 @@ class CatalogueExtension(tf.Module):
     union = top-K of (base top-K ∪ new)); ``rank`` scores new candidates; ``explain``,
     ``user_embedding`` and ``embed_items`` are the base's. New items in a *history* are
     unknown to the user tower until the model is retrained (ignored, like any unknown id),
-    but are never recommended back to that history.
+    but are never recommended back to that history. A rating-aware base (its history
+    signatures take ``history_ratings``) keeps that input in every one of them.
 
     Args:
         base: the loaded SavedModel of the newest version (``tf.saved_model.load``).
@@ -58,6 +60,16 @@ class CatalogueExtension(tf.Module):
         self.item_tower_type = tf.Variable(base.item_tower_type, trainable=False, name="item_tower_type")
         self.new_rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(item_ids)), tf.range(n, dtype=tf.int64)), -1)
+        self.rated = "history_ratings" in base.signatures["serving_default"].structured_input_signature[1]
+        ratings = [HISTORY_RATINGS_SPEC] if self.rated else []
+        self.serving_default = tf.function(self._serving_default, input_signature=[HISTORY_SPEC, *ratings])
+        self.rank = tf.function(self._rank, input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *ratings])
+        self.explain = tf.function(self._explain, input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *ratings])
+        self.user_embedding = tf.function(self._user_embedding, input_signature=[HISTORY_SPEC, *ratings])
+
+    def _history(self, history, ratings):
+        """The base's history inputs (with the events' ratings for a rating-aware base)."""
+        return {"history": history, "history_ratings": ratings} if self.rated else {"history": history}
 
     def _new_scores(self, user, ids):
         """Scores [b, ...] of ids against the new items (rows, -1 where not new)."""
@@ -65,10 +77,10 @@ class CatalogueExtension(tf.Module):
         vectors = tf.gather(self.new_vectors, tf.maximum(rows, 0))
         return rows, tf.einsum("bd,b...d->b...", user, vectors)
 
-    @tf.function(input_signature=[HISTORY_SPEC])
-    def serving_default(self, history):
-        base = self.base.serving_default(history)
-        user = self.base.user_embedding(history)["embedding"]
+    def _serving_default(self, history, history_ratings=None):
+        inputs = self._history(history, history_ratings)
+        base = self.base.signatures["serving_default"](**inputs)
+        user = self.base.signatures["user_embedding"](**inputs)["embedding"]
         scores = tf.matmul(user, self.new_vectors, transpose_b=True)  # [b, n]
         seen = tf.reduce_max(tf.one_hot(self.new_rows.lookup(history), tf.shape(self.new_ids)[0]), axis=1) > 0
         scores = tf.where(seen, float("-inf"), scores)
@@ -79,20 +91,18 @@ class CatalogueExtension(tf.Module):
         item_ids = tf.gather(all_ids, order, batch_dims=1)
         return {"item_ids": tf.where(tf.math.is_inf(top) & (top < 0), "", item_ids), "scores": top}
 
-    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
-    def rank(self, history, candidates):
-        base = self.base.rank(history, candidates)["scores"]
-        user = self.base.user_embedding(history)["embedding"]
+    def _rank(self, history, candidates, history_ratings=None):
+        inputs = self._history(history, history_ratings)
+        base = self.base.signatures["rank"](**inputs, candidates=candidates)["scores"]
+        user = self.base.signatures["user_embedding"](**inputs)["embedding"]
         rows, scores = self._new_scores(user, candidates)
         return {"scores": tf.where(rows >= 0, scores, base)}
 
-    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
-    def explain(self, history, candidates):
-        return self.base.explain(history, candidates)
+    def _explain(self, history, candidates, history_ratings=None):
+        return self.base.signatures["explain"](**self._history(history, history_ratings), candidates=candidates)
 
-    @tf.function(input_signature=[HISTORY_SPEC])
-    def user_embedding(self, history):
-        return self.base.user_embedding(history)
+    def _user_embedding(self, history, history_ratings=None):
+        return self.base.signatures["user_embedding"](**self._history(history, history_ratings))
 
     @tf.function(input_signature=[ITEM_IDS_SPEC, ITEM_TEXTS_SPEC])
     def embed_items(self, item_ids, item_texts):

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrec_attn.export.signatures import CANDIDATES_SPEC, HISTORY_SPEC
+from tfrec_attn.export.signatures import CANDIDATES_SPEC, HISTORY_SPEC, check_ratings
+from tfrec_attn.export.signatures import check_input as _check
 from tfrec_attn.features.ranking import NUM_GAP_BUCKETS, event_gap_ids, event_rating_ids
-from tfrec_attn.features.vocab import ItemVocabulary, is_item, table_rows
+from tfrec_attn.features.vocab import ItemVocabulary, history_rows, is_item
 
 FEATURE_SPECS = [
     tf.TensorSpec([None, None], tf.float32, name="history_ratings"),
@@ -40,12 +41,6 @@ FEATURE_SPECS = [
 # rows x candidates x history items read (the target attention's [B, C, H, units] activations).
 MAX_POSITIONS = 1 << 24
 MAX_READ = 1 << 23
-
-
-def _check(condition, message):
-    """An in-graph check whose failure is an InvalidArgumentError naming the input (the
-    server answers INVALID_ARGUMENT and keeps serving)."""
-    return tf.debugging.Assert(condition, [message])
 
 
 class RankingServingModule(tf.Module):
@@ -362,8 +357,10 @@ class RecommendServingModule(tf.Module):
             ratings = tf.pad(ratings, pad, constant_values=float("nan"))
             timestamps = tf.pad(timestamps, pad)
         ids = self.retrieval_lookup(history)
-        query = tf.cast(self.retrieval_model(ids, training=False), tf.float32)
-        exclude = tf.where(is_item(ids), table_rows(ids), -1)
+        # A rating-aware retrieval model reads the events' ratings too (None: unknown).
+        with tf.control_dependencies(check_ratings(history, ratings)):
+            query = tf.cast(self.retrieval_model(ids, training=False, ratings=ratings), tf.float32)
+        exclude = history_rows(ids)
         if query.shape.rank == 3:  # several interests, merged as the retrieval model merges them
             model = self.retrieval_model
             retrieval_scores, candidates, _ = self.index.query_interests(

@@ -91,25 +91,32 @@ def export_retrieval(model, vocabulary, base_path: str, *, model_name: str = "re
     options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if index == "scann" else None
     return publish_saved_model(module, module.signatures(), base_path, model_name, version, options,
                                warmup=retrieval_warmup(vocabulary, interests=module.num_interests > 1,
-                                                       profile=profile is not None))
+                                                       profile=profile is not None, ratings=module.reads_ratings))
 
 
 def retrieval_warmup(vocabulary, lengths=(1, 10, 50, 200), batch_sizes=(1, 8), interests: bool = False,
-                     profile: bool = False) -> list:
-    """Representative requests: real ids, several history lengths and batch sizes."""
+                     profile: bool = False, ratings: bool = False) -> list:
+    """Representative requests: real ids, several history lengths and batch sizes (with
+    ``ratings``, the history signatures' requests carry ``history_ratings`` too)."""
     import numpy as np
 
     ids = np.asarray(vocabulary.item_ids, dtype=object)
+
+    def with_ratings(inputs):
+        if ratings:
+            inputs["history_ratings"] = np.full(inputs["history"].shape, 4.0, np.float32)
+        return inputs
+
     requests = []
     for batch in batch_sizes:
         for length in lengths:
             history = np.resize(ids, batch * length).reshape(batch, length).astype(object)
-            requests.append(("serving_default", {"history": history}))
+            requests.append(("serving_default", with_ratings({"history": history})))
     candidates = np.resize(ids, 8 * 20).reshape(8, 20).astype(object)
     requests.append(("embed_items", {"item_ids": np.resize(ids, 8).astype(object),
                                      "item_texts": np.array(["warmup text"] * 8, dtype=object)}))
-    requests.append(("rank", {"history": np.resize(ids, 8 * 50).reshape(8, 50).astype(object),
-                              "candidates": candidates}))
+    requests.append(("rank", with_ratings({"history": np.resize(ids, 8 * 50).reshape(8, 50).astype(object),
+                                           "candidates": candidates})))
     if interests:
         requests.append(("interests", {"history": np.resize(ids, 50).reshape(1, 50).astype(object)}))
     if profile:

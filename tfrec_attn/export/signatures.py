@@ -6,12 +6,28 @@ import functools
 
 import tensorflow as tf
 
-from tfrec_attn.features.vocab import ItemVocabulary, is_item, table_rows
+from tfrec_attn.features.vocab import ItemVocabulary, history_rows, is_item, table_rows
 
 HISTORY_SPEC = tf.TensorSpec([None, None], tf.string, name="history")
 CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.string, name="candidates")
 ITEM_IDS_SPEC = tf.TensorSpec([None], tf.string, name="item_ids")
 ITEM_TEXTS_SPEC = tf.TensorSpec([None], tf.string, name="item_texts")
+HISTORY_RATINGS_SPEC = tf.TensorSpec([None, None], tf.float32, name="history_ratings")
+
+
+def check_input(condition, message):
+    """An in-graph check whose failure is an InvalidArgumentError naming the input (the
+    server answers INVALID_ARGUMENT and keeps serving)."""
+    return tf.debugging.Assert(condition, [message])
+
+
+def check_ratings(history, ratings):
+    """The check that ``history_ratings`` has the shape of ``history`` (a list: none
+    without ratings)."""
+    if ratings is None:
+        return []
+    return [check_input(tf.reduce_all(tf.shape(ratings) == tf.shape(history)),
+                        "history_ratings: shape must equal the shape of history")]
 
 
 class RetrievalServingModule(tf.Module):
@@ -53,6 +69,11 @@ class RetrievalServingModule(tf.Module):
     ``history_genres`` [batch, G], the history's own (smoothed) distribution it starts from;
     ``genre_names`` tf.string [batch, G] (the order of both); ``top_genres`` tf.string
     [batch, 3] and ``top_shares`` [batch, 3], the predicted top three.
+
+    With a rating-aware history (``model.user_tower.num_ratings`` > 0), ``serving_default``,
+    ``rank``, ``explain`` and ``user_embedding`` also take ``history_ratings`` float32
+    [batch, None], the rating of each history event (the shape of ``history``; 0 or NaN =
+    unknown); ``interests`` and ``profile`` read the history's items alone.
 
     Signature ``embed_items``: ``item_ids`` tf.string [n] + ``item_texts`` tf.string [n] ->
     ``embeddings`` float32 [n, d] (d + 1 with ``model.item_bias``): candidate vectors in
@@ -113,16 +134,23 @@ class RetrievalServingModule(tf.Module):
         candidates = tf.cast(model.item_embeddings(), tf.float32)
         self.index = build_index(index, candidates, tf.constant(list(vocabulary.item_ids)), self.k,
                                  **index_options)
+        # The history signatures; a rating-aware model's also take the events' ratings.
+        self.reads_ratings = getattr(model, "num_ratings", 0) > 0
+        ratings = [HISTORY_RATINGS_SPEC] if self.reads_ratings else []
+        self.serving_default = tf.function(self._serving_default, input_signature=[HISTORY_SPEC, *ratings])
+        self.user_embedding = tf.function(self._user_embedding, input_signature=[HISTORY_SPEC, *ratings])
+        self.rank = tf.function(self._rank, input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *ratings])
+        self.explain = tf.function(self._explain, input_signature=[HISTORY_SPEC, CANDIDATES_SPEC, *ratings])
 
-    def _user(self, history):
+    def _user(self, history, ratings=None):
         ids = self.lookup(history)
-        return ids, tf.cast(self.model(ids, training=False), tf.float32)
+        with tf.control_dependencies(check_ratings(history, ratings)):
+            return ids, tf.cast(self.model(ids, training=False, ratings=ratings), tf.float32)
 
-    @tf.function(input_signature=[HISTORY_SPEC])
-    def serving_default(self, history):
-        ids, user = self._user(history)
+    def _serving_default(self, history, history_ratings=None):
+        ids, user = self._user(history, history_ratings)
         if self.index_kind == "brute_force":
-            exclude = tf.where(is_item(ids), table_rows(ids), -1)
+            exclude = history_rows(ids)
         else:
             exclude = history
         if self.num_interests == 1:
@@ -159,18 +187,16 @@ class RetrievalServingModule(tf.Module):
                 "genre_names": tf.broadcast_to(self.genre_names[tf.newaxis], [rows, tf.shape(self.genre_names)[0]]),
                 "top_genres": tf.gather(self.genre_names, top), "top_shares": shares}
 
-    @tf.function(input_signature=[HISTORY_SPEC])
-    def user_embedding(self, history):
-        return {"embedding": self._user(history)[1]}
+    def _user_embedding(self, history, history_ratings=None):
+        return {"embedding": self._user(history, history_ratings)[1]}
 
     def _candidates(self, candidates):
         ids = self.lookup(candidates)
         known = is_item(ids)
         return known, tf.cast(self.model.candidate_vectors(ids), tf.float32)
 
-    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
-    def rank(self, history, candidates):
-        ids, user = self._user(history)
+    def _rank(self, history, candidates, history_ratings=None):
+        ids, user = self._user(history, history_ratings)
         known, items = self._candidates(candidates)
         if user.shape.rank == 2:
             scores = tf.einsum("bd,bcd->bc", user, items)
@@ -183,10 +209,10 @@ class RetrievalServingModule(tf.Module):
             scores = tf.gather(merged, tf.maximum(rows, 0), batch_dims=1)
         return {"scores": tf.where(known, scores, float("-inf"))}
 
-    @tf.function(input_signature=[HISTORY_SPEC, CANDIDATES_SPEC])
-    def explain(self, history, candidates):
+    def _explain(self, history, candidates, history_ratings=None):
         ids = self.lookup(history)
-        attention = tf.cast(self.model.explain_history(ids), tf.float32)
+        with tf.control_dependencies(check_ratings(history, history_ratings)):
+            attention = tf.cast(self.model.explain_history(ids, history_ratings), tf.float32)
         history_items = tf.cast(self.model.item_tower(ids), tf.float32)
         known = is_item(self.lookup(candidates))
         items = tf.cast(self.model.item_tower(self.lookup(candidates)), tf.float32)

@@ -35,6 +35,14 @@ def table_rows(model_indices):
     return model_indices - FIRST_ITEM_INDEX
 
 
+def history_rows(model_indices):
+    """The item-table rows a history's items exclude from its recommendations: ``table_rows``
+    of real items, -1 at padding and OOV (TF)."""
+    import tensorflow as tf
+
+    return tf.where(is_item(model_indices), table_rows(model_indices), -1)
+
+
 class ItemVocabulary:
     """An ordered item catalogue that can be saved to a file and reloaded.
 

@@ -30,11 +30,15 @@ class UserTower(tf.keras.Model):
         attention_dropout: float.
         norm_first: bool. Pre-LN (True) or post-LN (False).
         positional: str. ``learned`` (recency embeddings) or ``none``.
+        num_ratings: int. 0: the tower reads items only. N > 0: each event's explicit
+            feedback (rating id 1..N, 0 = unknown) adds a learned embedding to its item's
+            (a rating-aware history; an unknown rating adds nothing).
 
     Inputs (a dict):
         embeddings: float [b, L, embedding_dim]. Item-tower embeddings of the history
             (right-padded).
         padding_mask: bool [b, L]. True at real positions.
+        ratings: int64 [b, L] (only with ``num_ratings`` > 0). Rating ids of the events.
 
     Outputs (a dict):
         sequence: float [b, L, embedding_dim] (zeros at padding).
@@ -49,12 +53,16 @@ class UserTower(tf.keras.Model):
 
     def __init__(self, embedding_dim: int, max_len: int, num_blocks: int = 2, num_heads: int = 1,
                  ffn_dim: int = 0, dropout: float = 0.2, attention_dropout: float = 0.2,
-                 norm_first: bool = True, positional: str = "learned", **kwargs):
+                 norm_first: bool = True, positional: str = "learned", num_ratings: int = 0, **kwargs):
         if positional not in POSITIONAL_TYPES:
             raise ValueError(f"positional must be one of {', '.join(POSITIONAL_TYPES)}, got {positional!r}")
         # === Layers ===
         positions = PositionalEmbedding(max_len, embedding_dim, name="positions") \
             if positional == "learned" else None
+        if num_ratings < 0:
+            raise ValueError(f"num_ratings must be >= 0, got {num_ratings}")
+        feedback = tf.keras.layers.Embedding(num_ratings + 1, embedding_dim, name="feedback") \
+            if num_ratings else None
         input_dropout = tf.keras.layers.Dropout(dropout, name="input_dropout")
         blocks = [
             TransformerBlock(embedding_dim, num_heads, ffn_dim or embedding_dim, dropout,
@@ -67,7 +75,13 @@ class UserTower(tf.keras.Model):
         # === Functional model ===
         embeddings = tf.keras.Input(shape=(None, embedding_dim), name="embeddings")
         padding_mask = tf.keras.Input(shape=(None,), dtype=tf.bool, name="padding_mask")
-        x = embeddings * tf.cast(padding_mask, embeddings.dtype)[..., tf.newaxis]
+        inputs = {"embeddings": embeddings, "padding_mask": padding_mask}
+        x = embeddings
+        if feedback is not None:
+            ratings = inputs["ratings"] = tf.keras.Input(shape=(None,), dtype=tf.int64, name="ratings")
+            ratings = tf.clip_by_value(ratings, 0, num_ratings)
+            x = x + tf.cast(feedback(ratings), x.dtype) * tf.cast(ratings > 0, x.dtype)[..., tf.newaxis]
+        x = x * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
         if positions is not None:
             x = x + tf.cast(positions(padding_mask), x.dtype)
         x = input_dropout(x)
@@ -76,8 +90,7 @@ class UserTower(tf.keras.Model):
             x, attention = block(x, padding_mask, return_attention=True)
         if final_norm is not None:
             x = final_norm(x) * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
-        super().__init__(inputs={"embeddings": embeddings, "padding_mask": padding_mask},
-                         outputs={"sequence": x, "attention": attention}, **kwargs)
+        super().__init__(inputs=inputs, outputs={"sequence": x, "attention": attention}, **kwargs)
 
         # === Config ===
         self.embedding_dim = embedding_dim
@@ -89,6 +102,7 @@ class UserTower(tf.keras.Model):
         self.attention_dropout = attention_dropout
         self.norm_first = norm_first
         self.positional = positional
+        self.num_ratings = num_ratings
 
     def get_config(self):
         return {
@@ -97,6 +111,7 @@ class UserTower(tf.keras.Model):
             "num_blocks": self.num_blocks, "num_heads": self.num_heads, "ffn_dim": self.ffn_dim,
             "dropout": self.dropout, "attention_dropout": self.attention_dropout,
             "norm_first": self.norm_first, "positional": self.positional,
+            "num_ratings": self.num_ratings,
         }
 
     @classmethod

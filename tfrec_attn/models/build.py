@@ -23,7 +23,7 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
     user_tower = UserTower(
         m.embedding_dim, m.max_len, m.num_blocks, m.num_heads, m.ffn_dim, m.dropout,
         m.dropout if m.attention_dropout < 0 else m.attention_dropout, m.norm_first,
-        m.positional, name="user_tower")
+        m.positional, num_ratings=m.user_tower.num_ratings, name="user_tower")
     task = build_task(loss_config, num_indices, seed=seed)
     if item_counts is not None and hasattr(task, "set_item_counts"):
         task.set_item_counts(item_counts)

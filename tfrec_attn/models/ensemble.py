@@ -137,12 +137,20 @@ class EnsembleRetrievalModel(RecommenderModel):
         id_query = tf.cast(id_query, tf.float32)
         return tf.concat([id_query, tf.cast(text_query, tf.float32), tf.ones_like(id_query[..., :1])], axis=-1)
 
-    def call(self, history, training=False):
-        """Query vectors [b, d_id + d_text + 1] of histories [b, H] of model indices."""
-        return self._query(self.id_model(history, training=training), self.text_model(history, training=training))
+    @property
+    def num_ratings(self) -> int:
+        """The parts' rating levels (> 0: rating-aware histories; both parts read the same)."""
+        return self.id_model.num_ratings
 
-    def position_queries(self, history):
-        return self._query(self.id_model.position_queries(history), self.text_model.position_queries(history))
+    def call(self, history, training=False, ratings=None):
+        """Query vectors [b, d_id + d_text + 1] of histories [b, H] of model indices (and
+        their events' ratings [b, H], for rating-aware parts)."""
+        return self._query(self.id_model(history, training=training, ratings=ratings),
+                           self.text_model(history, training=training, ratings=ratings))
+
+    def position_queries(self, history, ratings=None):
+        return self._query(self.id_model.position_queries(history, ratings),
+                           self.text_model.position_queries(history, ratings))
 
     def candidate_vectors(self, indices, training=False):
         """Known indices as known items; OOV (an id the model does not know) as a new item
@@ -167,17 +175,20 @@ class EnsembleRetrievalModel(RecommenderModel):
         return self._known_and_new(id_table, self.text_model.item_embeddings(),
                                    tf.ones(tf.shape(id_table)[:1], tf.bool))
 
-    def encode(self, history, training=False):
+    def encode(self, history, training=False, rating_ids=None):
         """The id part's user-tower outputs (its self-attention is what the plots show)."""
-        return self.id_model.encode(history, training=training)
+        return self.id_model.encode(history, training=training, rating_ids=rating_ids)
 
-    def explain_history(self, history):
+    def compact(self, history, ratings=None):
+        return self.id_model.compact(history, ratings)
+
+    def explain_history(self, history, ratings=None):
         """The id part's attention (it scores known items)."""
-        return self.id_model.explain_history(history)
+        return self.id_model.explain_history(history, ratings)
 
     @tf.function(reduce_retracing=True)
-    def score_items(self, history, extra_vectors=None):
-        user = self(history)
+    def score_items(self, history, extra_vectors=None, ratings=None):
+        user = self(history, ratings=ratings)
         table = self.item_embeddings()
         if extra_vectors is not None:
             table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfrec_attn.features.serializable import register
-from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, is_item, table_rows
+from tfrec_attn.features.vocab import FIRST_ITEM_INDEX, history_rows
 from tfrec_attn.layers.interests import AGGREGATION_TYPES, aggregate_interests
 from tfrec_attn.layers.topk import mask_positions_per_query
 from tfrec_attn.models.retrieval import SequentialRetrievalModel, _deserialize, compact_history
@@ -105,16 +105,17 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
                 "seed": self.seed, "aggregation": self.aggregation}
 
     # -- interests ------------------------------------------------------------------------
-    def interests(self, history, training=False):
-        """The interests of any history [b, H] of model indices (oldest first).
+    def interests(self, history, training=False, ratings=None):
+        """The interests of any history [b, H] of model indices (oldest first; ``ratings``
+        [b, H]: its events' ratings, for a rating-aware tower).
 
         Returns:
             (queries float [b, K, d (+1)], attention float [b, K, L] over the compact history,
             compact int [b, L]: :func:`compact_history` of ``history``).
         """
-        compact = compact_history(history, self.max_len)
+        compact, rating_ids = self.compact(history, ratings)
         mask = compact >= FIRST_ITEM_INDEX
-        sequence = self.encode(compact, training=training)["sequence"]
+        sequence = self.encode(compact, training=training, rating_ids=rating_ids)["sequence"]
         vectors, attention = self.extractor(sequence, mask, training=training)
         return self._query(vectors), attention, compact
 
@@ -127,18 +128,18 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         counts = tf.reduce_sum(tf.one_hot(nearest, self.num_interests) * mask[..., tf.newaxis], axis=1)
         return tf.math.divide_no_nan(counts, tf.reduce_sum(mask, axis=1, keepdims=True))
 
-    def call(self, history, training=False):
+    def call(self, history, training=False, ratings=None):
         """Queries [b, K, d (+1)]; score = max over K of query . candidate."""
-        return self.interests(history, training=training)[0]
+        return self.interests(history, training=training, ratings=ratings)[0]
 
-    def position_queries(self, history):
+    def position_queries(self, history, ratings=None):
         """Queries [b, L, K, d (+1)] after every position of a compact ``history`` [b, L]."""
-        sequence = self.encode(history)["sequence"]
+        sequence = self.encode(history, rating_ids=self.rating_ids(history, ratings))["sequence"]
         return self._query(self.extractor(sequence, history >= FIRST_ITEM_INDEX, causal=True)[0])
 
-    def explain_history(self, history):
+    def explain_history(self, history, ratings=None):
         """The interests' attention over ``history`` [b, H], averaged over interests ([b, H])."""
-        _, attention, _ = self.interests(history)
+        _, attention, _ = self.interests(history, ratings=ratings)
         return self.to_input_positions(history, tf.reduce_mean(tf.cast(attention, tf.float32), axis=1))
 
     def aggregation_weights(self, history, queries, compact=None):
@@ -159,16 +160,16 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         :meth:`interest_weights` (``compact``: :func:`compact_history` of ``history``)."""
         if self.aggregation == "max":
             return aggregate_interests(scores, None, "max")
-        rows = tf.where(is_item(history), table_rows(history), -1)  # the history's rows, as the export excludes them
+        rows = history_rows(history)  # the history's rows, as the export excludes them
         return aggregate_interests(mask_positions_per_query(scores, rows),
                                    self.aggregation_weights(history, queries, compact), self.aggregation)
 
     @tf.function(reduce_retracing=True)
-    def score_items(self, history, extra_vectors=None):
+    def score_items(self, history, extra_vectors=None, ratings=None):
         """The interests' dot products merged by ``aggregation``: [b, num_indices - 2] (+ [b, n]
         over ``extra_vectors``). Finite everywhere: under ``proportional`` the history's own
         items score 0, below every other item (whose scores are > 0)."""
-        queries, _, compact = self.interests(history)
+        queries, _, compact = self.interests(history, ratings=ratings)
         queries = tf.cast(queries, tf.float32)
         table = tf.cast(self.item_embeddings(), tf.float32)
         if extra_vectors is not None:
@@ -177,9 +178,9 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         return tf.where(tf.math.is_finite(merged), merged, 0.0)
 
     # -- training -------------------------------------------------------------------------
-    def training_queries(self, history, labels, training=False):
+    def training_queries(self, history, labels, training=False, rating_ids=None):
         mask = history >= FIRST_ITEM_INDEX
-        sequence = self.encode(history, training=training)["sequence"]
+        sequence = self.encode(history, training=training, rating_ids=rating_ids)["sequence"]
         vectors, _ = self.extractor(sequence, mask, causal=True, training=training)  # [b, L, K, d]
         queries = self._query(vectors)
         target = labels[..., 0] if labels.shape.rank == 3 else labels

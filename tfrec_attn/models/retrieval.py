@@ -13,6 +13,7 @@ import functools
 
 import tensorflow as tf
 
+from tfrec_attn.features.ranking import event_rating_ids
 from tfrec_attn.features.serializable import register
 from tfrec_attn.features.vocab import FIRST_ITEM_INDEX
 from tfrec_attn.layers.user_tower import last_position
@@ -30,6 +31,14 @@ def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
         int [b, min(max(row lengths), max_len)] (at least one column).
     """
     dense = tf.ragged.boolean_mask(ids, ids >= FIRST_ITEM_INDEX)[:, -max_len:].to_tensor(0)
+    width = tf.maximum(tf.shape(dense)[1], 1)
+    return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+
+
+def compact_ratings(ids: tf.Tensor, ratings: tf.Tensor, max_len: int) -> tf.Tensor:
+    """The events' ``ratings`` [b, H] (aligned with ``ids``) at the positions
+    :func:`compact_history` keeps of ``ids``: [b, L] of the same width, 0 at padding."""
+    dense = tf.ragged.boolean_mask(ratings, ids >= FIRST_ITEM_INDEX)[:, -max_len:].to_tensor(0)
     width = tf.maximum(tf.shape(dense)[1], 1)
     return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
 
@@ -75,6 +84,7 @@ class SequentialRetrievalModel(RecommenderModel):
         self.static_shapes = static_shapes
         self.num_indices = self.item_tower.num_indices
         self.max_len = self.user_tower.max_len
+        self.num_ratings = getattr(self.user_tower, "num_ratings", 0)  # > 0: a rating-aware history
         self.input_scale = float(self.user_tower.embedding_dim) ** 0.5 if scale_embeddings else 1.0
         self.item_bias = tf.keras.layers.Embedding(
             self.num_indices, 1, embeddings_initializer="zeros", name="item_bias") if item_bias else None
@@ -112,14 +122,38 @@ class SequentialRetrievalModel(RecommenderModel):
         return self
 
     # -- towers -------------------------------------------------------------------------
-    def encode(self, history, training=False):
+    def rating_ids(self, history, ratings):
+        """The rating ids [b, L] (1..num_ratings, 0 = unknown) a rating-aware user tower reads
+        for a compact ``history`` [b, L], from the events' rating values ``ratings`` [b, L]
+        (NaN, <= 0 or None: unknown). None when the tower reads no ratings."""
+        if not self.num_ratings:
+            return None
+        if ratings is None:
+            return tf.zeros_like(history, tf.int64)
+        ids = event_rating_ids(ratings, self.num_ratings)
+        return tf.where(history >= FIRST_ITEM_INDEX, ids, 0)
+
+    def compact(self, history, ratings=None):
+        """(:func:`compact_history` of any ``history`` [b, H], the rating ids of its events —
+        ``ratings`` [b, H] their values, aligned with ``history`` — or None when the tower
+        reads no ratings)."""
+        compact = compact_history(history, self.max_len)
+        if not self.num_ratings or ratings is None:
+            return compact, self.rating_ids(compact, None)
+        return compact, self.rating_ids(compact, compact_ratings(history, tf.cast(ratings, tf.float32), self.max_len))
+
+    def encode(self, history, training=False, rating_ids=None):
         """User tower outputs (``sequence`` [b, L, d], ``attention``) of a compact,
-        right-padded ``history`` [b, L]."""
+        right-padded ``history`` [b, L] (and, for a rating-aware tower, its events' rating
+        ids [b, L]; None = all unknown)."""
         mask = history >= FIRST_ITEM_INDEX
         embeddings = self.item_tower(history, training=training)
         if self.input_scale != 1.0:
             embeddings = embeddings * self.input_scale
-        return self.user_tower({"embeddings": embeddings, "padding_mask": mask}, training=training)
+        inputs = {"embeddings": embeddings, "padding_mask": mask}
+        if self.num_ratings:
+            inputs["ratings"] = rating_ids if rating_ids is not None else tf.zeros_like(history, tf.int64)
+        return self.user_tower(inputs, training=training)
 
     def _query(self, user):
         """With an item bias, queries get a constant 1 so that query . candidate = u . e + b."""
@@ -153,32 +187,36 @@ class SequentialRetrievalModel(RecommenderModel):
             return table
         return tf.concat([table, tf.cast(self.item_bias.embeddings, table.dtype)], axis=-1)
 
-    def call(self, history, training=False):
+    def call(self, history, training=False, ratings=None):
         """Query vector [b, d] (d + 1 with an item bias) from any history [b, H] of model
-        indices (oldest first); score = query . candidate (see :meth:`item_embeddings`)."""
-        history = compact_history(history, self.max_len)
-        sequence = self.encode(history, training=training)["sequence"]
+        indices (oldest first) — and, for a rating-aware tower, its events' ratings [b, H]
+        (NaN or 0 = unknown; None = all unknown); score = query . candidate (see
+        :meth:`item_embeddings`)."""
+        history, rating_ids = self.compact(history, ratings)
+        sequence = self.encode(history, training=training, rating_ids=rating_ids)["sequence"]
         return self._query(last_position(sequence, history >= FIRST_ITEM_INDEX))
 
-    def position_queries(self, history):
+    def position_queries(self, history, ratings=None):
         """Query vectors [b, L, d (+1)] after every position of a compact, right-padded
-        ``history`` [b, L] (at most ``max_len`` items): position t scores the item after
-        ``history[:, :t + 1]`` (what training predicts there; hard-negative mining reads it)."""
-        return self._query(self.encode(history)["sequence"])
+        ``history`` [b, L] (at most ``max_len`` items; ``ratings`` [b, L] its events' values):
+        position t scores the item after ``history[:, :t + 1]`` (what training predicts
+        there; hard-negative mining reads it)."""
+        return self._query(self.encode(history, rating_ids=self.rating_ids(history, ratings))["sequence"])
 
-    def explain_history(self, history):
+    def explain_history(self, history, ratings=None):
         """Which history items the user embedding attends to.
 
         Args:
             history: int [b, H] model indices (any padding, OOV, length).
+            ratings: float [b, H] or None. The events' ratings (a rating-aware tower).
 
         Returns:
             float [b, H]: the last block's attention (mean over heads) of the last position
             over each input position; 0 for padding, OOV and items beyond ``max_len``.
         """
-        compact = compact_history(history, self.max_len)
+        compact, rating_ids = self.compact(history, ratings)
         mask = compact >= FIRST_ITEM_INDEX
-        attention = self.encode(compact)["attention"]
+        attention = self.encode(compact, rating_ids=rating_ids)["attention"]
         weights = tf.reduce_mean(tf.cast(attention, tf.float32), axis=1)  # [b, L, L]
         last = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) - 1, 0)
         weights = tf.gather(weights, last, batch_dims=1)  # [b, L] (query = last position)
@@ -208,26 +246,30 @@ class SequentialRetrievalModel(RecommenderModel):
         return self._candidate_table()[FIRST_ITEM_INDEX:]
 
     @tf.function(reduce_retracing=True)
-    def score_items(self, history, extra_vectors=None):
+    def score_items(self, history, extra_vectors=None, ratings=None):
         """Dot-product scores [b, num_indices - 2] over the catalogue (then [b, n] over
-        ``extra_vectors`` [n, d], candidates outside the vocabulary, when given)."""
-        user = tf.cast(self(history), tf.float32)
+        ``extra_vectors`` [n, d], candidates outside the vocabulary, when given); ``ratings``
+        [b, H]: the history events' ratings (a rating-aware tower)."""
+        user = tf.cast(self(history, ratings=ratings), tf.float32)
         table = tf.cast(self.item_embeddings(), tf.float32)
         if extra_vectors is not None:
             table = tf.concat([table, tf.cast(extra_vectors, tf.float32)], axis=0)
         return tf.matmul(user, table, transpose_b=True)
 
     # -- training -----------------------------------------------------------------------
-    def training_queries(self, history, labels, training=False):
+    def training_queries(self, history, labels, training=False, rating_ids=None):
         """(queries [b, L, d (+1)] — or [b, L, K, d (+1)], K interests a candidate takes the
-        max over — that predict ``labels`` after every position of a compact ``history``, an
-        extra loss term or None): the one hook a variant of the user side overrides
+        max over — that predict ``labels`` after every position of a compact ``history``
+        (``rating_ids``: its events' rating ids, a rating-aware tower), an extra loss term or
+        None): the one hook a variant of the user side overrides
         (:class:`~tfrec_attn.models.multi_interest.MultiInterestRetrievalModel`)."""
-        return self._query(self.encode(history, training=training)["sequence"]), None
+        return self._query(self.encode(history, training=training, rating_ids=rating_ids)["sequence"]), None
 
     def compute_loss(self, inputs, training=False):
         features, labels = inputs
-        output, extra = self.training_queries(features["history"], labels, training=training)
+        history = features["history"]
+        output, extra = self.training_queries(history, labels, training=training,
+                                              rating_ids=self.rating_ids(history, features.get("history_ratings")))
         weights = None
         if labels.shape.rank == 3:  # [b, L, w]: the next w items of every position
             window = tf.shape(labels)[2]

@@ -208,11 +208,22 @@ class RecommenderClient:
         A ``recommend`` model also reads what else is known (its ``with_features``
         signature): ``ratings`` and ``timestamps`` (seconds) aligned with ``history``, and
         ``user`` = ``{"age": int, "gender": str, "occupation": str, "zip": str}`` (one dict,
-        or a list of dicts for a batch); anything left out is unknown.
+        or a list of dicts for a batch); anything left out is unknown. A retrieval model
+        with a rating-aware history (its ``serving_default`` takes ``history_ratings``)
+        reads ``ratings`` there, and unknown ratings when they are left out.
         """
         batch = _as_batch(history)
         inputs = {"history": batch}
-        if ratings is not None or timestamps is not None or user is not None:
+        if "history_ratings" in self._signature_inputs("serving_default"):  # a rating-aware retrieval model
+            if timestamps is not None or user is not None:
+                raise ValueError(f"model {self.model_name!r} reads the history and its ratings only "
+                                 "(no timestamps or user features)")
+            inputs["history_ratings"] = _context(batch, history, ratings, None, None)["history_ratings"]
+            out = self.predict(inputs)
+        elif ratings is not None or timestamps is not None or user is not None:
+            if not self._signature_inputs("with_features"):
+                raise ValueError(f"model {self.model_name!r} reads the history's items alone: it takes no "
+                                 "ratings, timestamps or user features")
             inputs.update(_context(batch, history, ratings, timestamps, user))
             out = self.predict(inputs, "with_features")
         else:
@@ -244,7 +255,8 @@ class RecommenderClient:
 
     def rank(self, history, candidates) -> list[tuple[str, float]]:
         """Scores ``candidates`` (ids) for one history, best first (unknown ids last, -inf)."""
-        out = self.predict({"history": _as_batch(history), "candidates": _as_batch(candidates)}, "rank")
+        out = self.predict(self._with_ratings("rank", {"history": _as_batch(history),
+                                                       "candidates": _as_batch(candidates)}), "rank")
         pairs = [(str(c), float(s)) for c, s in zip(candidates, out["scores"][0])]
         return sorted(pairs, key=lambda p: -p[1])
 
@@ -256,13 +268,28 @@ class RecommenderClient:
         absolute value; see the ``explain`` signature).
         """
         batch = _as_batch(history)
-        out = self.predict({"history": batch, "candidates": _as_batch(candidates)}, "explain")
+        out = self.predict(self._with_ratings("explain", {"history": batch, "candidates": _as_batch(candidates)}),
+                           "explain")
         items = [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in batch[0]]
         result = {}
         for c, weights in zip(candidates, out["contributions"][0]):
             order = np.argsort(-weights)
             result[str(c)] = [(items[j], float(weights[j])) for j in order[:top] if weights[j] > 0]
         return result
+
+    def _signature_inputs(self, signature: str) -> set:
+        """The input aliases of one of the model's signatures (empty if it has none; the
+        model's metadata is asked once per client)."""
+        if getattr(self, "_signatures", None) is None:
+            self._signatures = self.metadata()["signatures"]
+        return set(self._signatures.get(signature, {}).get("inputs", {}))
+
+    def _with_ratings(self, signature: str, inputs: dict) -> dict:
+        """``inputs`` plus unknown ``history_ratings`` when ``signature`` takes them (a
+        rating-aware retrieval model's ``rank`` and ``explain``)."""
+        if "history_ratings" in self._signature_inputs(signature):
+            inputs["history_ratings"] = np.zeros(inputs["history"].shape, np.float32)
+        return inputs
 
     def metadata(self) -> dict:
         """Signature names with their input and output aliases, dtypes and shapes."""

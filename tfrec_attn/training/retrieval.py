@@ -126,7 +126,8 @@ class RetrievalRecipe(Recipe):
         return dict(max_len=c.model.max_len, batch_size=c.train.batch_size, shuffle=True, seed=c.seed, repeat=repeat,
                     bucket_by_length=c.train.bucket_by_length, pad_to_bucket_boundary=c.train.jit_compile,
                     future_window=c.loss.future_window, shuffle_ties=c.train.shuffle_ties,
-                    older_windows=c.train.older_windows)
+                    older_windows=c.train.older_windows,
+                    rating_dropout=c.model.user_tower.rating_dropout if c.model.user_tower.num_ratings else 0.0)
 
     def dataset(self, input_context, include_validation=False, repeat=True):
         from tfrec_attn.data.sequences import sequence_dataset, training_examples
@@ -140,9 +141,11 @@ class RetrievalRecipe(Recipe):
                                          with_timestamps=self.config.train.shuffle_ties)
             return training_examples(source, self.vocabulary, input_context=input_context, **self._options(repeat))
         sequences = [self.split.item_vocab[s] for s in self.split.train_sequences(include_validation)]
+        ratings = self.split.train_part("ratings", include_validation) \
+            if self.config.model.user_tower.num_ratings else None
         return sequence_dataset(sequences, self.vocabulary, input_context=input_context,
                                 timestamps=self.split.train_part("timestamps", include_validation),
-                                **self._options(repeat))
+                                ratings=ratings, **self._options(repeat))
 
     def _trainable(self, include_validation=False):
         """Training sequences with something to predict (2 items or more)."""

@@ -15,6 +15,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--server", default="127.0.0.1:8500")
     p.add_argument("--model_name", default="retrieval")
     p.add_argument("--history", help="comma-separated item ids, oldest first")
+    p.add_argument("--ratings", help="comma-separated ratings of the --history items, in their order "
+                                     "(a model that reads them: rating-aware retrieval, recommend)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--metadata", action="store_true", help="print the model's signatures instead")
@@ -44,13 +46,25 @@ def run(args) -> int:
     if args.k < 1:
         raise CLIError(f"-k {args.k}: must be >= 1")
     history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
+    ratings = None
+    if args.ratings is not None:
+        ratings = [r.strip() for r in args.ratings.split(",")]
+        if len(ratings) != len(history):
+            raise CLIError(f"--ratings: {len(ratings)} values for {len(history)} --history items")
+        try:
+            ratings = [float(r) if r else 0.0 for r in ratings]
+        except ValueError:
+            raise CLIError(f"--ratings: {args.ratings!r} is not a comma-separated list of numbers") from None
     with RecommenderClient(args.server, model_name=args.model_name, timeout=args.timeout) as client:
         if args.metadata:
             print(json.dumps(client.metadata(), indent=2))
             return 0
         if args.user is not None:
             return rate(client, args.user, args.items)
-        ranked = client.recommend(history, k=args.k)
+        try:
+            ranked = client.recommend(history, k=args.k, ratings=ratings)
+        except ValueError as error:  # ratings sent to a model that reads none
+            raise CLIError(f"--ratings: {error}") from None
         for rank, (item, score) in enumerate(ranked, start=1):
             print(f"{rank:>3}  {item:<12} {score:9.4f}")
         notes = []
