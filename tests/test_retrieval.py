@@ -109,6 +109,69 @@ def test_sampled_softmax_matches_the_logq_corrected_formula_and_shares_negatives
     assert again == got and other != got
 
 
+def _weighted_log_z(logits, negatives, beta):
+    """REMI's partition function: negatives weighted by M * softmax(beta * logit) (numpy)."""
+    scaled = np.where(negatives, beta * logits, -np.inf)
+    weights = np.exp(scaled - scaled.max(1, keepdims=True))
+    weights = negatives.sum(1, keepdims=True) * weights / weights.sum(1, keepdims=True)
+    terms = np.where(negatives, weights * np.exp(logits), np.where(np.isfinite(logits), np.exp(logits), 0.0))
+    return np.log(terms.sum(1))
+
+
+def test_hard_negative_weights_match_remis_formula_and_beta_zero_is_the_plain_softmax():
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(5, 4)).astype(np.float32)
+    c = rng.normal(size=(9, 4)).astype(np.float32)
+    labels = np.array([2, 3, 8, 5, 2])
+    beta = 2.0
+    # Full softmax: every real item but the label is a negative.
+    logits = (q @ c.T)[:, 2:] / 0.5
+    rows = np.arange(5)
+    negatives = np.ones_like(logits, bool)
+    negatives[rows, labels - 2] = False
+    log_z = _weighted_log_z(logits, negatives, beta)
+    expected = (log_z - logits[rows, labels - 2]).mean()
+    task = FullSoftmaxTask(temperature=0.5, hard_negative_beta=beta)
+    assert float(task(tf.constant(q), tf.constant(labels), _candidates(c))) == pytest.approx(expected, rel=1e-5)
+    # The hardest negatives weigh more: the weighted loss is above the plain one.
+    plain = float(FullSoftmaxTask(temperature=0.5)(tf.constant(q), tf.constant(labels), _candidates(c)))
+    assert expected > plain + 1e-3
+    eps = 0.2
+    target = np.full((5, 7), eps / 7)
+    target[rows, labels - 2] += 1 - eps
+    expected_ls = (target * (log_z[:, None] - logits)).sum(1).mean()
+    smoothed = FullSoftmaxTask(temperature=0.5, label_smoothing=eps, hard_negative_beta=beta)
+    assert float(smoothed(tf.constant(q), tf.constant(labels), _candidates(c))) == pytest.approx(expected_ls, rel=1e-5)
+    assert float(FullSoftmaxTask(temperature=0.5, hard_negative_beta=0.0)(
+        tf.constant(q), tf.constant(labels), _candidates(c))) == plain
+    # The exact sampled softmax is the full one; the sampled one weighs its step's negatives.
+    exact = SampledSoftmaxTask(9, num_negatives=10, temperature=0.5, hard_negative_beta=beta)
+    assert float(exact(tf.constant(q), tf.constant(labels), _candidates(c))) == pytest.approx(expected, rel=1e-5)
+    table = rng.normal(size=(40, 4)).astype(np.float32)
+    counts = rng.integers(0, 50, size=40).astype(np.float64)
+    task = SampledSoftmaxTask(40, num_negatives=5, temperature=0.5, seed=3, hard_negative_beta=beta)
+    task.set_item_counts(counts)
+    got = float(task(tf.constant(q), tf.constant(labels), _candidates(table), step=7))
+    sampled = tf.random.stateless_categorical(task.log_probability.numpy()[None], 5, seed=[3, 7], dtype=tf.int64)[0]
+    log_kq = np.log(5.0) + task.log_probability.numpy()
+    true = (q * table[labels]).sum(1) / 0.5 - log_kq[labels]
+    neg = (q @ table[sampled.numpy()].T) / 0.5 - log_kq[sampled.numpy()][None]
+    hits = labels[:, None] == sampled.numpy()[None]
+    logits = np.concatenate([true[:, None], np.where(hits, -np.inf, neg)], 1)
+    negatives = np.concatenate([np.zeros((5, 1), bool), ~hits], 1)
+    assert got == pytest.approx((_weighted_log_z(logits, negatives, beta) - true).mean(), rel=1e-4)
+
+
+def test_hard_negatives_need_a_full_or_sampled_softmax():
+    from tfrec_attn.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss.hard_negative_beta.*needs loss.type=full or sampled"):
+        load_config(CONFIG, ["loss.type=in_batch", "loss.hard_negative_beta=1"])
+    with pytest.raises(ConfigError, match=r"loss.hard_negative_beta.*must be >= 0"):
+        load_config(CONFIG, ["loss.hard_negative_beta=-1"])
+    assert load_config(CONFIG, ["loss.hard_negative_beta=1"]).loss.hard_negative_beta == 1.0
+
+
 def test_in_batch_softmax_removes_accidental_hits():
     q = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     c_table = [[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]

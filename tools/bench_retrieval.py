@@ -50,6 +50,9 @@ ABLATIONS = {
     "heads=2": ["model.num_heads=2"],
     "dropout=0.2": ["model.dropout=0.2"],
     "dropout=0.5": ["model.dropout=0.5"],
+    # a rating-aware history (each event's rating an input of the user tower)
+    "history ratings": ["model.user_tower.num_ratings=5"],
+    "history ratings, no rating dropout": ["model.user_tower.num_ratings=5", "model.user_tower.rating_dropout=0.0"],
     # item towers (MiniLM text features, frozen and cached)
     "tower=text": ["model.item_tower.type=text"],
     "tower=text, mlp projection": ["model.item_tower.type=text", "model.item_tower.projection=mlp"],

@@ -213,6 +213,9 @@ class LossConfig(Section):
     max_positions: int = 4096  # in_batch: positions per batch used as queries (memory bound)
     future_window: int = 1  # each position predicts the next `future_window` items (1 = next only)
     future_weight: float = 1.0  # weight of targets beyond the next one
+    # full / sampled: REMI's hard negatives, each negative weighted by M * softmax(beta * its logit) in the
+    # partition function (0 = the plain softmax)
+    hard_negative_beta: float = 0.0
 
     def checks(self, at):
         from tfrec_attn.tasks.next_item import LOSS_TYPES
@@ -226,6 +229,9 @@ class LossConfig(Section):
             ("max_positions", self.max_positions > 0, "must be > 0"),
             ("future_window", self.future_window >= 1, "must be >= 1"),
             ("future_weight", self.future_weight >= 0, "must be >= 0"),
+            ("hard_negative_beta", self.hard_negative_beta >= 0, "must be >= 0 (0 = the plain softmax)"),
+            ("hard_negative_beta", not self.hard_negative_beta or self.type != "in_batch",
+             f"needs {at('type')}=full or sampled (tfrs' in-batch task has no negative weights)"),
         ]
 
 

@@ -71,8 +71,9 @@ def sequence_dataset(sequences, vocabulary: ItemVocabulary, *, timestamps=None, 
     """
     import tensorflow as tf
 
-    if (options.get("shuffle_ties") or ratings is not None) and timestamps is None:
-        raise ValueError("shuffle_ties and ratings need the timestamps of the sequences")
+    if timestamps is None and (options.get("shuffle_ties") or ratings is not None):
+        needs = "shuffle_ties needs" if options.get("shuffle_ties") else "a source with ratings needs"
+        raise ValueError(f"{needs} the timestamps of the sequences")
     source = sequence_source(sequences, timestamps if options.get("shuffle_ties") or ratings is not None else None,
                              ratings)
     if input_context is not None and input_context.num_input_pipelines > 1:

@@ -22,6 +22,13 @@ Label smoothing (``label_smoothing`` = eps): each query's loss is ``(1 - eps) * 
 eps * mean CE`` over every real item (full softmax, and the sampled one in its exact mode)
 or over its sampled / in-batch negatives (accidental hits excluded).
 
+Hard negatives (``hard_negative_beta`` = beta > 0; REMI's interest-aware hard negative
+mining, Xie et al., RecSys 2023): in the partition function each negative j counts with the
+weight ``w_j = M * softmax_j(beta * logit_j)`` over the query's M negatives (held fixed: no
+gradient flows through the weights), so the negatives the query already scores high — for
+several interests, those close to its best interest — weigh more; beta = 0 is the plain
+softmax. The full and sampled softmax take it.
+
 Losses are means over the **global** batch (``tf.nn.compute_average_loss`` semantics with
 per-position weights): each replica divides its weighted sum by the weight total summed
 over replicas, because Keras sums gradients over replicas.
@@ -80,7 +87,20 @@ def global_weighted_mean(losses, weights=None):
     return tf.math.divide_no_nan(numerator, denominator)
 
 
-def smoothed_cross_entropy(logits, label, negatives, label_smoothing: float):
+def log_partition(logits, negatives, hard_negative_beta: float = 0.0):
+    """``log sum_j exp(logit_j)`` per row [n], each negative column weighted by REMI's
+    ``w_j = M * softmax_j(beta * logit_j)`` over the row's M negatives (``negatives`` [n, m]:
+    1 at a negative; other columns keep weight 1). beta = 0: the plain logsumexp."""
+    if not hard_negative_beta:
+        return tf.reduce_logsumexp(logits, axis=-1)
+    is_negative = negatives > 0
+    scaled = tf.where(is_negative, hard_negative_beta * tf.stop_gradient(logits), _NEG)
+    count = tf.maximum(tf.reduce_sum(negatives, axis=-1, keepdims=True), 1.0)
+    log_weights = tf.math.log(count) + scaled - tf.reduce_logsumexp(scaled, axis=-1, keepdims=True)
+    return tf.reduce_logsumexp(tf.where(is_negative, logits + log_weights, logits), axis=-1)
+
+
+def smoothed_cross_entropy(logits, label, negatives, label_smoothing: float, hard_negative_beta: float = 0.0):
     """Per-row ``(1 - eps) * CE(label) + eps * mean CE over the negatives``.
 
     Args:
@@ -89,8 +109,10 @@ def smoothed_cross_entropy(logits, label, negatives, label_smoothing: float):
         negatives: float [n, m], 1 where a column is a negative (excluded columns are 0
             here and carry ~-inf logits).
         label_smoothing: float eps.
+        hard_negative_beta: float. > 0: the partition function weighs the negatives by
+            :func:`log_partition`.
     """
-    log_z = tf.reduce_logsumexp(logits, axis=-1)
+    log_z = log_partition(logits, negatives, hard_negative_beta)
     losses = log_z - tf.reduce_sum(label * logits, axis=-1)
     if not label_smoothing:
         return losses
@@ -127,13 +149,17 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
     Args:
         temperature: float. Logits are divided by it.
         label_smoothing: float. Mass spread uniformly over the other real items.
+        hard_negative_beta: float. > 0: REMI's hard-negative weights in the partition
+            function (:func:`log_partition`; every real item but the label is a negative).
     """
 
-    def __init__(self, temperature: float = 1.0, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, temperature: float = 1.0, label_smoothing: float = 0.0, hard_negative_beta: float = 0.0,
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.temperature = temperature
         self.label_smoothing = label_smoothing
+        self.hard_negative_beta = hard_negative_beta
         self.built = True  # no weights: nothing to build (and a SavedModel need not say so)
 
     def call(self, queries, labels, candidates: Candidates, weights=None, step=None):
@@ -142,7 +168,14 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
         num_indices = tf.shape(table)[0]
         real = _real_item_mask(num_indices)
         logits = logits + (1.0 - real)[tf.newaxis] * _NEG
-        if self.label_smoothing:
+        if self.hard_negative_beta:  # the same losses, over the weighted partition function
+            one_hot = tf.one_hot(labels, num_indices)
+            log_z = log_partition(logits, real[tf.newaxis] * (1.0 - one_hot), self.hard_negative_beta)
+            log_probabilities = logits - log_z[:, tf.newaxis]
+            eps = self.label_smoothing
+            target = one_hot * (1.0 - eps) + eps * real[tf.newaxis] / tf.reduce_sum(real)
+            losses = -tf.reduce_sum(target * tf.where(real[tf.newaxis] > 0, log_probabilities, 0.0), axis=-1)
+        elif self.label_smoothing:
             eps = self.label_smoothing
             target = tf.one_hot(labels, num_indices) * (1.0 - eps)
             target += eps * real[tf.newaxis] / tf.reduce_sum(real)
@@ -153,7 +186,7 @@ class FullSoftmaxTask(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing, "hard_negative_beta": self.hard_negative_beta}
 
 
 @register
@@ -168,13 +201,16 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         seed: int. Seeds the stateless sampler (with the training step).
         label_smoothing: float. Exact mode: as the full softmax. Sampled: the mass goes
             uniformly to the step's sampled negatives (other than the label).
+        hard_negative_beta: float. > 0: REMI's hard-negative weights over the step's
+            negatives (:func:`log_partition`; exact mode: as the full softmax).
 
     The sampling distribution is a non-trainable weight (checkpointed with the model):
     set it from the training counts with :meth:`set_item_counts`.
     """
 
     def __init__(self, num_indices: int, num_negatives: int = 256, alpha: float = 0.75,
-                 temperature: float = 1.0, seed: int = 0, label_smoothing: float = 0.0, **kwargs):
+                 temperature: float = 1.0, seed: int = 0, label_smoothing: float = 0.0,
+                 hard_negative_beta: float = 0.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32, whatever the mixed-precision policy
         super().__init__(**kwargs)
         self.num_indices = num_indices
@@ -183,8 +219,10 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         self.temperature = temperature
         self.seed = seed
         self.label_smoothing = label_smoothing
+        self.hard_negative_beta = hard_negative_beta
         self.exact = num_negatives >= num_indices - FIRST_ITEM_INDEX
-        self._full = FullSoftmaxTask(temperature, label_smoothing, name="full_softmax") if self.exact else None
+        self._full = FullSoftmaxTask(temperature, label_smoothing, hard_negative_beta,
+                                     name="full_softmax") if self.exact else None
         self.log_probability = self.add_weight(
             name="log_sampling_probability", shape=(num_indices,), trainable=False,
             initializer=tf.keras.initializers.Constant(self._log_probability(np.zeros(num_indices))))
@@ -221,13 +259,14 @@ class SampledSoftmaxTask(tf.keras.layers.Layer):
         logits = tf.concat([true_logits[:, tf.newaxis], sampled_logits], axis=1)
         label = tf.one_hot(tf.zeros_like(labels), tf.shape(logits)[1])  # the label is column 0
         negatives = tf.concat([tf.zeros_like(true_logits[:, tf.newaxis]), tf.cast(~hits, tf.float32)], axis=1)
-        losses = smoothed_cross_entropy(logits, label, negatives, self.label_smoothing)
+        losses = smoothed_cross_entropy(logits, label, negatives, self.label_smoothing, self.hard_negative_beta)
         return global_weighted_mean(losses, weights)
 
     def get_config(self):
         return {**super().get_config(), "num_indices": self.num_indices,
                 "num_negatives": self.num_negatives, "alpha": self.alpha,
-                "temperature": self.temperature, "seed": self.seed, "label_smoothing": self.label_smoothing}
+                "temperature": self.temperature, "seed": self.seed, "label_smoothing": self.label_smoothing,
+                "hard_negative_beta": self.hard_negative_beta}
 
 
 class SmoothedSoftmaxLoss(tf.keras.losses.Loss):
@@ -335,11 +374,12 @@ def _gather_others_after(context, *tensors):
 def build_task(loss_config, num_indices: int, seed: int = 0):
     """The task named by ``loss_config.type`` (one of :data:`LOSS_TYPES`)."""
     if loss_config.type == "full":
-        return FullSoftmaxTask(loss_config.temperature, loss_config.label_smoothing, name="task")
+        return FullSoftmaxTask(loss_config.temperature, loss_config.label_smoothing,
+                               loss_config.hard_negative_beta, name="task")
     if loss_config.type == "sampled":
         return SampledSoftmaxTask(num_indices, loss_config.num_negatives, loss_config.sampling_alpha,
                                   loss_config.temperature, seed=seed, label_smoothing=loss_config.label_smoothing,
-                                  name="task")
+                                  hard_negative_beta=loss_config.hard_negative_beta, name="task")
     if loss_config.type == "in_batch":
         return InBatchSoftmaxTask(num_indices, loss_config.temperature, loss_config.max_positions,
                                   loss_config.label_smoothing, name="task")
