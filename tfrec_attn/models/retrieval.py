@@ -21,6 +21,14 @@ from tfrec_attn.models.base import RecommenderModel
 from tfrec_attn.tasks.next_item import Candidates
 
 
+def _compact(values: tf.Tensor, keep: tf.Tensor, max_len: int) -> tf.Tensor:
+    """The newest ``max_len`` ``values`` [b, H] where ``keep``, left-aligned, right-padded
+    with 0: [b, L] with L = min(max(kept per row), max_len), at least one column."""
+    dense = tf.ragged.boolean_mask(values, keep)[:, -max_len:].to_tensor(0)
+    width = tf.maximum(tf.shape(dense)[1], 1)
+    return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+
+
 def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
     """Drops padding/OOV anywhere in each row, keeps the newest ``max_len``, right-pads with 0.
 
@@ -30,17 +38,13 @@ def compact_history(ids: tf.Tensor, max_len: int) -> tf.Tensor:
     Returns:
         int [b, min(max(row lengths), max_len)] (at least one column).
     """
-    dense = tf.ragged.boolean_mask(ids, ids >= FIRST_ITEM_INDEX)[:, -max_len:].to_tensor(0)
-    width = tf.maximum(tf.shape(dense)[1], 1)
-    return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+    return _compact(ids, ids >= FIRST_ITEM_INDEX, max_len)
 
 
 def compact_ratings(ids: tf.Tensor, ratings: tf.Tensor, max_len: int) -> tf.Tensor:
     """The events' ``ratings`` [b, H] (aligned with ``ids``) at the positions
     :func:`compact_history` keeps of ``ids``: [b, L] of the same width, 0 at padding."""
-    dense = tf.ragged.boolean_mask(ratings, ids >= FIRST_ITEM_INDEX)[:, -max_len:].to_tensor(0)
-    width = tf.maximum(tf.shape(dense)[1], 1)
-    return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+    return _compact(ratings, ids >= FIRST_ITEM_INDEX, max_len)
 
 
 def _deserialize(value):

@@ -165,6 +165,7 @@ class RecommenderClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self._signatures = None  # the model's signatures' inputs, asked on first need
 
     def __enter__(self):
         return self
@@ -278,10 +279,15 @@ class RecommenderClient:
         return result
 
     def _signature_inputs(self, signature: str) -> set:
-        """The input aliases of one of the model's signatures (empty if it has none; the
-        model's metadata is asked once per client)."""
-        if getattr(self, "_signatures", None) is None:
-            self._signatures = self.metadata()["signatures"]
+        """The input aliases of one of the model's signatures (empty if it has none, or if the
+        server answers no metadata: the history alone is then sent; asked once per client)."""
+        if self._signatures is None:
+            try:
+                self._signatures = self.metadata()["signatures"]
+            except ServingError as error:
+                if error.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._signatures = {}
         return set(self._signatures.get(signature, {}).get("inputs", {}))
 
     def _with_ratings(self, signature: str, inputs: dict) -> dict:
