@@ -191,12 +191,52 @@ def test_training_picks_the_interest_closest_to_each_target_and_penalises_collap
     assert len(picks) >= 2
 
 
+def test_the_balance_loss_is_the_switch_transformer_loss_and_pushes_targets_off_the_busiest_interest():
+    from tfrec_attn.models.multi_interest import balance_loss
+
+    rng = np.random.default_rng(0)
+    affinity = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    valid = rng.random((2, 5)) < 0.7
+    flat, w = affinity.reshape(-1, 3), valid.reshape(-1).astype(np.float32)
+    wins = np.bincount(flat.argmax(-1), weights=w, minlength=3) / w.sum()
+    soft = np.exp(flat / 2.0) / np.exp(flat / 2.0).sum(-1, keepdims=True)
+    expected = 3 * np.sum(wins * (soft * w[:, None]).sum(0) / w.sum())
+    assert float(balance_loss(affinity, valid, temperature=2.0)) == pytest.approx(expected, rel=1e-5)
+    # One interest winning every target with certainty costs K; an even split costs 1.
+    collapsed = np.tile(np.array([[50.0, 0.0, 0.0]], np.float32), (6, 1))
+    assert float(balance_loss(collapsed, np.ones(6))) == pytest.approx(3.0, rel=1e-4)
+    even = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]] * 50
+    assert float(balance_loss(even, np.ones(6))) == pytest.approx(1.0, rel=1e-4)
+    assert float(balance_loss(affinity, np.zeros((2, 5)))) == 0.0  # no target, no loss
+    # The gradient lowers the affinity of the interest that wins most and raises the others'.
+    busy = tf.Variable(np.array([[2.0, 1.0, 0.0]] * 4 + [[0.0, 2.0, 1.0]], np.float32))
+    with tf.GradientTape() as tape:
+        loss = balance_loss(busy, tf.ones(5))
+    step = -tape.gradient(loss, busy).numpy().sum(axis=0)
+    assert step[0] < 0 and step[2] > 0
+    # In training it is added to the loss's extra term, weighted.
+    model, _ = _model(["model.user_tower.interests=3"])
+    balanced, _ = _model(["model.user_tower.interests=3", "model.user_tower.balance_weight=0.5"])
+    balanced.set_weights(model.get_weights())
+    history = tf.constant([[2, 5, 7, 3], [9, 3, 4, 0]], tf.int64)
+    labels = tf.constant([[5, 7, 3, 8], [3, 4, 0, 0]], tf.int64)
+    queries, extra = balanced.training_queries(history, labels)
+    sequence = model.encode(history)["sequence"]
+    every = model.extractor(sequence, history >= 2, causal=True)[0].numpy()
+    targets = model.candidate_vectors(tf.maximum(labels, 0)).numpy()
+    expected = 0.5 * float(balance_loss(np.einsum("blkd,bld->blk", every, targets), labels.numpy() >= 2))
+    assert float(extra) == pytest.approx(expected, rel=1e-4)
+    assert model.training_queries(history, labels)[1] is None
+    np.testing.assert_allclose(queries.numpy(), model.training_queries(history, labels)[0].numpy(), rtol=1e-5)
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.user_tower.interests=0", "model.user_tower.interests=0 must be >= 1"),
     ("model.user_tower.interests=300", "model.user_tower.interests=300 must be <= model.max_len=200"),
     ("model.user_tower.selection=soft", "model.user_tower.selection='soft' must be one of hard, sampled"),
     ("model.user_tower.extraction=lstm", "model.user_tower.extraction='lstm' must be one of self_attentive, capsule"),
     ("model.user_tower.routing_iterations=0", "model.user_tower.routing_iterations=0 must be >= 1"),
+    ("model.user_tower.balance_weight=-1", "model.user_tower.balance_weight=-1.0 must be >= 0"),
     ("model.user_tower.aggregation=sum", "model.user_tower.aggregation='sum' must be one of max, proportional"),
 ])
 def test_bad_interest_configs_name_the_field(override, message):

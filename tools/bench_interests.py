@@ -7,6 +7,7 @@ go to docs/benchmarks.md by hand).
         --items ../shared/data/amazon-scientific/items.csv --interests 1 4
     python tools/bench_interests.py --profile --interests 1 4   # the interest profile
     python tools/bench_interests.py --interests 1 4 --aggregations max proportional   # both merges of K = 4
+    python tools/bench_interests.py --latency EXPORT_K1 EXPORT_K4   # time two exports together
 
 Each K trains ``training/configs/ml100k_retrieval.yaml`` + ``model.user_tower.interests=K``
 + the overrides (default: 40 epochs each, early stopping on validation NDCG@10, no refit, so test is scored by the
@@ -20,8 +21,9 @@ model selected on validation). Per run, on the test split, full ranking:
 * labels (K > 1): how often the test item's genre is among the genre labels of the interest
   that scores it highest, against a randomly drawn interest's labels (the labels are the
   export's own code, :class:`tfrec_attn.export.interests.InterestLabels`);
-* ``serving_default`` latency, in process, batch 1 (p50 / p99 over 300 calls of real test
-  histories), from the exported SavedModel.
+* ``serving_default`` latency, in process, batch 1 (p50 / p99 over 3 x 300 calls of real test
+  histories), from the exported SavedModels, all of a run's exports loaded together and called
+  in turn on each request (``--latency EXPORT ...`` times given exports the same way).
 
 ``--profile``: the interest profile instead (:mod:`tfrec_attn.training.interest_profile`): a
 seeded 20% of the users lose their last 10 events (no model sees them), the retrieval model
@@ -91,21 +93,29 @@ def label_hits(model, vocabulary, split, dataset, seed: int):
     return best_hits / max(counted, 1), random_hits / max(counted, 1), counted
 
 
-def latency(export_path, split, calls: int = 300):
+def latencies(export_paths, split, calls: int = 300, passes: int = 3) -> list[tuple[float, float]]:
+    """``serving_default`` latency of each export, batch 1: (p50, p99) ms over ``passes`` x
+    ``calls`` requests of real test histories (their last 200 items). The exports are loaded
+    in one process and called in turn on the same request, so a K = 1 and a K = 4 model are
+    timed under the same machine load (timed one after the other, minutes apart, their ratio
+    moved by up to 50% with the load)."""
     import numpy as np
     import tensorflow as tf
 
-    serve = tf.saved_model.load(export_path).signatures["serving_default"]
+    serves = [tf.saved_model.load(path).signatures["serving_default"] for path in export_paths]
     histories = split.inputs("test")
     requests = [tf.constant([[str(split.item_vocab[i]) for i in h[-200:]]]) for h in histories[:calls]]
-    for r in requests[:20]:
-        serve(history=r)
-    times = []
-    for r in requests:
-        start = time.perf_counter()
-        serve(history=r)
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+    for serve in serves:
+        for r in requests[:20]:
+            serve(history=r)
+    times = [[] for _ in serves]
+    for _ in range(passes):
+        for r in requests:
+            for serve, spent in zip(serves, times):
+                start = time.perf_counter()
+                serve(history=r)
+                spent.append(1000 * (time.perf_counter() - start))
+    return [(float(np.percentile(t, 50)), float(np.percentile(t, 99))) for t in times]
 
 
 def with_aggregation(model, aggregation: str):
@@ -158,11 +168,16 @@ def run_one(dataset, k: int, seed: int, overrides, out_dir: str, aggregations=()
                                                              "interests_in_top10", "interest_shares")})
             best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
             row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
-        path = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}_{aggregation}"))[0]
-        row["p50_ms"], row["p99_ms"] = latency(path, split)
+        row["export"] = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}_{aggregation}"))[0]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    return rows
+    return rows, split
+
+
+def time_exports(rows, split) -> None:
+    """Every row's export timed together (:func:`latencies`): ``p50_ms`` / ``p99_ms``."""
+    for row, (p50, p99) in zip(rows, latencies([row["export"] for row in rows], split)):
+        row["p50_ms"], row["p99_ms"] = p50, p99
 
 
 def run_profile(dataset, k: int, seed: int, overrides, out_dir: str) -> dict:
@@ -242,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="/tmp/bench_interests")
     parser.add_argument("--aggregations", nargs="+", default=[],
                         help="K > 1: also score each trained model with these aggregations (the same weights)")
+    parser.add_argument("--latency", nargs="+", metavar="EXPORT",
+                        help="only time these retrieval exports' serving_default together (no training)")
     parser.add_argument("--profile", action="store_true",
                         help="measure the interest profile on the future protocol instead")
     args = parser.parse_args(argv)
@@ -257,8 +274,19 @@ def main(argv=None) -> int:
         rows = [run_profile(dataset, k, seed, args.overrides, args.out) for seed in args.seeds for k in args.interests]
         print(profile_table(rows))
         return 0
-    rows = [row for seed in args.seeds for k in args.interests
-            for row in run_one(dataset, k, seed, args.overrides, args.out, args.aggregations)]
+    if args.latency:
+        from tfrec_attn.data import leave_one_out
+
+        split = leave_one_out(dataset.interactions, 3)
+        for path, (p50, p99) in zip(args.latency, latencies(args.latency, split)):
+            print(f"{path}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        return 0
+    rows, split = [], None
+    for seed in args.seeds:
+        for k in args.interests:
+            seed_rows, split = run_one(dataset, k, seed, args.overrides, args.out, args.aggregations)
+            rows += seed_rows
+    time_exports(rows, split)
     print(table(rows))
     return 0
 

@@ -126,6 +126,9 @@ class UserTowerConfig(Section):
     selection_temperature: float = 1.0  # sampled: softmax(affinity / temperature)
     diversity_weight: float = 1.0  # x the mean pairwise cosine of a user's interests (against collapse) ...
     diversity_margin: float = 0.5  # ... above this margin (-1: all of it)
+    # x the load-balancing loss K sum_k f_k p_k over the targets (Switch Transformer): against an
+    # interest that wins no target (0 = none; tfrec_attn/models/multi_interest.py balance_loss)
+    balance_weight: float = 0.0
     # how retrieval merges the interests' rankings: max (an item's best interest score) |
     # proportional (the list's slots dealt to the interests by their share of the history, D'Hondt)
     aggregation: str = "max"
@@ -152,6 +155,7 @@ class UserTowerConfig(Section):
             ("selection_temperature", self.selection_temperature > 0, "must be > 0"),
             ("diversity_weight", self.diversity_weight >= 0, "must be >= 0"),
             ("diversity_margin", -1.0 <= self.diversity_margin < 1.0, "must be in [-1, 1)"),
+            ("balance_weight", self.balance_weight >= 0, "must be >= 0"),
             ("aggregation", self.aggregation in AGGREGATION_TYPES, one_of(AGGREGATION_TYPES)),
             ("num_ratings", self.num_ratings >= 0, "must be >= 0 (0 = the history's items only)"),
             ("rating_dropout", 0.0 <= self.rating_dropout < 1.0, "must be in [0, 1)"),

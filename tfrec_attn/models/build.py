@@ -47,6 +47,7 @@ def build_retrieval_model(model_config, loss_config, num_indices: int, *, item_c
             item_tower, user_tower, task, extractor, selection=interests.selection,
             selection_temperature=interests.selection_temperature, diversity_weight=interests.diversity_weight,
             diversity_margin=interests.diversity_margin, aggregation=interests.aggregation,
+            balance_weight=interests.balance_weight,
             seed=seed, **common)
     if text_features is not None and hasattr(model.item_tower, "set_text_features"):
         model.item_tower.set_text_features(text_features)

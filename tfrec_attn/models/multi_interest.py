@@ -18,7 +18,12 @@ then the configured softmax task, unchanged; or
   negative high is pushed down, which a pick never does).
 
 ``diversity_weight`` adds the mean pairwise
-cosine of a user's interests above ``diversity_margin`` to the loss (against collapse).
+cosine of a user's interests above ``diversity_margin`` to the loss (against collapse);
+``balance_weight`` adds the load-balancing loss of mixtures of experts (Switch Transformer,
+Fedus et al. 2021), ``K * sum_k f_k p_k`` with ``f_k`` the share of the batch's targets
+interest ``k`` scores highest and ``p_k`` its mean ``softmax(affinity / selection_temperature)``
+share: 1 when the targets are spread evenly, up to K when one interest takes them all
+(against an interest that wins no target).
 
 Retrieval merges the K interests' rankings by ``aggregation`` (:func:`aggregate_interests`):
 ``max`` (an item scores its best interest's dot product) or ``proportional`` (the list's slots
@@ -39,6 +44,22 @@ from tfrec_attn.models.retrieval import SequentialRetrievalModel, _deserialize, 
 from tfrec_attn.tasks.next_item import global_weighted_mean
 
 SELECTION_TYPES = ("hard", "sampled", "max")
+
+
+def balance_loss(affinity: tf.Tensor, weights: tf.Tensor, temperature: float = 1.0) -> tf.Tensor:
+    """The load-balancing loss ``K * sum_k f_k p_k`` of ``affinity`` [..., K] (each target's
+    affinity to each interest) over the targets weighted by ``weights`` [...]: ``f_k`` the
+    (weighted) share of the targets whose highest affinity is interest ``k`` (no gradient),
+    ``p_k`` the mean of ``softmax(affinity / temperature)_k`` (the gradient: it moves targets
+    away from the interests that win more than their share). 0 without any target."""
+    affinity = tf.cast(affinity, tf.float32)
+    k = tf.shape(affinity)[-1]
+    flat = tf.reshape(affinity, tf.stack([-1, k]))
+    weights = tf.reshape(tf.cast(weights, tf.float32), [-1, 1])
+    total = tf.reduce_sum(weights)
+    wins = tf.math.divide_no_nan(tf.reduce_sum(tf.one_hot(tf.argmax(flat, axis=-1), k) * weights, axis=0), total)
+    shares = tf.math.divide_no_nan(tf.reduce_sum(tf.nn.softmax(flat / temperature) * weights, axis=0), total)
+    return tf.cast(k, tf.float32) * tf.reduce_sum(tf.stop_gradient(wins) * shares)
 
 
 def mean_pairwise_cosine(vectors: tf.Tensor, margin: float | None = None) -> tf.Tensor:
@@ -69,6 +90,7 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
             above ``diversity_margin``.
         diversity_margin: float. Pairs of interests less similar than this cost nothing
             (-1: every pair costs its cosine).
+        balance_weight: float. Weight in the loss of :func:`balance_loss` (0: none).
         seed: int. Seeds the sampled selection (with the training step).
 
     ``call(history)`` returns the queries [b, K, d (+1)]; every scoring path (the evaluation's
@@ -83,7 +105,7 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
 
     def __init__(self, item_tower, user_tower, task, extractor, selection: str = "hard",
                  selection_temperature: float = 1.0, diversity_weight: float = 0.0, diversity_margin: float = -1.0,
-                 seed: int = 0, aggregation: str = "max", **kwargs):
+                 seed: int = 0, aggregation: str = "max", balance_weight: float = 0.0, **kwargs):
         super().__init__(item_tower, user_tower, task, **kwargs)
         if selection not in SELECTION_TYPES:
             raise ValueError(f"selection must be one of {', '.join(SELECTION_TYPES)}, got {selection!r}")
@@ -96,13 +118,14 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         self.selection_temperature = selection_temperature
         self.diversity_weight = diversity_weight
         self.diversity_margin = diversity_margin
+        self.balance_weight = balance_weight
         self.seed = seed
 
     def get_config(self):
         return {**super().get_config(), "extractor": tf.keras.utils.serialize_keras_object(self.extractor),
                 "selection": self.selection, "selection_temperature": self.selection_temperature,
                 "diversity_weight": self.diversity_weight, "diversity_margin": self.diversity_margin,
-                "seed": self.seed, "aggregation": self.aggregation}
+                "seed": self.seed, "aggregation": self.aggregation, "balance_weight": self.balance_weight}
 
     # -- interests ------------------------------------------------------------------------
     def interests(self, history, training=False, ratings=None):
@@ -185,15 +208,23 @@ class MultiInterestRetrievalModel(SequentialRetrievalModel):
         queries = self._query(vectors)
         target = labels[..., 0] if labels.shape.rank == 3 else labels
         valid = target >= FIRST_ITEM_INDEX
-        penalty = None
+        penalties = []
         if self.diversity_weight:
-            penalty = self.diversity_weight * global_weighted_mean(mean_pairwise_cosine(
+            penalties.append(self.diversity_weight * global_weighted_mean(mean_pairwise_cosine(
                 vectors, self.diversity_margin if self.diversity_margin > -1.0 else None),
-                                                                   tf.cast(valid, tf.float32))
+                                                                          tf.cast(valid, tf.float32)))
+        affinity = None
+        if self.selection != "max" or self.balance_weight:
+            targets = tf.stop_gradient(tf.cast(self.candidate_vectors(tf.maximum(target, 0)), tf.float32))
+            affinity = tf.einsum("blkd,bld->blk", tf.cast(queries, tf.float32), targets)
+        if self.balance_weight:
+            # each replica balances its own batch; summed over replicas, their mean
+            penalties.append(tf.nn.scale_regularization_loss(
+                self.balance_weight * balance_loss(affinity, valid, self.selection_temperature)))
+        penalty = tf.add_n(penalties) if penalties else None
         if self.selection == "max":
             return queries, penalty
-        targets = tf.stop_gradient(tf.cast(self.candidate_vectors(tf.maximum(target, 0)), tf.float32))
-        affinity = tf.einsum("blkd,bld->blk", tf.stop_gradient(tf.cast(queries, tf.float32)), targets)
+        affinity = tf.stop_gradient(affinity)
         if self.selection == "sampled" and training:
             step = self.optimizer.iterations if self.optimizer is not None else 0
             seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)])
