@@ -284,3 +284,51 @@ def test_score_transfer_maps_one_models_scores_onto_anothers_mean_and_spread():
     assert mapped.mean() == pytest.approx(target.mean()) and mapped.std() == pytest.approx(target.std())
     assert scale == pytest.approx(target.std() / source.std()) and scale > 1.2  # moments, not the shrunk OLS slope
     assert score_transfer(np.ones(5), np.arange(5.0)) == (1.0, pytest.approx(1.0))  # a constant source: shift only
+
+
+def test_the_combination_moves_to_refit_parts_so_known_and_new_items_compete_as_fitted():
+    """Refit parts score on scales of their own: the text weight and new-item score fitted on
+    the selection checkpoints, moved through each part's score map, rank known and new items
+    in the refit ensemble exactly as the fitted combination ranked them; applied unmoved,
+    they do not."""
+    from tfrec_attn.data.splits import leave_one_out
+    from tfrec_attn.data.synthetic import planted_sequences
+    from tfrec_attn.evaluation.protocol import Evaluator
+    from tfrec_attn.training.ensemble import moved_combination
+
+    split = leave_one_out(planted_sequences(num_items=30, num_users=60).interactions)
+    rng = np.random.default_rng(5)
+    rows, items = int(np.max(split.evaluated)) + 1, len(split.item_vocab) + 2
+
+    class Scores:  # a Retriever's scorer over a fixed score matrix (users are its rows)
+        def __init__(self, matrix):
+            self.matrix = matrix
+
+        def scorer(self, split):
+            return lambda users, histories: self.matrix[np.asarray(users)]
+
+    selected = {"id": rng.normal(1.0, 2.0, (rows, items)), "text": rng.normal(3.0, 0.5, (rows, items))}
+    maps = {"id": (0.5, 0.7), "text": (4.0, -2.0)}  # selection = a * final + c
+    finals = {name: (selected[name] - c) / a for name, (a, c) in maps.items()}
+    fitted = {"text_weight": 0.8, "new_item_scale": 1.5, "new_item_offset": -0.4}
+    moved, transfer = moved_combination(fitted, {n: Scores(m) for n, m in selected.items()},
+                                        {n: Scores(m) for n, m in finals.items()}, split)
+    for name, (a, c) in maps.items():
+        assert transfer[name]["scale"] == pytest.approx(a) and transfer[name]["shift"] == pytest.approx(c)
+    is_new = np.arange(items) % 4 == 0
+
+    def ensemble(parts, combination):
+        known = parts["id"] + combination["text_weight"] * parts["text"]
+        new = combination["new_item_scale"] * parts["text"] + combination["new_item_offset"]
+        return np.where(is_new[np.newaxis, :], new, known)
+
+    users = Evaluator(split, "validation", num_negatives=0).users
+    as_fitted, refit = ensemble(selected, fitted)[users], ensemble(finals, moved)[users]
+    difference = maps["id"][0] * refit - as_fitted  # one constant: the same order everywhere
+    np.testing.assert_allclose(difference, difference.flat[0], atol=1e-9)
+    np.testing.assert_array_equal(np.argsort(-refit, axis=1), np.argsort(-as_fitted, axis=1))
+    unmoved = ensemble(finals, fitted)[users]
+    assert np.mean(np.argsort(-unmoved, axis=1)[:, :10] != np.argsort(-as_fitted, axis=1)[:, :10]) > 0.3
+    same = moved_combination(fitted, {n: Scores(m) for n, m in selected.items()},
+                             {n: Scores(m) for n, m in selected.items()}, split)[0]
+    assert same == pytest.approx(fitted)  # no refit: nothing moves

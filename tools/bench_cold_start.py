@@ -71,7 +71,7 @@ def in_sample_row(config, data, cold, out, result, features, seed, seconds):
     """The same ensemble with its new-item score fitted in sample (on the text part's own scores
     of the pseudo-cold items, which it trained on): what ``held_out`` calibration changes."""
     from tfrec_attn.evaluation import cold_start_split
-    from tfrec_attn.training.ensemble import PARTS, fit_combination
+    from tfrec_attn.training.ensemble import PARTS, fit_combination, move_combination
     from tfrec_attn.training.retrieval import retrievers
     from tfrec_attn.training.run_dir import RunDirectory
 
@@ -81,17 +81,23 @@ def in_sample_row(config, data, cold, out, result, features, seed, seconds):
                               stage="validation")
     fitted = fit_combination(selected["id"], selected["text"], cold.split, pseudo)
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
+    if result.metrics.get("refit_transfer"):  # refit parts: their own scales, as the run's combination
+        combination = move_combination(combination, result.metrics["refit_transfer"])
     return combination_row("ensemble, in-sample calibration", cold, result, features, combination, seed, seconds)
 
 
 def untransferred_row(data, cold, result, features, seed, seconds):
     """The same ensemble with the held-out copy's offset applied to the text part's scores as it
     is, without moving it to their scale (:func:`tfrec_attn.training.ensemble.score_transfer`)."""
-    fitted = result.metrics["combination"]
+    from tfrec_attn.training.ensemble import move_combination
+
+    fitted = result.metrics.get("selection_combination", result.metrics["combination"])
     transfer = result.metrics["calibration"]["transfer"]
     scale = fitted["new_item_scale"] / transfer["scale"]
     combination = {"text_weight": fitted["text_weight"], "new_item_scale": scale,
                    "new_item_offset": fitted["new_item_offset"] - scale * transfer["shift"]}
+    if result.metrics.get("refit_transfer"):  # refit parts: their own scales, as the run's combination
+        combination = move_combination(combination, result.metrics["refit_transfer"])
     return combination_row("ensemble, held out without the score transfer", cold, result, features, combination,
                            seed, seconds)
 

@@ -29,7 +29,9 @@
      two trainings of one config score on scales of their own).
 4. The ensemble of the parts' final models with that combination is the run's model
    (``model.json`` + ``checkpoints/final``; the selection checkpoints' ensemble is ``best``),
-   reported and exported by the retrieval recipe like any retrieval model.
+   reported and exported by the retrieval recipe like any retrieval model. Parts refit on
+   train + validation (``train.refit_with_validation``) score on scales of their own: the
+   combination moves to them through each part's score map (:func:`moved_combination`).
 """
 
 from __future__ import annotations
@@ -116,19 +118,25 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
     fitted = fit_combination(selected["id"], selected["text"], recipe.split, pseudo_cold,
                              new_items=selected.get(CALIBRATION_PART))
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
+    finals = {name: retrievers(parts[name])[0] for name in PARTS}
+    refit = {name: finals[name].model is not selected[name].model for name in PARTS}
+    final_combination, moved = combination, None
+    if any(refit.values()):  # the refit parts score on scales of their own: move the combination there
+        final_combination, moved = moved_combination(combination, selected, finals, recipe.split)
 
-    def ensemble(id_model, text_model):
+    def ensemble(id_model, text_model, fitted_combination):
         model = EnsembleRetrievalModel(id_model, text_model, name="retrieval").build_weights()
-        model.set_combination(**combination)
+        model.set_combination(**fitted_combination)
         return model
 
-    model = ensemble(parts["id"].model, parts["text"].model)
-    ensemble(selected["id"].model, selected["text"].model).save_weights(run.checkpoint("best"))
+    model = ensemble(parts["id"].model, parts["text"].model, final_combination)
+    ensemble(selected["id"].model, selected["text"].model, combination).save_weights(run.checkpoint("best"))
     model.save_weights(run.checkpoint("final"))
     run.save_model_config(model)
     id_metrics = parts["id"].metrics
     metrics = {
-        "validation": fitted["validation"], "combination": combination, "calibration": fitted,
+        "validation": fitted["validation"], "combination": final_combination, "calibration": fitted,
+        "selection_combination": combination, "refit_transfer": moved,
         "best_epoch": id_metrics.get("best_epoch"), "epochs": id_metrics.get("epochs"),
         "train_seconds": sum(p.metrics.get("train_seconds", 0.0) for p in parts.values()),
         "sequences_per_second": id_metrics.get("sequences_per_second", float("nan")),
@@ -149,7 +157,10 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
             shutil.copyfile(source, getattr(run, name))
     # The combination, always (the parts' Keras output follows `verbose`).
     print(f"ensemble: text weight {combination['text_weight']:g}, new items {combination['new_item_scale']:g} "
-          f"x text score {combination['new_item_offset']:+.3f} (validation NDCG@10 "
+          f"x text score {combination['new_item_offset']:+.3f}"
+          + ("" if moved is None else f" (refit scale: text weight {final_combination['text_weight']:.3g}, new items "
+             f"{final_combination['new_item_scale']:.3g} x text score {final_combination['new_item_offset']:+.3f})")
+          + f" (validation NDCG@10 "
           f"{fitted['validation']['val_ndcg10']:.4f}; pseudo-cold calibration "
           f"{fitted['pseudo_cold']['cold_to_warm']:.2f})", flush=True)
     return TrainResult(model, config, metrics, output_dir, recipe)
@@ -209,6 +220,42 @@ def score_transfer(source, target) -> tuple[float, float]:
     spread = source.std()
     scale = target.std() / spread if spread > 0 else 1.0
     return float(scale), float(target.mean() - scale * source.mean())
+
+
+def moved_combination(combination: dict, selected: dict, finals: dict, split) -> tuple[dict, dict]:
+    """The combination fitted on the parts' selection checkpoints (``selected``), moved to
+    their refit models (``finals``; both dicts of Retrievers by part name), and the map that
+    moved it.
+
+    A refit trains each part anew, on train + validation, and puts its scores on a scale of
+    its own (:func:`score_transfer`); a text weight fitted on the selection checkpoints'
+    scales would weigh the refit text part more or less than validation chose. Each part's
+    final scores map to its selection scores, ``s_sel ~ a · s_final + c`` (fitted on the
+    validation histories, which both score), and the combination follows the map:
+
+    * known items, ``s_id + w s_text`` in the selection scale, are, over ``a_id``,
+      ``s_id' + (w a_text / a_id) s_text'`` plus a constant;
+    * new items, ``A s_text + B``, are ``(A a_text / a_id) s_text' + (A c_text + B - c_id -
+      w c_text) / a_id`` after the same constant,
+
+    so known and new items compete in the refit ensemble as they did in the fitted one."""
+    from tfrec_attn.evaluation.protocol import Evaluator
+
+    evaluator = Evaluator(split, "validation", num_negatives=0)
+    users, histories = evaluator.users, evaluator.histories
+    maps = {name: score_transfer(_score_matrix(finals[name], split, users, histories),
+                                 _score_matrix(selected[name], split, users, histories)) for name in PARTS}
+    transfer = {name: {"scale": a, "shift": c} for name, (a, c) in maps.items()}
+    return move_combination(combination, transfer), transfer
+
+
+def move_combination(combination: dict, transfer: dict) -> dict:
+    """``combination`` through the parts' score maps ``transfer`` (``{"id": {"scale": a,
+    "shift": c}, "text": ...}``, selection = a · final + c; :func:`moved_combination`)."""
+    (a_id, c_id), (a_text, c_text) = ((transfer[name]["scale"], transfer[name]["shift"]) for name in PARTS)
+    w, scale, offset = (combination[k] for k in ("text_weight", "new_item_scale", "new_item_offset"))
+    return {"text_weight": w * a_text / a_id, "new_item_scale": scale * a_text / a_id,
+            "new_item_offset": (scale * c_text + offset - c_id - w * c_text) / a_id}
 
 
 def fit_combination(id_retriever, text_retriever, split, pseudo_cold, *, new_items=None, k: int = 10,
