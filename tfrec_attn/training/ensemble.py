@@ -114,14 +114,14 @@ def train_ensemble(config, dataset=None, output_dir: str = "runs/run", *, split=
         text = configs["text"]
         train_part(CALIBRATION_PART, dataclasses.replace(
             text, train=dataclasses.replace(text.train, refit_with_validation=False)), pseudo_cold.split)
-    selected = {name: retrievers(result)[1] for name, result in parts.items()}
+    final_and_selected = {name: retrievers(result) for name, result in parts.items()}  # loads `best` once
+    selected = {name: pair[1] for name, pair in final_and_selected.items()}
     fitted = fit_combination(selected["id"], selected["text"], recipe.split, pseudo_cold,
                              new_items=selected.get(CALIBRATION_PART))
     combination = {k: fitted[k] for k in ("text_weight", "new_item_scale", "new_item_offset")}
-    finals = {name: retrievers(parts[name])[0] for name in PARTS}
-    refit = {name: finals[name].model is not selected[name].model for name in PARTS}
+    finals = {name: final_and_selected[name][0] for name in PARTS}
     final_combination, moved = combination, None
-    if any(refit.values()):  # the refit parts score on scales of their own: move the combination there
+    if any(finals[name].model is not selected[name].model for name in PARTS):  # refit: scales of their own
         final_combination, moved = moved_combination(combination, selected, finals, recipe.split)
 
     def ensemble(id_model, text_model, fitted_combination):
