@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 
 import tensorflow as tf
+
+
+def _signatures_only():
+    """A scope in which ``tf.saved_model.save`` writes the module's variables, assets,
+    signatures and ``tf.function`` attributes but not Keras' per-layer call traces.
+
+    Our exports are read through their signatures and module functions (TF Serving,
+    ``tf.saved_model.load``, ``TFSMLayer``), never revived as Keras layers, and tracing every
+    layer's ``call`` for revival was most of an export's time (what ``model.save(...,
+    save_traces=False)`` turns off for a Keras model)."""
+    try:
+        from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+    except ImportError:  # another tf_keras layout: keep the traces
+        return contextlib.nullcontext()
+    return keras_option_scope(save_traces=False, in_tf_saved_model_scope=True)
 
 
 def versions(model_dir: str) -> list[int]:
@@ -63,7 +79,8 @@ def publish_saved_model(module: tf.Module, signatures: dict, base_path: str, mod
         raise FileExistsError(f"{target} already exists; versions are immutable, pick another")
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
     try:
-        tf.saved_model.save(module, tmp, signatures=signatures, options=options)
+        with _signatures_only():
+            tf.saved_model.save(module, tmp, signatures=signatures, options=options)
         if warmup:
             write_warmup_requests(tmp, model_name, warmup)
         if assets_extra_from and os.path.isdir(os.path.join(assets_extra_from, "assets.extra")):

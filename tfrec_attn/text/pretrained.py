@@ -225,9 +225,9 @@ def load_bert(path: str, *, pretrained: bool = True):
     if not pretrained:
         model = TFBertModel(config, name="bert_model")
         model(model.dummy_inputs)
-        return model
+        return _without_autograph(model)
     if weights_format(path) == "tf":
-        return TFBertModel.from_pretrained(path, name="bert_model")
+        return _without_autograph(TFBertModel.from_pretrained(path, name="bert_model"))
     from safetensors.numpy import load_file
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
@@ -239,4 +239,17 @@ def load_bert(path: str, *, pretrained: bool = True):
     if missing or info["mismatched_keys"]:
         raise PretrainedModelError(f"{path}/model.safetensors: does not match config.json "
                                    f"(missing {missing[:3]}, mismatched {info['mismatched_keys'][:3]})")
+    return _without_autograph(model)
+
+
+def _without_autograph(model):
+    """``model`` whose ``call`` runs as written inside ``tf.function`` / Keras graphs.
+
+    ``transformers``' TF BERT branches only on Python values (it is written for
+    ``tf.function`` and XLA), so AutoGraph's source conversion of its whole call tree, which
+    every trace (a functional model built on it, a training step, each export signature) repeated,
+    changes nothing but the seconds it took (half a text tower's build)."""
+    import tensorflow as tf
+
+    model.call = tf.autograph.experimental.do_not_convert(model.call)
     return model
