@@ -373,6 +373,41 @@ def test_item_terms_weight_genres_by_rarity_and_keep_salient_words():
     assert set(words.top(2, 5)) == {"outlaw"} and set(words.top(4, 5)) == {"dream", "sky"}
 
 
+
+def test_labels_rank_terms_by_mass_times_exclusivity_as_numpy_does():
+    from tfrec_attn.export.interests import InterestLabels
+    from tfrec_attn.features.item_terms import ItemTerms
+
+    # Indices 2, 3, 4 (0, 1 unused): a Drama each, and a Western, a Musical, a Noir.
+    vocabulary = ["", "Drama", "Western", "Musical", "Noir"]
+    term_ids = np.array([[0, 0], [0, 0], [1, 2], [1, 3], [1, 4]], np.int32)
+    weights = np.array([[0, 0], [0, 0], [.5, .5], [.5, .5], [.5, .5]], np.float32)
+    genres, words, ids = ItemTerms(vocabulary, term_ids, weights), ItemTerms.empty(5), ["a", "b", "c"]
+    compact = tf.constant([[2, 3, 4, 0]], tf.int64)  # a padded position at the end
+    attention = np.array([[[.85, .075, .075, 0], [.075, .85, .075, 0], [.075, .075, .85, 0]]], np.float32)
+    # numpy: each term's attention mass per interest, then mass x its share over the interests.
+    mass = np.zeros((3, len(vocabulary)))
+    for k in range(3):
+        for position, index in enumerate(compact.numpy()[0]):
+            for term, weight in zip(term_ids[index], weights[index]):
+                mass[k, term] += attention[0, k, position] * weight
+    frex = mass * np.divide(mass, mass.sum(axis=0, keepdims=True), out=np.zeros_like(mass), where=mass > 0)
+
+    def labels(exclusive, attention=attention):
+        labeler = InterestLabels(genres, words, ids, exclusive=exclusive)
+        return labeler(compact, tf.constant(attention))["genres"].numpy().astype(str)[0].tolist()
+
+    for exclusive, rank_by in ((True, frex), (False, mass)):
+        expected = [[vocabulary[t] for t in np.argsort(-rank_by[k], kind="stable")[:2]] for k in range(3)]
+        assert labels(exclusive) == expected
+    # By mass alone Drama, on every item, leads every interest's label; by mass x exclusivity
+    # each interest is named first by the genre only it attends to.
+    assert labels(False) == [["Drama", "Western"], ["Drama", "Musical"], ["Drama", "Noir"]]
+    assert labels(True) == [["Western", "Drama"], ["Musical", "Drama"], ["Noir", "Drama"]]
+    # One interest: every term's exclusivity is 1, the ranking is the mass's.
+    assert labels(True, attention[:, 1:2]) == labels(False, attention[:, 1:2]) == [["Drama", "Musical"]]
+
+
 def test_max_selection_scores_every_candidate_by_its_best_interest_inside_the_softmax():
     from tfrec_attn.tasks.next_item import Candidates, FullSoftmaxTask, dot_scores, paired_scores
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""The id + text ensemble on MovieLens 100K: what its combination and its parts each give
-(results go to docs/benchmarks.md by hand).
+"""The id + text ensemble on MovieLens 100K or a CSV data set: what its combination and its
+parts each give (results go to docs/benchmarks.md by hand).
 
     python tools/bench_ensemble.py --seeds 42 7 1 [--work-dir runs/bench_ensemble] [--set k=v ...]
+    python tools/bench_ensemble.py --interactions ../shared/data/amazon-scientific/interactions.csv \
+        --items ../shared/data/amazon-scientific/items.csv --seeds 42 7 1
 
 Trains the main job's retrieval tower (``training/configs/ml100k_retrieval.yaml`` with
 ``model.item_tower.type=ensemble``, ``model.item_tower.projection=mlp``, plus ``--set``) for
@@ -32,17 +34,19 @@ KEYS = ("HR@10", "NDCG@10", "HR@50")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "ml-100k"))
+    parser.add_argument("--interactions", help="a CSV data set's interactions (instead of --data)")
+    parser.add_argument("--items", help="its items CSV (the texts the text part reads)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
     parser.add_argument("--work-dir", default="runs/bench_ensemble")
     parser.add_argument("--set", action="append", default=[], help="config override")
     args = parser.parse_args(argv)
 
     from tfrec_attn.config import load_config
-    from tfrec_attn.data import read_movielens
+    from tfrec_attn.data import read_csv_dataset, read_movielens
     from tfrec_attn.evaluation.retrieval import evaluate_model
     from tfrec_attn.training import train
 
-    data = read_movielens(args.data)
+    data = read_csv_dataset(args.interactions, args.items) if args.interactions else read_movielens(args.data)
     for seed in args.seeds:
         config = load_config(CONFIG, TOWER + args.set + [f"seed={seed}"])
         began = time.perf_counter()
