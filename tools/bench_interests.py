@@ -21,7 +21,7 @@ model selected on validation). Per run, on the test split, full ranking:
 * labels (K > 1): how often the test item's genre is among the genre labels of the interest
   that scores it highest, against a randomly drawn interest's labels (the labels are the
   export's own code, :class:`tfrec_attn.export.interests.InterestLabels`: terms ranked by
-  mass x exclusivity, and, on the same model, by attention mass alone);
+  attention mass, and, on the same model, by mass x exclusivity);
 * ``serving_default`` latency, in process, batch 1 (p50 / p99 over 3 x 300 calls of real test
   histories), from the exported SavedModels, all of a run's exports loaded together and called
   in turn on each request (``--latency EXPORT ...`` times given exports the same way).
@@ -66,10 +66,10 @@ def top10(model, vocabulary, split):
     return np.concatenate(lists)
 
 
-def label_hits(model, vocabulary, split, dataset, seed: int, exclusive: bool = True):
+def label_hits(model, vocabulary, split, dataset, seed: int, exclusive: bool = False):
     """(rate for the interest that scores the test item highest, rate for a random interest):
     the share of test users whose test item has a genre among that interest's genre labels
-    (terms ranked by mass x exclusivity, the export's default, or by mass alone)."""
+    (terms ranked by attention mass, the export's labels, or by mass x exclusivity)."""
     import numpy as np
 
     from tfrec_attn.evaluation.interests import interest_scores
@@ -170,8 +170,8 @@ def run_one(dataset, k: int, seed: int, overrides, out_dir: str, aggregations=()
                                                              "interests_in_top10", "interest_shares")})
             best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
             row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
-            best, random, _ = label_hits(model, vocabulary, split, dataset, seed, exclusive=False)
-            row.update({"label_hit_best_by_mass": best, "label_hit_random_by_mass": random})
+            best, random, _ = label_hits(model, vocabulary, split, dataset, seed, exclusive=True)
+            row.update({"label_hit_best_exclusive": best, "label_hit_random_exclusive": random})
         row["export"] = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}_{aggregation}"))[0]
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -229,12 +229,12 @@ def profile_table(rows) -> str:
 
 def table(rows) -> str:
     lines = ["| K | aggregation | seed | epochs | val NDCG@10 | HR@10 | NDCG@10 | HR@50 | genres / top-10 | coverage | "
-             "cosine | min share | interests / top-10 | label hit (best / random) | by mass alone | p50 / p99 ms |",
+             "cosine | min share | interests / top-10 | label hit (best / random) | by mass x exclusivity | p50 / p99 ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = (f"{r['interest_cosine']:.3f} | {r['interest_min_share']:.3f} | {r['interests_in_top10']:.2f} | "
                  f"{r['label_hit_best']:.3f} / {r['label_hit_random']:.3f} | "
-                 f"{r['label_hit_best_by_mass']:.3f} / {r['label_hit_random_by_mass']:.3f}") if r["K"] > 1 \
+                 f"{r['label_hit_best_exclusive']:.3f} / {r['label_hit_random_exclusive']:.3f}") if r["K"] > 1 \
             else "– | – | – | – | –"
         lines.append(f"| {r['K']} | {r['aggregation']} | {r['seed']} | {r['epochs']} | {r['val_NDCG@10']:.4f} | "
                      f"{r['HR@10']:.4f} | {r['NDCG@10']:.4f} | "

@@ -3,12 +3,12 @@ graph: its weight, its attention over the history, its top history items and a l
 from the genres and salient words of the items it attends to
 (:mod:`tfrec_attn.features.item_terms`).
 
-A term's attention mass alone labels every interest of a user with the user's commonest
-terms (on ML-100K, "Drama, Comedy" for all four). Terms are therefore ranked by their mass
-times their exclusivity, the share of the term's mass over all K interests that this
-interest holds (the frequency-times-exclusivity ranking of topic-model labels, FREX): a
-term spread evenly over the interests counts 1/K of its mass, one only this interest
-attends to counts all of it. With K = 1 the ranking is the mass's."""
+Terms are ranked by their attention mass. ``exclusive=True`` ranks them by mass times
+exclusivity instead, the share of the term's mass over the K interests that this interest
+holds (the frequency-times-exclusivity ranking of topic-model labels, FREX), so that a
+user's commonest genre does not lead every interest's label; measured on ML-100K and
+amazon-scientific (docs/benchmarks.md, 2026-12-08) it does not make the labels more telling
+of what each interest retrieves, so the export keeps the mass. With K = 1 both agree."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ class InterestLabels(tf.Module):
     Args:
         genres, words: ItemTerms over the model's index space.
         item_ids: list of str. The vocabulary's raw ids (model index ``FIRST_ITEM_INDEX + i``).
-        exclusive: bool. Rank terms by mass x exclusivity (the module docstring; the default),
-            or by attention mass alone.
+        exclusive: bool. Rank terms by mass x exclusivity (the module docstring) instead of
+            by attention mass alone.
 
     Call arguments:
         compact: int [b, L]. The compact history the interests attend to (model indices).
@@ -52,7 +52,7 @@ class InterestLabels(tf.Module):
     ("" past the history's length).
     """
 
-    def __init__(self, genres, words, item_ids, exclusive: bool = True, name="interest_labels"):
+    def __init__(self, genres, words, item_ids, exclusive: bool = False, name="interest_labels"):
         super().__init__(name=name)
         self.exclusive = exclusive
         self.genre_ids = tf.constant(genres.term_ids)
