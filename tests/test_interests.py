@@ -373,8 +373,7 @@ def test_item_terms_weight_genres_by_rarity_and_keep_salient_words():
     assert set(words.top(2, 5)) == {"outlaw"} and set(words.top(4, 5)) == {"dream", "sky"}
 
 
-
-def test_labels_rank_terms_by_mass_times_exclusivity_as_numpy_does():
+def test_labels_rank_terms_by_mass_or_by_mass_times_exclusivity_as_numpy_does():
     from tfrec_attn.export.interests import InterestLabels
     from tfrec_attn.features.item_terms import ItemTerms
 
