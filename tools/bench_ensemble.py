@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from tfrec_attn.config import load_config
-    from tfrec_attn.data import read_csv_dataset, read_movielens
+    from tfrec_attn.data import load_dataset
     from tfrec_attn.evaluation.retrieval import evaluate_model
     from tfrec_attn.training import train
 
-    data = read_csv_dataset(args.interactions, args.items) if args.interactions else read_movielens(args.data)
+    data = load_dataset(args.data, interactions=args.interactions, items=args.items, download=False)
     for seed in args.seeds:
         config = load_config(CONFIG, TOWER + args.set + [f"seed={seed}"])
         began = time.perf_counter()

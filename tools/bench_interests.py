@@ -66,10 +66,11 @@ def top10(model, vocabulary, split):
     return np.concatenate(lists)
 
 
-def label_hits(model, vocabulary, split, dataset, seed: int, exclusive: bool = False):
-    """(rate for the interest that scores the test item highest, rate for a random interest):
-    the share of test users whose test item has a genre among that interest's genre labels
-    (terms ranked by attention mass, the export's labels, or by mass x exclusivity)."""
+def label_hits(model, vocabulary, split, dataset, seed: int) -> dict:
+    """How often the test item has a genre among the genre labels of the interest that scores
+    it highest, and of a randomly drawn one, with terms ranked by attention mass (the export's
+    labels, key ``mass``) and by mass x exclusivity (``exclusive``), in one pass over the test
+    users and on the same random draws: ``{ranking: (best rate, random rate)}``, ``counted``."""
     import numpy as np
 
     from tfrec_attn.evaluation.interests import interest_scores
@@ -77,12 +78,15 @@ def label_hits(model, vocabulary, split, dataset, seed: int, exclusive: bool = F
     from tfrec_attn.features.item_terms import item_terms
 
     genres, words = item_terms(dataset, vocabulary)
-    labeler = InterestLabels(genres, words, list(vocabulary.item_ids), exclusive=exclusive)
+    labelers = {name: InterestLabels(genres, words, list(vocabulary.item_ids), exclusive=name == "exclusive")
+                for name in ("mass", "exclusive")}
     histories, targets = split.inputs("test"), split.targets("test")
     rng = np.random.default_rng(seed)
-    best_hits, random_hits, counted = 0, 0, 0
+    hits = {name: np.zeros(2) for name in labelers}  # (best, random)
+    counted = 0
     for start, _, scores, attention, compact in interest_scores(model, vocabulary, split, histories):
-        labels = labeler(compact, attention)["genres"].numpy().astype(str)  # [b, K, 2]
+        labels = {name: labeler(compact, attention)["genres"].numpy().astype(str)  # [b, K, 2]
+                  for name, labeler in labelers.items()}
         for r, target in enumerate(targets[start:start + len(scores)]):
             item = dataset.items.get(split.item_vocab[target])
             column = scores[r, :, target]
@@ -90,9 +94,11 @@ def label_hits(model, vocabulary, split, dataset, seed: int, exclusive: bool = F
                 continue
             wanted = set(item.genres)
             counted += 1
-            best_hits += bool(wanted & set(labels[r, int(np.argmax(column))]))
-            random_hits += bool(wanted & set(labels[r, int(rng.integers(model.num_interests))]))
-    return best_hits / max(counted, 1), random_hits / max(counted, 1), counted
+            chosen = (int(np.argmax(column)), int(rng.integers(model.num_interests)))
+            for name in labelers:
+                hits[name] += [bool(wanted & set(labels[name][r, k])) for k in chosen]
+    return {**{name: tuple(float(h) / max(counted, 1) for h in value) for name, value in hits.items()},
+            "counted": counted}
 
 
 def latencies(export_paths, split, calls: int = 300, passes: int = 3) -> list[tuple[float, float]]:
@@ -168,10 +174,10 @@ def run_one(dataset, k: int, seed: int, overrides, out_dir: str, aggregations=()
             diagnostics = interest_diagnostics(model, vocabulary, split, "train", max_users=None)
             row.update({name: diagnostics[name] for name in ("interest_cosine", "interest_min_share",
                                                              "interests_in_top10", "interest_shares")})
-            best, random, counted = label_hits(model, vocabulary, split, dataset, seed)
-            row.update({"label_hit_best": best, "label_hit_random": random, "label_users": counted})
-            best, random, _ = label_hits(model, vocabulary, split, dataset, seed, exclusive=True)
-            row.update({"label_hit_best_exclusive": best, "label_hit_random_exclusive": random})
+            hits = label_hits(model, vocabulary, split, dataset, seed)
+            row.update({"label_hit_best": hits["mass"][0], "label_hit_random": hits["mass"][1],
+                        "label_hit_best_exclusive": hits["exclusive"][0],
+                        "label_hit_random_exclusive": hits["exclusive"][1], "label_users": hits["counted"]})
         row["export"] = result.recipe.export(model, os.path.join(out_dir, f"export_k{k}_s{seed}_{aggregation}"))[0]
         print(json.dumps(row), flush=True)
         rows.append(row)
